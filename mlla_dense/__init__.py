@@ -1,0 +1,11 @@
+"""mlla_dense: MLLA and VMamba backbones for mmdet 3.x and mmsegmentation 1.x, with Triton kernels.
+
+Importing the package registers every backbone in both registries and lets mmengine resume its own
+checkpoints under torch >= 2.6 (see :mod:`mlla_dense.utils.torch_load`).
+"""
+from .utils.torch_load import allow_mmengine_checkpoints
+from .models import *  # noqa: F401,F403  (registers the backbones)
+
+__version__ = '0.1.0'
+
+allow_mmengine_checkpoints()

@@ -1,0 +1,4 @@
+"""Registered backbones."""
+from .mlla import MLLA
+
+__all__ = ['MLLA']

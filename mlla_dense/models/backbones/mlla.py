@@ -1,0 +1,249 @@
+"""MLLA backbone (Mamba-Like Linear Attention, Han et al., NeurIPS 2024) for mmdet and mmseg.
+
+Numerically the official downstream backbone (LeapLabTHU/MLLA, downstream/detection/mmdet/models/
+backbones/mlla.py) with the same parameter names, so official ImageNet and detection/segmentation
+checkpoints load unchanged. Differences: RoPE tables are cached per grid instead of rebuilt per call (and
+the unused fixed-size ``rope.rotations`` buffers are gone), the linear attention runs as a Triton kernel on
+CUDA, and OpenMMLab conventions are added (arch presets, frozen_stages, norm_eval, with_cp, init_cfg).
+"""
+from typing import Optional, Sequence
+
+import torch
+import torch.utils.checkpoint as cp
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from torch import nn
+
+from mlla_dense.registry import register_backbone
+from mlla_dense.utils.checkpoint import extract_state_dict, load_backbone_state_dict, load_checkpoint_file
+from ..layers.linear_attention import LinearAttention
+from ..layers.mlla_stem import PatchMerging, Stem
+from ..layers.mlp import Mlp
+
+ARCH_SETTINGS = {
+    'tiny': dict(embed_dim=64, depths=(2, 4, 8, 4), num_heads=(2, 4, 8, 16)),
+    'small': dict(embed_dim=64, depths=(3, 6, 21, 6), num_heads=(2, 4, 8, 16)),
+    'base': dict(embed_dim=96, depths=(3, 6, 21, 6), num_heads=(3, 6, 12, 24)),
+}
+
+# Keys of official checkpoints that the dense backbone does not use: the classifier's final norm and head,
+# and the fixed-resolution RoPE buffers (tables are computed per input size here).
+IGNORED_CHECKPOINT_KEYS = (r'head\..*', r'norm\.(weight|bias)', r'.*\.attn\.rope\.rotations')
+NEW_LAYERS = (r'norm\d\..*',)
+
+
+def dwconv_tokens(conv: nn.Conv2d, x: torch.Tensor, hw_shape) -> torch.Tensor:
+    """Apply a depthwise conv to tokens (B, H*W, C) laid out on an ``hw_shape`` grid."""
+    b, n, c = x.shape
+    grid = x.reshape(b, *hw_shape, c).permute(0, 3, 1, 2)
+    return conv(grid).permute(0, 2, 3, 1).reshape(b, n, c)
+
+
+class MLLABlock(nn.Module):
+    """x += cpe1(x); x += out_proj(attn(SiLU(dwc(in_proj(LN(x))))) * SiLU(act_proj(LN(x)))); x += cpe2(x);
+    x += MLP(LN(x)). cpe1, cpe2 and dwc are 3x3 depthwise convs over the token grid."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
+                 drop: float = 0., drop_path: float = 0.):
+        super().__init__()
+        self.cpe1 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.in_proj = nn.Linear(dim, dim)
+        self.act_proj = nn.Linear(dim, dim)
+        self.dwc = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.act = nn.SiLU()
+        self.attn = LinearAttention(dim, num_heads, qkv_bias=qkv_bias)
+        self.out_proj = nn.Linear(dim, dim)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.cpe2 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+
+    def forward(self, x: torch.Tensor, hw_shape) -> torch.Tensor:
+        x = x + dwconv_tokens(self.cpe1, x, hw_shape)
+        shortcut = x
+        x = self.norm1(x)
+        gate = self.act(self.act_proj(x))
+        x = self.act(dwconv_tokens(self.dwc, self.in_proj(x), hw_shape))
+        x = self.attn(x, hw_shape)
+        x = shortcut + self.drop_path(self.out_proj(x * gate))
+        x = x + dwconv_tokens(self.cpe2, x, hw_shape)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class MLLAStage(nn.Module):
+    """``depth`` MLLA blocks, then (except in the last stage) patch merging to half the resolution."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool,
+                 drop: float, drop_path: Sequence[float], downsample: bool, with_cp: bool):
+        super().__init__()
+        self.with_cp = with_cp
+        self.blocks = nn.ModuleList(
+            MLLABlock(dim, num_heads, mlp_ratio, qkv_bias, drop, drop_path[i]) for i in range(depth))
+        self.downsample = PatchMerging(dim) if downsample else None
+
+    def forward(self, x, hw_shape):
+        """Returns (stage output, its grid, input of the next stage, its grid)."""
+        for block in self.blocks:
+            if self.with_cp and x.requires_grad:
+                x = cp.checkpoint(block, x, hw_shape, use_reentrant=False)
+            else:
+                x = block(x, hw_shape)
+        if self.downsample is None:
+            return x, hw_shape, x, hw_shape
+        x_down, down_shape = self.downsample(x, hw_shape)
+        return x, hw_shape, x_down, down_shape
+
+
+@register_backbone
+class MLLA(BaseModule):
+    """MLLA backbone: a conv stem, four stages of MLLA blocks, one LayerNorm per output (B, C_i, H_i, W_i).
+
+    Args:
+        arch (str, optional): 'tiny', 'small' or 'base' (the released models); sets embed_dim, depths and
+            num_heads. Give either arch or those three.
+        embed_dim (int): channels of stage 1 (doubled at each stage).
+        depths (Sequence[int]): blocks per stage.
+        num_heads (Sequence[int]): attention heads per stage.
+        mlp_ratio (float): MLP hidden size / channels. Default 4.
+        qkv_bias (bool): bias of the q/k projection. Default True.
+        drop_rate (float): dropout after the stem and in the MLPs. Default 0.
+        drop_path_rate (float): stochastic depth, rising linearly to this value over all blocks. Default 0.1.
+        out_indices (Sequence[int]): stages whose (normalized) outputs are returned. Default (0, 1, 2, 3).
+        in_chans (int): image channels. Default 3.
+        frozen_stages (int): -1 freezes nothing, 0 the stem, i > 0 the stem and stages 1..i (with their
+            output norms). Default -1.
+        norm_eval (bool): keep the BatchNorms (stem, patch merging) in eval mode while training. Default False.
+        with_cp (bool): gradient checkpointing of each block (less memory, more compute). Default False.
+        use_checkpoint (bool): the official name of ``with_cp``.
+        img_size, patch_size, num_classes, qk_scale, ape: accepted so that official configs run unchanged;
+            img_size, num_classes and qk_scale have no effect on the dense backbone, patch_size must be 4
+            and ape must be False (as in every released model).
+        init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=path, prefix='backbone.')``;
+            official ImageNet and detection/segmentation checkpoints load as they are.
+    """
+
+    arch_settings = ARCH_SETTINGS
+
+    def __init__(self, arch: Optional[str] = None, embed_dim: Optional[int] = None,
+                 depths: Optional[Sequence[int]] = None, num_heads: Optional[Sequence[int]] = None,
+                 mlp_ratio: float = 4., qkv_bias: bool = True, drop_rate: float = 0.,
+                 drop_path_rate: float = 0.1, out_indices: Sequence[int] = (0, 1, 2, 3), in_chans: int = 3,
+                 frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
+                 use_checkpoint: bool = False, img_size=224, patch_size: int = 4, num_classes: int = 1000,
+                 qk_scale=None, ape: bool = False, init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        embed_dim, depths, num_heads = self._resolve_arch(arch, embed_dim, depths, num_heads)
+        if patch_size != 4:
+            raise ValueError(f'MLLA has a fixed stem of stride 4, patch_size={patch_size} is not supported')
+        if ape:
+            raise ValueError('ape=True (absolute position embedding) is not used by any released MLLA model '
+                             'and is not supported')
+        num_stages = len(depths)
+        if len(num_heads) != num_stages:
+            raise ValueError(f'depths {tuple(depths)} and num_heads {tuple(num_heads)} differ in length')
+        out_indices = tuple(out_indices)
+        if not out_indices or any(not 0 <= i < num_stages for i in out_indices):
+            raise ValueError(f'out_indices {out_indices} must be stage indices in [0, {num_stages})')
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages={frozen_stages} must be in [-1, {num_stages}]')
+        self.in_chans = in_chans
+        self.out_indices = out_indices
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.num_features = [embed_dim * 2 ** i for i in range(num_stages)]
+
+        self.patch_embed = Stem(in_chans, embed_dim)
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.layers = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            start = sum(depths[:i])
+            self.layers.append(MLLAStage(
+                self.num_features[i], depth, num_heads[i], mlp_ratio, qkv_bias, drop_rate,
+                dpr[start:start + depth], downsample=i < num_stages - 1, with_cp=with_cp or use_checkpoint))
+        for i in out_indices:
+            self.add_module(f'norm{i}', nn.LayerNorm(self.num_features[i]))
+        self.apply(self._init_layer)
+        self._freeze_stages()
+
+    @classmethod
+    def _resolve_arch(cls, arch, embed_dim, depths, num_heads):
+        given = dict(embed_dim=embed_dim, depths=depths, num_heads=num_heads)
+        if arch is None:
+            if None in given.values():
+                raise ValueError(f'give arch (one of {", ".join(cls.arch_settings)}) or all of '
+                                 f'embed_dim, depths and num_heads')
+            return embed_dim, tuple(depths), tuple(num_heads)
+        if arch not in cls.arch_settings:
+            raise ValueError(f'unknown MLLA arch {arch!r}; valid: {", ".join(cls.arch_settings)}')
+        preset = cls.arch_settings[arch]
+        for name, value in given.items():
+            if value is not None and (tuple(value) if name != 'embed_dim' else value) != preset[name]:
+                raise ValueError(f'arch={arch!r} has {name}={preset[name]}, which conflicts with {name}={value}')
+        return preset['embed_dim'], preset['depths'], preset['num_heads']
+
+    @staticmethod
+    def _init_layer(m):
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def init_weights(self):
+        """Load the ``Pretrained`` checkpoint of init_cfg strictly, or defer to mmengine's initializers."""
+        cfg = self.init_cfg
+        if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
+            super().init_weights()
+            return
+        path = cfg['checkpoint']
+        try:
+            checkpoint = load_checkpoint_file(path, map_location=cfg.get('map_location', 'cpu'))
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f'MLLA pretrained checkpoint {path!r} not found. Download the official ImageNet-1K checkpoint '
+                f'of this model (https://github.com/LeapLabTHU/MLLA#pretrained-models) and save it at that '
+                f'path, or train from scratch with --cfg-options model.backbone.init_cfg=None') from None
+        state_dict = extract_state_dict(checkpoint, prefix=cfg.get('prefix'))
+        self.load_report = load_backbone_state_dict(self, state_dict, ignore=IGNORED_CHECKPOINT_KEYS,
+                                                    may_be_missing=NEW_LAYERS, source=path)
+        self._is_init = True
+
+    def _freeze_stages(self):
+        frozen = []
+        if self.frozen_stages >= 0:
+            frozen.append(self.patch_embed)
+        for i in range(self.frozen_stages):
+            frozen.append(self.layers[i])
+            if i in self.out_indices:
+                frozen.append(getattr(self, f'norm{i}'))
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor):
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f'MLLA expects images (B, {self.in_chans}, H, W), got shape {tuple(x.shape)}')
+        x, hw_shape = self.patch_embed(x)
+        x = self.pos_drop(x)
+        outs = []
+        for i, stage in enumerate(self.layers):
+            out, out_shape, x, hw_shape = stage(x, hw_shape)
+            if i in self.out_indices:
+                out = getattr(self, f'norm{i}')(out)
+                outs.append(out.reshape(-1, *out_shape, out.shape[-1]).permute(0, 3, 1, 2).contiguous())
+        return tuple(outs)

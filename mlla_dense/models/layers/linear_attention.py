@@ -1,0 +1,37 @@
+"""The linear attention module of an MLLA block (parameter names as in the official code)."""
+import torch
+from torch import nn
+
+from mlla_dense.kernels.linear_attention import linear_attention
+from .rope import rope_tables
+
+
+class LinearAttention(nn.Module):
+    """Multi-head linear attention with 2D RoPE and LePE over a token grid.
+
+    q and k come from one linear layer ``qk``; v is the input itself. The math lives in
+    :func:`mlla_dense.kernels.linear_attention.linear_attention` (Triton on CUDA, PyTorch elsewhere).
+
+    Args:
+        dim (int): channels C of the tokens.
+        num_heads (int): attention heads; C / num_heads must be even.
+        qkv_bias (bool): bias of the ``qk`` projection.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if dim % num_heads or (dim // num_heads) % 2 or dim % 4:
+            raise ValueError(f'dim={dim} must be divisible by 4 and split into {num_heads} heads of even size')
+        self.dim = dim
+        self.num_heads = num_heads
+        self.qk = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.lepe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+
+    def forward(self, x: torch.Tensor, hw_shape) -> torch.Tensor:
+        """x: (B, H*W, C) tokens of an ``hw_shape`` grid -> (B, H*W, C)."""
+        rope_rows, rope_cols = rope_tables(*hw_shape, self.dim, x.device)
+        return linear_attention(self.qk(x), x, rope_rows, rope_cols, self.num_heads,
+                                self.lepe.weight, self.lepe.bias)
+
+    def extra_repr(self) -> str:
+        return f'dim={self.dim}, num_heads={self.num_heads}'

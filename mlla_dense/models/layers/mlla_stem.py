@@ -1,0 +1,58 @@
+"""The convolutional stem and the patch merging (downsampling) of MLLA; tokens leave them as (B, H*W, C)."""
+import torch.nn.functional as F
+from torch import nn
+
+from .conv_bn_act import ConvBNAct
+
+
+class Stem(nn.Module):
+    """Image (B, 3, H, W) -> tokens (B, H/4 * W/4, C); pads H and W up to a multiple of 4 (right, bottom).
+
+    conv3x3 s2 -> C/2, a residual pair of conv3x3, conv3x3 s2 -> 4C, conv1x1 -> C; BatchNorm everywhere,
+    ReLU except after the second conv of the pair and the last conv; no conv biases.
+    """
+
+    patch_size = 4
+
+    def __init__(self, in_channels: int = 3, embed_dim: int = 96):
+        super().__init__()
+        half = embed_dim // 2
+        self.conv1 = ConvBNAct(in_channels, half, 3, stride=2, padding=1, bias=False)
+        self.conv2 = nn.Sequential(
+            ConvBNAct(half, half, 3, padding=1, bias=False),
+            ConvBNAct(half, half, 3, padding=1, bias=False, act=False))
+        self.conv3 = nn.Sequential(
+            ConvBNAct(half, embed_dim * 4, 3, stride=2, padding=1, bias=False),
+            ConvBNAct(embed_dim * 4, embed_dim, 1, bias=False, act=False))
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, -w % self.patch_size, 0, -h % self.patch_size))
+        x = self.conv1(x)
+        x = self.conv2(x) + x
+        x = self.conv3(x)
+        return x.flatten(2).transpose(1, 2), tuple(x.shape[-2:])
+
+
+class PatchMerging(nn.Module):
+    """Tokens (B, H*W, C) -> (B, ceil(H/2) * ceil(W/2), 2C); odd H or W is padded by one (right, bottom).
+
+    conv1x1 C -> 8C (ReLU), depthwise conv3x3 s2 (ReLU), conv1x1 8C -> 2C (BatchNorm); convs with bias.
+    """
+
+    def __init__(self, dim: int, ratio: float = 4.0):
+        super().__init__()
+        hidden = int(2 * dim * ratio)
+        self.conv = nn.Sequential(
+            ConvBNAct(dim, hidden, 1, norm=False),
+            ConvBNAct(hidden, hidden, 3, stride=2, padding=1, groups=hidden, norm=False),
+            ConvBNAct(hidden, 2 * dim, 1, act=False))
+
+    def forward(self, x, hw_shape):
+        h, w = hw_shape
+        b, _, c = x.shape
+        x = x.reshape(b, h, w, c)
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        x = self.conv(x.permute(0, 3, 1, 2))
+        return x.flatten(2).transpose(1, 2), tuple(x.shape[-2:])

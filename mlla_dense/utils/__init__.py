@@ -1,0 +1,1 @@
+"""Checkpoint loading, FLOPs counting and torch/mmengine compatibility."""

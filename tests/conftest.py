@@ -1,0 +1,26 @@
+"""Test-session setup: kernels run through the Triton interpreter when there is no GPU.
+
+TRITON_INTERPRET must be set before Triton compiles (decorates) any kernel, so it is set here, before the
+package is imported. With CUDA present the kernels compile for the GPU and `gpu`-marked tests run.
+"""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault('TRITON_INTERPRET', '1')
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'gpu: needs a CUDA device (skipped without one; run on the GPU machine)')
+    config.addinivalue_line('markers', 'slow: takes more than a few seconds on CPU')
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason='needs a CUDA device')
+    for item in items:
+        if 'gpu' in item.keywords:
+            item.add_marker(skip_gpu)

@@ -1,0 +1,160 @@
+"""Triton linear attention vs the PyTorch reference: forward and every gradient.
+
+CPU: through the Triton interpreter (TRITON_INTERPRET=1, set by conftest) on small odd shapes.
+GPU (marker `gpu`): the four MLLA-T stage shapes of a 2x3x800x1344 input and an int64-offset case.
+"""
+import pytest
+import torch
+
+from mlla_dense.kernels import backend
+from mlla_dense.kernels.linear_attention import linear_attention, linear_attention_reference
+from mlla_dense.models.layers.rope import rope_tables
+
+DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+@pytest.fixture
+def triton_backend(monkeypatch):
+    monkeypatch.setenv('MLLA_DENSE_BACKEND', 'triton')
+
+
+def make_inputs(b, h, w, c, dtype, device=DEVICE, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    n = h * w
+    qk = torch.randn(b, n, 2 * c, generator=gen).to(device, dtype)
+    v = torch.randn(b, n, c, generator=gen).to(device, dtype)
+    weight = (torch.randn(c, 1, 3, 3, generator=gen) * 0.3).to(device)
+    bias = torch.randn(c, generator=gen).to(device)
+    return qk, v, weight, bias
+
+
+def fp64_reference(qk, v, weight, bias, rows, cols, heads, grad):
+    """Output and gradients of the reference evaluated in float64 on the same inputs."""
+    leaves = [t.detach().double().requires_grad_() for t in (qk, v, weight, bias)]
+    out = linear_attention_reference(leaves[0], leaves[1], rows.double(), cols.double(), heads, *leaves[2:])
+    return out, torch.autograd.grad(out, leaves, grad.double())
+
+
+def run_kernel(qk, v, weight, bias, rows, cols, heads, grad):
+    leaves = [t.detach().clone().requires_grad_() for t in (qk, v, weight, bias)]
+    out = linear_attention(leaves[0], leaves[1], rows, cols, heads, *leaves[2:])
+    return out, torch.autograd.grad(out, leaves, grad)
+
+
+def rel_err(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def check(b, h, w, c, heads, dtype, tol, seed=0):
+    qk, v, weight, bias = make_inputs(b, h, w, c, dtype, seed=seed)
+    rows, cols = rope_tables(h, w, c, qk.device)
+    grad = torch.randn(b, h * w, c, generator=torch.Generator().manual_seed(seed + 1)).to(qk.device, dtype)
+    out, grads = run_kernel(qk, v, weight, bias, rows, cols, heads, grad)
+    ref, ref_grads = fp64_reference(qk, v, weight, bias, rows, cols, heads, grad)
+    assert out.dtype == dtype and out.shape == (b, h * w, c)
+    assert torch.isfinite(out).all()
+    errors = {'out': rel_err(out, ref)}
+    errors.update({name: rel_err(g, r) for name, g, r in zip(('dqk', 'dv', 'dweight', 'dbias'), grads, ref_grads)})
+    assert all(e < tol for e in errors.values()), errors
+
+
+# (B, H, W, C, heads): odd grids, a token count that is not a multiple of the block, head_dim 16/32/48/64,
+# an odd head count whose middle head straddles the row/column halves of RoPE, a single-row grid.
+CPU_SHAPES = [(2, 5, 7, 32, 2), (1, 9, 6, 48, 3), (1, 3, 29, 32, 1), (3, 4, 4, 64, 4), (2, 1, 3, 64, 1),
+              (1, 11, 13, 96, 1)]
+
+
+@pytest.mark.parametrize('shape', CPU_SHAPES)
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+def test_matches_reference(triton_backend, shape, dtype, tol):
+    check(*shape, dtype, tol)
+
+
+def test_fp16_large_activations_stay_finite(triton_backend):
+    """fp16 inputs whose k are large and negative: phi(k) underflows to ~0, the normalizer must not blow up."""
+    qk, v, weight, bias = make_inputs(1, 6, 5, 32, torch.float16)
+    qk[..., 32:] -= 12.0
+    rows, cols = rope_tables(6, 5, 32, qk.device)
+    grad = torch.randn_like(v)
+    out, grads = run_kernel(qk, v, weight, bias, rows, cols, 2, grad)
+    ref, ref_grads = fp64_reference(qk, v, weight, bias, rows, cols, 2, grad)
+    assert torch.isfinite(out).all() and all(torch.isfinite(g).all() for g in grads)
+    assert rel_err(out, ref) < 1e-2
+
+
+def test_strided_inputs(triton_backend):
+    """Batch/token strides other than contiguous are read in place (and give the same result)."""
+    qk, v, weight, bias = make_inputs(2, 5, 6, 32, torch.float32)
+    big = torch.randn(2, 30, 3 * 64)
+    qk_view = big[:, :, 10:10 + 64]
+    qk_view.copy_(qk)
+    rows, cols = rope_tables(5, 6, 32, qk.device)
+    out = linear_attention(qk_view, v, rows, cols, 2, weight, bias)
+    ref = linear_attention_reference(qk, v, rows, cols, 2, weight, bias)
+    assert rel_err(out, ref) < 1e-5
+
+
+def test_deterministic(triton_backend):
+    qk, v, weight, bias = make_inputs(1, 9, 10, 32, torch.float32)
+    rows, cols = rope_tables(9, 10, 32, qk.device)
+    grad = torch.randn_like(v)
+    first = run_kernel(qk, v, weight, bias, rows, cols, 2, grad)
+    second = run_kernel(qk, v, weight, bias, rows, cols, 2, grad)
+    assert torch.equal(first[0], second[0])
+    assert all(torch.equal(a, b) for a, b in zip(first[1], second[1]))
+
+
+def test_bad_shapes_raise(triton_backend):
+    qk, v, weight, bias = make_inputs(1, 4, 4, 32, torch.float32)
+    rows, cols = rope_tables(4, 5, 32, qk.device)
+    with pytest.raises(ValueError, match='4x5 grid'):
+        linear_attention(qk, v, rows, cols, 2, weight, bias)
+    rows, cols = rope_tables(4, 4, 32, qk.device)
+    with pytest.raises(ValueError, match='heads'):
+        linear_attention(qk, v, rows, cols, 3, weight, bias)
+    with pytest.raises(ValueError, match=r'\(B, N, 2C\)'):
+        linear_attention(qk[..., :60], v, rows, cols, 2, weight, bias)
+
+
+def test_backend_switch(monkeypatch):
+    monkeypatch.setenv('MLLA_DENSE_BACKEND', 'cuda-please')
+    with pytest.raises(ValueError, match='auto, triton, torch'):
+        backend.selected_backend()
+    monkeypatch.setenv('MLLA_DENSE_BACKEND', 'auto')
+    assert backend.use_triton(torch.zeros(1)) is False
+    monkeypatch.setenv('MLLA_DENSE_BACKEND', 'torch')
+    assert backend.use_triton(torch.zeros(1)) is False
+    monkeypatch.setenv('MLLA_DENSE_BACKEND', 'triton')
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    with pytest.raises(RuntimeError, match='TRITON_INTERPRET=1'):
+        backend.use_triton(torch.zeros(1))
+
+
+# MLLA-T stages for a 2x3x800x1344 input, plus stage 1 of 8x512x512 and 64x224x224.
+GPU_SHAPES = [(2, 200, 336, 64, 2), (2, 100, 168, 128, 4), (2, 50, 84, 256, 8), (2, 25, 42, 512, 16),
+              (8, 128, 128, 64, 2), (64, 56, 56, 64, 2)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('shape', GPU_SHAPES)
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.bfloat16, 1e-2), (torch.float16, 5e-3)])
+def test_gpu_matches_fp64_reference(shape, dtype, tol):
+    """Real shapes: fp32 within 1e-5, bf16 within 1e-2 and fp16 within 5e-3 relative L2 of float64."""
+    check(*shape, dtype, tol)
+
+
+@pytest.mark.gpu
+def test_gpu_int64_offsets():
+    """Batch and token offsets beyond 2^31 elements: strided views into one 3 * 2^31-element buffer."""
+    c, heads, h, w = 64, 2, 8, 16
+    n = h * w
+    buffer = torch.empty(3 * 2 ** 31, dtype=torch.bfloat16, device='cuda')
+    qk = buffer.as_strided((2, n, 2 * c), (2 ** 31 + 64, 2 ** 25, 1))
+    qk.copy_(torch.randn(2, n, 2 * c, device='cuda'))
+    v = torch.randn(2, n, c, device='cuda', dtype=torch.bfloat16)
+    weight, bias = torch.randn(c, 1, 3, 3, device='cuda') * 0.3, torch.randn(c, device='cuda')
+    rows, cols = rope_tables(h, w, c, 'cuda')
+    out = linear_attention(qk, v, rows, cols, heads, weight, bias)
+    ref = linear_attention_reference(qk.contiguous().double(), v.double(), rows.double(), cols.double(), heads,
+                                     weight.double(), bias.double())
+    assert rel_err(out, ref) < 1e-2
