@@ -1,20 +1,20 @@
 """MLLA linear attention: one public function, :func:`linear_attention`.
 
-Triton kernels (forward and backward, as torch custom ops) on CUDA tensors, the PyTorch reference
+Triton kernels (forward and backward; custom ops under torch.compile) on CUDA tensors, the PyTorch reference
 otherwise; ``MLLA_DENSE_BACKEND`` overrides (see :mod:`mlla_dense.kernels.backend`).
 """
 from ..backend import use_triton
 from .reference import check_inputs, linear_attention_reference
+from .rope import rope_tables
 
 
-def linear_attention(qk, v, rope_rows, rope_cols, num_heads, lepe_weight, lepe_bias):
+def linear_attention(qk, v, hw_shape, num_heads, lepe_weight, lepe_bias):
     """MLLA linear attention with 2D RoPE and LePE.
 
     Args:
         qk: (B, N, 2C) output of the q/k projection (q first), before elu + 1.
         v: (B, N, C) values (the attention input), tokens of an H x W grid in row-major order.
-        rope_rows, rope_cols: (H, C/4, 2) and (W, C/4, 2) cos/sin tables
-            (:func:`mlla_dense.models.layers.rope.rope_tables`).
+        hw_shape: (H, W) with H * W = N.
         num_heads: heads; C / num_heads must be even.
         lepe_weight, lepe_bias: (C, 1, 3, 3) and (C,) of the depthwise LePE conv.
 
@@ -22,10 +22,10 @@ def linear_attention(qk, v, rope_rows, rope_cols, num_heads, lepe_weight, lepe_b
         (B, N, C) in the dtype of ``qk``.
     """
     if not use_triton(qk):
-        return linear_attention_reference(qk, v, rope_rows, rope_cols, num_heads, lepe_weight, lepe_bias)
-    check_inputs(qk, v, rope_rows, rope_cols, num_heads, lepe_weight, lepe_bias)
-    from .op import linear_attention_fwd
-    return linear_attention_fwd(qk, v, rope_rows, rope_cols, num_heads, lepe_weight, lepe_bias)[0]
+        return linear_attention_reference(qk, v, hw_shape, num_heads, lepe_weight, lepe_bias)
+    check_inputs(qk, v, hw_shape, num_heads, lepe_weight, lepe_bias)
+    from .op import linear_attention_triton
+    return linear_attention_triton(qk, v, tuple(hw_shape), num_heads, lepe_weight, lepe_bias)
 
 
-__all__ = ['linear_attention', 'linear_attention_reference']
+__all__ = ['linear_attention', 'linear_attention_reference', 'rope_tables']

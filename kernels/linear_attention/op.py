@@ -1,7 +1,6 @@
-"""The Triton path as torch custom ops (``mlla_dense::linear_attention_fwd`` / ``_bwd``) with autograd.
-
-Custom ops keep torch.compile from breaking the graph at the kernels; the forward saves only its inputs
-plus the per-head kv (B*heads, D, D) and mean(phi(k)) (B*heads, D) for the backward.
+"""Autograd for the Triton path, as a plain autograd.Function in eager mode and as torch custom ops
+(``mlla_dense::linear_attention_fwd`` / ``_bwd``) under torch.compile, so that compiled graphs do not break
+at the kernels. The forward saves only its inputs plus ``stats``: the per-head kv and mean(phi(k)).
 """
 from typing import Tuple
 
@@ -10,57 +9,86 @@ from torch import Tensor
 
 from .backward import linear_attention_backward
 from .forward import linear_attention_forward
+from .rope import rope_tables
 
 
-def _contiguous_rows(t: Tensor) -> Tensor:
-    """Kernels take any batch and token strides but need a unit channel stride."""
+def _rows(t: Tensor) -> Tensor:
+    """The kernels take any batch and token strides but need a unit channel stride."""
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+def _forward(qk, v, height, width, num_heads, lepe_weight, lepe_bias):
+    cos, sin = rope_tables(height, width, v.shape[-1], v.device)
+    return linear_attention_forward(_rows(qk), _rows(v), cos, sin, (height, width), num_heads,
+                                    lepe_weight.contiguous(), lepe_bias.contiguous())
+
+
+def _backward(grad_out, qk, v, height, width, num_heads, lepe_weight, stats):
+    cos, sin = rope_tables(height, width, v.shape[-1], v.device)
+    return linear_attention_backward(_rows(grad_out), _rows(qk), _rows(v), cos, sin, (height, width), num_heads,
+                                     lepe_weight.contiguous(), stats)
+
+
+class LinearAttentionFunction(torch.autograd.Function):
+    """Eager-mode autograd (no custom-op dispatch cost on every call)."""
+
+    @staticmethod
+    def forward(ctx, qk, v, height, width, num_heads, lepe_weight, lepe_bias):
+        out, stats = _forward(qk, v, height, width, num_heads, lepe_weight, lepe_bias)
+        ctx.save_for_backward(qk, v, lepe_weight, stats)
+        ctx.shape = (height, width, num_heads)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        qk, v, lepe_weight, stats = ctx.saved_tensors
+        dqk, dv, dw, db = _backward(grad_out, qk, v, *ctx.shape, lepe_weight, stats)
+        return dqk, dv, None, None, None, dw, db
+
+
 @torch.library.custom_op('mlla_dense::linear_attention_fwd', mutates_args=())
-def linear_attention_fwd(qk: Tensor, v: Tensor, rope_rows: Tensor, rope_cols: Tensor, num_heads: int,
-                         lepe_weight: Tensor, lepe_bias: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    return linear_attention_forward(_contiguous_rows(qk), _contiguous_rows(v), rope_rows.contiguous(),
-                                    rope_cols.contiguous(), num_heads, lepe_weight.contiguous(),
-                                    lepe_bias.contiguous())
+def linear_attention_fwd(qk: Tensor, v: Tensor, height: int, width: int, num_heads: int, lepe_weight: Tensor,
+                         lepe_bias: Tensor) -> Tuple[Tensor, Tensor]:
+    return _forward(qk, v, height, width, num_heads, lepe_weight, lepe_bias)
 
 
 @linear_attention_fwd.register_fake
-def _(qk, v, rope_rows, rope_cols, num_heads, lepe_weight, lepe_bias):
+def _(qk, v, height, width, num_heads, lepe_weight, lepe_bias):
     b, n, c = v.shape
     d = c // num_heads
-    return (qk.new_empty((b, n, c)), qk.new_empty((b * num_heads, d, d), dtype=torch.float32),
-            qk.new_empty((b * num_heads, d), dtype=torch.float32))
+    return qk.new_empty((b, n, c)), qk.new_empty((b * num_heads, d * d + d), dtype=torch.float32)
 
 
 @torch.library.custom_op('mlla_dense::linear_attention_bwd', mutates_args=())
-def linear_attention_bwd(grad_out: Tensor, qk: Tensor, v: Tensor, rope_rows: Tensor, rope_cols: Tensor,
-                         num_heads: int, lepe_weight: Tensor, kv: Tensor,
-                         kmean: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    return linear_attention_backward(_contiguous_rows(grad_out), _contiguous_rows(qk), _contiguous_rows(v),
-                                     rope_rows.contiguous(), rope_cols.contiguous(), num_heads,
-                                     lepe_weight.contiguous(), kv, kmean)
+def linear_attention_bwd(grad_out: Tensor, qk: Tensor, v: Tensor, height: int, width: int, num_heads: int,
+                         lepe_weight: Tensor, stats: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    return _backward(grad_out, qk, v, height, width, num_heads, lepe_weight, stats)
 
 
 @linear_attention_bwd.register_fake
-def _(grad_out, qk, v, rope_rows, rope_cols, num_heads, lepe_weight, kv, kmean):
-    return (torch.empty_like(qk, memory_format=torch.contiguous_format),
-            torch.empty_like(v, memory_format=torch.contiguous_format),
-            torch.empty_like(lepe_weight), lepe_weight.new_empty(lepe_weight.shape[0]))
+def _(grad_out, qk, v, height, width, num_heads, lepe_weight, stats):
+    return (qk.new_empty(qk.shape), v.new_empty(v.shape), torch.empty_like(lepe_weight),
+            lepe_weight.new_empty(lepe_weight.shape[0]))
 
 
 def _setup_context(ctx, inputs, output):
-    qk, v, rope_rows, rope_cols, num_heads, lepe_weight, _ = inputs
-    _, kv, kmean = output
-    ctx.save_for_backward(qk, v, rope_rows, rope_cols, lepe_weight, kv, kmean)
-    ctx.num_heads = num_heads
+    qk, v, height, width, num_heads, lepe_weight, _ = inputs
+    ctx.save_for_backward(qk, v, lepe_weight, output[1])
+    ctx.shape = (height, width, num_heads)
 
 
-def _backward(ctx, grad_out, grad_kv, grad_kmean):
-    qk, v, rope_rows, rope_cols, lepe_weight, kv, kmean = ctx.saved_tensors
-    dqk, dv, dw, db = linear_attention_bwd(grad_out, qk, v, rope_rows, rope_cols, ctx.num_heads,
-                                           lepe_weight, kv, kmean)
+def _custom_op_backward(ctx, grad_out, grad_stats):
+    qk, v, lepe_weight, stats = ctx.saved_tensors
+    dqk, dv, dw, db = linear_attention_bwd(grad_out, qk, v, *ctx.shape, lepe_weight, stats)
     return dqk, dv, None, None, None, dw, db
 
 
-linear_attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+linear_attention_fwd.register_autograd(_custom_op_backward, setup_context=_setup_context)
+
+
+def linear_attention_triton(qk, v, hw_shape, num_heads, lepe_weight, lepe_bias) -> Tensor:
+    """The Triton path: custom op while torch.compile traces, autograd.Function otherwise."""
+    h, w = hw_shape
+    if torch.compiler.is_compiling():
+        return linear_attention_fwd(qk, v, h, w, num_heads, lepe_weight, lepe_bias)[0]
+    return LinearAttentionFunction.apply(qk, v, h, w, num_heads, lepe_weight, lepe_bias)

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from mlla_dense.kernels import backend
-from mlla_dense.kernels.linear_attention import linear_attention, linear_attention_reference
-from mlla_dense.models.layers.rope import rope_tables
+from mlla_dense.kernels.linear_attention import linear_attention, linear_attention_reference, rope_tables
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 
@@ -28,16 +27,16 @@ def make_inputs(b, h, w, c, dtype, device=DEVICE, seed=0):
     return qk, v, weight, bias
 
 
-def fp64_reference(qk, v, weight, bias, rows, cols, heads, grad):
+def fp64_reference(qk, v, weight, bias, hw, heads, grad):
     """Output and gradients of the reference evaluated in float64 on the same inputs."""
     leaves = [t.detach().double().requires_grad_() for t in (qk, v, weight, bias)]
-    out = linear_attention_reference(leaves[0], leaves[1], rows.double(), cols.double(), heads, *leaves[2:])
+    out = linear_attention_reference(leaves[0], leaves[1], hw, heads, *leaves[2:])
     return out, torch.autograd.grad(out, leaves, grad.double())
 
 
-def run_kernel(qk, v, weight, bias, rows, cols, heads, grad):
+def run_kernel(qk, v, weight, bias, hw, heads, grad):
     leaves = [t.detach().clone().requires_grad_() for t in (qk, v, weight, bias)]
-    out = linear_attention(leaves[0], leaves[1], rows, cols, heads, *leaves[2:])
+    out = linear_attention(leaves[0], leaves[1], hw, heads, *leaves[2:])
     return out, torch.autograd.grad(out, leaves, grad)
 
 
@@ -47,10 +46,9 @@ def rel_err(a, b):
 
 def check(b, h, w, c, heads, dtype, tol, seed=0):
     qk, v, weight, bias = make_inputs(b, h, w, c, dtype, seed=seed)
-    rows, cols = rope_tables(h, w, c, qk.device)
     grad = torch.randn(b, h * w, c, generator=torch.Generator().manual_seed(seed + 1)).to(qk.device, dtype)
-    out, grads = run_kernel(qk, v, weight, bias, rows, cols, heads, grad)
-    ref, ref_grads = fp64_reference(qk, v, weight, bias, rows, cols, heads, grad)
+    out, grads = run_kernel(qk, v, weight, bias, (h, w), heads, grad)
+    ref, ref_grads = fp64_reference(qk, v, weight, bias, (h, w), heads, grad)
     assert out.dtype == dtype and out.shape == (b, h * w, c)
     assert torch.isfinite(out).all()
     errors = {'out': rel_err(out, ref)}
@@ -74,10 +72,9 @@ def test_fp16_large_activations_stay_finite(triton_backend):
     """fp16 inputs whose k are large and negative: phi(k) underflows to ~0, the normalizer must not blow up."""
     qk, v, weight, bias = make_inputs(1, 6, 5, 32, torch.float16)
     qk[..., 32:] -= 12.0
-    rows, cols = rope_tables(6, 5, 32, qk.device)
     grad = torch.randn_like(v)
-    out, grads = run_kernel(qk, v, weight, bias, rows, cols, 2, grad)
-    ref, ref_grads = fp64_reference(qk, v, weight, bias, rows, cols, 2, grad)
+    out, grads = run_kernel(qk, v, weight, bias, (6, 5), 2, grad)
+    ref, ref_grads = fp64_reference(qk, v, weight, bias, (6, 5), 2, grad)
     assert torch.isfinite(out).all() and all(torch.isfinite(g).all() for g in grads)
     assert rel_err(out, ref) < 1e-2
 
@@ -85,35 +82,38 @@ def test_fp16_large_activations_stay_finite(triton_backend):
 def test_strided_inputs(triton_backend):
     """Batch/token strides other than contiguous are read in place (and give the same result)."""
     qk, v, weight, bias = make_inputs(2, 5, 6, 32, torch.float32)
-    big = torch.randn(2, 30, 3 * 64)
+    big = torch.randn(2, 30, 3 * 64, device=DEVICE)
     qk_view = big[:, :, 10:10 + 64]
     qk_view.copy_(qk)
-    rows, cols = rope_tables(5, 6, 32, qk.device)
-    out = linear_attention(qk_view, v, rows, cols, 2, weight, bias)
-    ref = linear_attention_reference(qk, v, rows, cols, 2, weight, bias)
+    out = linear_attention(qk_view, v, (5, 6), 2, weight, bias)
+    ref = linear_attention_reference(qk, v, (5, 6), 2, weight, bias)
     assert rel_err(out, ref) < 1e-5
 
 
 def test_deterministic(triton_backend):
     qk, v, weight, bias = make_inputs(1, 9, 10, 32, torch.float32)
-    rows, cols = rope_tables(9, 10, 32, qk.device)
     grad = torch.randn_like(v)
-    first = run_kernel(qk, v, weight, bias, rows, cols, 2, grad)
-    second = run_kernel(qk, v, weight, bias, rows, cols, 2, grad)
+    first = run_kernel(qk, v, weight, bias, (9, 10), 2, grad)
+    second = run_kernel(qk, v, weight, bias, (9, 10), 2, grad)
     assert torch.equal(first[0], second[0])
     assert all(torch.equal(a, b) for a, b in zip(first[1], second[1]))
 
 
 def test_bad_shapes_raise(triton_backend):
     qk, v, weight, bias = make_inputs(1, 4, 4, 32, torch.float32)
-    rows, cols = rope_tables(4, 5, 32, qk.device)
     with pytest.raises(ValueError, match='4x5 grid'):
-        linear_attention(qk, v, rows, cols, 2, weight, bias)
-    rows, cols = rope_tables(4, 4, 32, qk.device)
+        linear_attention(qk, v, (4, 5), 2, weight, bias)
     with pytest.raises(ValueError, match='heads'):
-        linear_attention(qk, v, rows, cols, 3, weight, bias)
+        linear_attention(qk, v, (4, 4), 3, weight, bias)
     with pytest.raises(ValueError, match=r'\(B, N, 2C\)'):
-        linear_attention(qk[..., :60], v, rows, cols, 2, weight, bias)
+        linear_attention(qk[..., :60], v, (4, 4), 2, weight, bias)
+
+
+def test_rope_tables_cached_once_per_grid():
+    first = rope_tables(7, 9, 64, 'cpu')
+    assert rope_tables(7, 9, 64, 'cpu') is first
+    other = rope_tables(9, 7, 64, 'cpu')
+    assert other is not first and other[0].shape == (16, 64)
 
 
 def test_backend_switch(monkeypatch):
@@ -153,8 +153,23 @@ def test_gpu_int64_offsets():
     qk.copy_(torch.randn(2, n, 2 * c, device='cuda'))
     v = torch.randn(2, n, c, device='cuda', dtype=torch.bfloat16)
     weight, bias = torch.randn(c, 1, 3, 3, device='cuda') * 0.3, torch.randn(c, device='cuda')
-    rows, cols = rope_tables(h, w, c, 'cuda')
-    out = linear_attention(qk, v, rows, cols, heads, weight, bias)
-    ref = linear_attention_reference(qk.contiguous().double(), v.double(), rows.double(), cols.double(), heads,
-                                     weight.double(), bias.double())
+    out = linear_attention(qk, v, (h, w), heads, weight, bias)
+    ref = linear_attention_reference(qk.contiguous().double(), v.double(), (h, w), heads, weight.double(),
+                                     bias.double())
     assert rel_err(out, ref) < 1e-2
+
+
+@pytest.mark.gpu
+def test_gpu_torch_compile_without_graph_breaks():
+    """Under torch.compile the kernels are custom ops: one graph, same output and gradients as eager."""
+    qk, v, weight, bias = make_inputs(2, 20, 24, 64, torch.bfloat16)
+    def fn(qk, v, weight, bias):
+        return linear_attention(qk, v, (20, 24), 2, weight, bias).float().square().sum()
+
+    explanation = torch._dynamo.explain(fn)(qk, v, weight, bias)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    grad_inputs = [t.requires_grad_() for t in (qk, v, weight, bias)]
+    eager = torch.autograd.grad(fn(*grad_inputs), grad_inputs)
+    compiled = torch.autograd.grad(torch.compile(fn)(*grad_inputs), grad_inputs)
+    for a, b in zip(eager, compiled):
+        assert rel_err(b, a) < 1e-3

@@ -5,7 +5,6 @@ from torch import nn
 
 import mlla_dense  # noqa: F401  (registers the backbones)
 from mlla_dense.models.backbones.mlla import MLLA
-from mlla_dense.models.layers.rope import rope_tables
 from mlla_dense.models.layers.linear_attention import LinearAttention
 from plain_mlla import linear_attention as plain_linear_attention
 from plain_mlla import mlla_forward
@@ -109,13 +108,6 @@ def test_sizes_change_between_calls():
         model(b)
         again = model(a)
     assert all(torch.equal(x, y) for x, y in zip(first, again))
-
-
-def test_rope_tables_cached_once_per_grid():
-    first = rope_tables(7, 9, 64, 'cpu')
-    assert rope_tables(7, 9, 64, 'cpu') is first
-    other = rope_tables(9, 7, 64, 'cpu')
-    assert other is not first and other[0].shape == (9, 16, 2)
 
 
 def test_with_cp_same_gradients():

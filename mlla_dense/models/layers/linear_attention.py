@@ -3,7 +3,6 @@ import torch
 from torch import nn
 
 from mlla_dense.kernels.linear_attention import linear_attention
-from .rope import rope_tables
 
 
 class LinearAttention(nn.Module):
@@ -29,9 +28,7 @@ class LinearAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, hw_shape) -> torch.Tensor:
         """x: (B, H*W, C) tokens of an ``hw_shape`` grid -> (B, H*W, C)."""
-        rope_rows, rope_cols = rope_tables(*hw_shape, self.dim, x.device)
-        return linear_attention(self.qk(x), x, rope_rows, rope_cols, self.num_heads,
-                                self.lepe.weight, self.lepe.bias)
+        return linear_attention(self.qk(x), x, hw_shape, self.num_heads, self.lepe.weight, self.lepe.bias)
 
     def extra_repr(self) -> str:
         return f'dim={self.dim}, num_heads={self.num_heads}'

@@ -1,0 +1,50 @@
+"""2D rotary position tables of MLLA, computed once per grid and cached.
+
+MLLA rotates channel pair p = (x[2p], x[2p+1]) of a C-channel token at (row, col) as a complex number by
+``row * theta_p`` for p < C/4 and by ``col * theta_(p - C/4)`` otherwise, theta_i = 10000^(-i / (C/4)).
+Written per channel, with ``partner(x)[2p] = x[2p+1]`` and ``partner(x)[2p+1] = x[2p]``::
+
+    rope(x) = x * cos + partner(x) * signed_sin      (signed_sin = -sin on even channels, +sin on odd)
+
+The tables are (H + W, C): rows 0..H-1 hold the row angles in the first C/2 channels (zeros elsewhere), rows
+H..H+W-1 the column angles in the last C/2 channels, so the value for a token is ``t[row] + t[H + col]``.
+The official code rebuilds the full (H, W, C/2) table on every call; here each (H, W, C, device) is built
+once (and stays small: (H + W) x C).
+"""
+from collections import OrderedDict
+
+import torch
+
+BASE = 10000.0
+_CACHE_SIZE = 256
+_cache: 'OrderedDict[tuple, tuple]' = OrderedDict()
+
+
+def _tables(height, width, channels, device):
+    k_max = channels // 4
+    theta = 1.0 / (BASE ** (torch.arange(k_max, device=device) / k_max))
+    theta_per_channel = theta.repeat_interleave(2)
+    angles = torch.zeros(height + width, channels, device=device)
+    angles[:height, :channels // 2] = torch.arange(height, device=device)[:, None] * theta_per_channel
+    angles[height:, channels // 2:] = torch.arange(width, device=device)[:, None] * theta_per_channel
+    sign = torch.tensor([-1.0, 1.0], device=device).repeat(channels // 2)
+    cos = angles.cos()
+    cos[:height, channels // 2:] = 0
+    cos[height:, :channels // 2] = 0
+    return cos.contiguous(), (angles.sin() * sign).contiguous()
+
+
+def rope_tables(height: int, width: int, channels: int, device):
+    """(cos, signed_sin), each (H + W, C) float32, for an ``height`` x ``width`` grid of C-channel tokens."""
+    if channels % 4:
+        raise ValueError(f'2D RoPE needs a channel count divisible by 4, got {channels}')
+    key = (height, width, channels, torch.device(device))
+    tables = _cache.get(key)
+    if tables is None:
+        tables = _tables(height, width, channels, device)
+        _cache[key] = tables
+        if len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    else:
+        _cache.move_to_end(key)
+    return tables

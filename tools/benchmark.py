@@ -1,0 +1,129 @@
+"""Backbone speed and memory on the GPU: forward, forward+backward and peak memory.
+
+For each model (MLLA-T/S/B, VMamba-T/S/B), input size (224x224 B=64, 512x512 B=8, 800x1344 B=2), dtype
+(bf16 autocast, fp32) and implementation ('mlla_dense': the default path with the Triton kernels;
+'eager-reference': MLLA_DENSE_BACKEND=torch), times one forward and one forward+backward (sum of outputs),
+records the peak allocated memory of the forward+backward, and writes benchmarks/results/backbones.json
+(a list of records) and backbones.png (throughput vs resolution).
+
+    python tools/benchmark.py --out benchmarks/results
+    python tools/benchmark.py --models mlla-t --sizes 800x1344 --dtypes bf16
+"""
+import argparse
+import contextlib
+import json
+import os
+
+import torch
+
+import mlla_dense  # noqa: F401  (registers the backbones)
+from mlla_dense.utils.benchmarking import print_table, run_info, time_ms, write_json
+from mmdet.registry import MODELS
+
+MODELS_TO_RUN = {
+    'mlla-t': dict(type='MLLA', arch='tiny'), 'mlla-s': dict(type='MLLA', arch='small'),
+    'mlla-b': dict(type='MLLA', arch='base'),
+}
+SIZES = {'224x224': (64, 224, 224), '512x512': (8, 512, 512), '800x1344': (2, 800, 1344)}
+IMPLS = {'mlla_dense': 'auto', 'eager-reference': 'torch'}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--out', default='benchmarks/results')
+    parser.add_argument('--models', nargs='*', default=list(MODELS_TO_RUN), choices=list(MODELS_TO_RUN))
+    parser.add_argument('--sizes', nargs='*', default=list(SIZES), choices=list(SIZES))
+    parser.add_argument('--dtypes', nargs='*', default=['bf16', 'fp32'], choices=['bf16', 'fp32'])
+    parser.add_argument('--impls', nargs='*', default=list(IMPLS), choices=list(IMPLS))
+    parser.add_argument('--append', action='store_true', help='add to an existing backbones.json')
+    return parser.parse_args()
+
+
+@contextlib.contextmanager
+def backend(name):
+    old = os.environ.get('MLLA_DENSE_BACKEND')
+    os.environ['MLLA_DENSE_BACKEND'] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ['MLLA_DENSE_BACKEND']
+        else:
+            os.environ['MLLA_DENSE_BACKEND'] = old
+
+
+def bench_one(model, batch, height, width, dtype):
+    x = torch.randn(batch, 3, height, width, device='cuda')
+    autocast = torch.autocast('cuda', dtype=torch.bfloat16, enabled=dtype == 'bf16')
+
+    def forward():
+        with torch.no_grad(), autocast:
+            model(x)
+
+    def forward_backward():
+        with autocast:
+            outs = model(x)
+        sum(o.float().sum() for o in outs).backward()
+
+    fwd = time_ms(forward)
+    model.zero_grad(set_to_none=True)
+    torch.cuda.reset_peak_memory_stats()
+    fwdbwd = time_ms(forward_backward)
+    peak = torch.cuda.max_memory_allocated() / 2 ** 20
+    model.zero_grad(set_to_none=True)
+    return fwd, fwdbwd, peak
+
+
+def main():
+    args = parse_args()
+    info = run_info()
+    records = []
+    for name in args.models:
+        model = MODELS.build(MODELS_TO_RUN[name]).cuda().train()
+        for size in args.sizes:
+            batch, height, width = SIZES[size]
+            for dtype in args.dtypes:
+                for impl in args.impls:
+                    with backend(IMPLS[impl]):
+                        fwd, fwdbwd, peak = bench_one(model, batch, height, width, dtype)
+                    records.append(dict(model=name, impl=impl, dtype=dtype, batch=batch, height=height,
+                                        width=width, fwd_ms=round(fwd, 2), fwdbwd_ms=round(fwdbwd, 2),
+                                        peak_mb=round(peak), device=info['device'], date=info['date'],
+                                        command=info['command']))
+                    print(json.dumps(records[-1]), flush=True)
+        del model
+        torch.cuda.empty_cache()
+    path = os.path.join(args.out, 'backbones.json')
+    if args.append and os.path.exists(path):
+        with open(path) as f:
+            records = json.load(f) + records
+    write_json(path, records)
+    print_table(records, ['model', 'impl', 'dtype', 'batch', 'height', 'width', 'fwd_ms', 'fwdbwd_ms', 'peak_mb'])
+    plot(records, os.path.join(args.out, 'backbones.png'))
+
+
+def plot(records, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, dtype in zip(axes, ('bf16', 'fp32')):
+        for model in dict.fromkeys(r['model'] for r in records):
+            for impl, style in (('mlla_dense', 'o-'), ('eager-reference', 'x--')):
+                pts = sorted((r for r in records if r['model'] == model and r['impl'] == impl
+                              and r['dtype'] == dtype), key=lambda r: r['height'] * r['width'])
+                if pts:
+                    ax.plot([f"{r['height']}x{r['width']}" for r in pts],
+                            [1e3 * r['batch'] / r['fwd_ms'] for r in pts], style, label=f'{model} {impl}')
+        ax.set(yscale='log', xlabel='input resolution', ylabel='images / s (forward)',
+               title=f'backbone inference throughput, {dtype}')
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    if records:
+        fig.suptitle(f"{records[-1]['device']}, {records[-1]['date']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == '__main__':
+    main()
