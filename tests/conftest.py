@@ -2,19 +2,21 @@
 
 TRITON_INTERPRET must be set before Triton compiles (decorates) any kernel, so it is set here, before the
 package is imported. With CUDA present the kernels compile for the GPU and `gpu`-marked tests run.
+The tests folder is put on sys.path for the shared helpers (helpers.py, plain_mlla.py).
 """
 import os
+import sys
 
 import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'gpu: needs a CUDA device (skipped without one; run on the GPU machine)')
-    config.addinivalue_line('markers', 'slow: takes more than a few seconds on CPU')
 
 
 def pytest_collection_modifyitems(config, items):

@@ -153,7 +153,7 @@ def test_norm_eval_keeps_batchnorm_statistics():
 
 
 def test_unknown_arch_lists_valid_ones():
-    with pytest.raises(ValueError, match='tiny, small, base'):
+    with pytest.raises(ValueError, match='nano, tiny, small, base'):
         MLLA(arch='huge')
 
 

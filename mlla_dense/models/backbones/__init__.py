@@ -1,4 +1,5 @@
 """Registered backbones."""
 from .mlla import MLLA
+from .vmamba import VMamba
 
-__all__ = ['MLLA']
+__all__ = ['MLLA', 'VMamba']

@@ -22,6 +22,7 @@ from ..layers.mlla_stem import PatchMerging, Stem
 from ..layers.mlp import Mlp
 
 ARCH_SETTINGS = {
+    'nano': dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)),  # for the CPU demo, not released
     'tiny': dict(embed_dim=64, depths=(2, 4, 8, 4), num_heads=(2, 4, 8, 16)),
     'small': dict(embed_dim=64, depths=(3, 6, 21, 6), num_heads=(2, 4, 8, 16)),
     'base': dict(embed_dim=96, depths=(3, 6, 21, 6), num_heads=(3, 6, 12, 24)),
@@ -101,8 +102,8 @@ class MLLA(BaseModule):
     """MLLA backbone: a conv stem, four stages of MLLA blocks, one LayerNorm per output (B, C_i, H_i, W_i).
 
     Args:
-        arch (str, optional): 'tiny', 'small' or 'base' (the released models); sets embed_dim, depths and
-            num_heads. Give either arch or those three.
+        arch (str, optional): 'tiny', 'small' or 'base' (the released models), or 'nano' (a 1.9M-parameter
+            model for CPU demos); sets embed_dim, depths and num_heads. Give either arch or those three.
         embed_dim (int): channels of stage 1 (doubled at each stage).
         depths (Sequence[int]): blocks per stage.
         num_heads (Sequence[int]): attention heads per stage.

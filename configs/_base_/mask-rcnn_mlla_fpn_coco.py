@@ -1,0 +1,24 @@
+# Mask R-CNN + FPN with an MLLA backbone on COCO, as in the official MLLA detection configs: DETR-style
+# multi-scale resize + crop augmentation (for 1x and 3x alike), AdamW lr 1e-4, weight decay 0.05 (none on
+# norms), 500-iteration linear warmup, 2 images per GPU on 8 GPUs. Child configs set the MLLA size, the drop
+# path rate and the schedule (this file defaults to 1x: 12 epochs, lr steps after epochs 8 and 11).
+_base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py'
+
+custom_imports = dict(imports=['mlla_dense'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='MLLA',
+        arch='tiny',
+        drop_path_rate=0.1,
+        out_indices=(0, 1, 2, 3),
+        init_cfg=dict(type='Pretrained', checkpoint='data/pretrained/mlla_t_in1k.pth')),
+    neck=dict(in_channels=[64, 128, 256, 512]))
+
+max_epochs = 12
+train_cfg = dict(max_epochs=max_epochs)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8, 11], gamma=0.1)
+]

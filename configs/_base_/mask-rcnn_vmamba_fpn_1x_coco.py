@@ -1,0 +1,16 @@
+# Mask R-CNN + FPN with a VMamba backbone on COCO, as in the official VMamba detection configs: mmdet's Swin-T
+# Mask R-CNN 1x recipe (AdamW lr 1e-4, weight decay 0.05, 1000-iteration warmup, steps after epochs 8 and 11,
+# 2 images per GPU on 8 GPUs) with the backbone replaced. Child configs set the VMamba size.
+_base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py'
+
+custom_imports = dict(imports=['mlla_dense'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='VMamba',
+        arch='tiny',
+        drop_path_rate=0.2,
+        out_indices=(0, 1, 2, 3),
+        init_cfg=dict(type='Pretrained', checkpoint='data/pretrained/vmamba_t_in1k.pth')),
+    neck=dict(in_channels=[96, 192, 384, 768]))

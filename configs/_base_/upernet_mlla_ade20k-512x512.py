@@ -1,0 +1,17 @@
+# UperNet with an MLLA backbone on ADE20K 512x512, as in the official MLLA segmentation config (released for
+# MLLA-B): AdamW lr 6e-5, weight decay 0.01 (none on norms), 1500-iteration linear warmup then poly decay,
+# 160k iterations, 2 images per GPU on 8 GPUs. Child configs set the MLLA size and the head input channels.
+_base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
+
+custom_imports = dict(imports=['mlla_dense'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='MLLA',
+        arch='tiny',
+        drop_path_rate=0.3,
+        out_indices=(0, 1, 2, 3),
+        init_cfg=dict(type='Pretrained', checkpoint='data/pretrained/mlla_t_in1k.pth')),
+    decode_head=dict(in_channels=[64, 128, 256, 512], num_classes=150),
+    auxiliary_head=dict(in_channels=256, num_classes=150))

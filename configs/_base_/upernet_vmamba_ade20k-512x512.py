@@ -1,0 +1,18 @@
+# UperNet with a VMamba backbone on ADE20K 512x512, as in the official VMamba segmentation configs: mmseg's
+# Swin UperNet recipe (AdamW lr 6e-5, weight decay 0.01, 1500-iteration warmup then poly, 160k iterations),
+# 4 images per GPU on 4 GPUs. Child configs set the VMamba size and the head input channels.
+_base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
+
+custom_imports = dict(imports=['mlla_dense'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='VMamba',
+        arch='tiny',
+        drop_path_rate=0.2,
+        out_indices=(0, 1, 2, 3),
+        init_cfg=dict(type='Pretrained', checkpoint='data/pretrained/vmamba_t_in1k.pth')),
+    decode_head=dict(in_channels=[96, 192, 384, 768], num_classes=150),
+    auxiliary_head=dict(in_channels=384, num_classes=150))
+train_dataloader = dict(batch_size=4)

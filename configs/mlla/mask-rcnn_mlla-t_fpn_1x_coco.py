@@ -1,0 +1,1 @@
+_base_ = '../_base_/mask-rcnn_mlla_fpn_coco.py'

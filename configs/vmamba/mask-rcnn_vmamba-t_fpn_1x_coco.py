@@ -1,0 +1,1 @@
+_base_ = '../_base_/mask-rcnn_vmamba_fpn_1x_coco.py'

@@ -1,0 +1,5 @@
+_base_ = '../_base_/upernet_vmamba_ade20k-512x512.py'
+
+model = dict(
+    backbone=dict(arch='small', drop_path_rate=0.3,
+                  init_cfg=dict(checkpoint='data/pretrained/vmamba_s_in1k.pth')))

@@ -1,0 +1,203 @@
+"""VMamba backbone (SS2D selective scan, Liu et al. 2024) for mmdet and mmseg.
+
+The released dense models (MzeroMiko/VMamba, detection/ and segmentation/, "v2" models) with the official
+parameter names, so official backbone state dicts load strictly. Only the channel-first configuration of
+those models is built: forward type v05_noz, LayerNorm2d, patch embed v2, downsample v3, d_state 1.
+Differences: no sys.path import of the classification code and no CUDA extension to compile; the selective
+scan runs through :mod:`mlla_dense.kernels.selective_scan`.
+"""
+from collections import OrderedDict
+from typing import Optional, Sequence
+
+import torch
+import torch.utils.checkpoint as cp
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from torch import nn
+
+from mlla_dense.registry import register_backbone
+from mlla_dense.utils.checkpoint import extract_state_dict, load_backbone_state_dict, load_checkpoint_file
+from ..layers.channel_first import LayerNorm2d, Linear2d
+from ..layers.ss2d import SS2D
+
+ARCH_SETTINGS = {
+    'tiny': dict(dims=96, depths=(2, 2, 8, 2), ssm_ratio=1.0, drop_path_rate=0.2),
+    'small': dict(dims=96, depths=(2, 2, 15, 2), ssm_ratio=2.0, drop_path_rate=0.3),
+    'base': dict(dims=128, depths=(2, 2, 15, 2), ssm_ratio=2.0, drop_path_rate=0.6),
+}
+# ImageNet checkpoints carry the classifier; output norms are new in the dense backbone.
+IGNORED_CHECKPOINT_KEYS = (r'classifier\..*',)
+NEW_LAYERS = (r'outnorm\d\..*',)
+
+
+class Mlp(nn.Module):
+    """1x1 conv MLP on a channel-first map (``fc1``, ``act``, ``fc2`` as in the official code)."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.):
+        super().__init__()
+        self.fc1 = Linear2d(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = Linear2d(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x):
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class VSSBlock(nn.Module):
+    """x += SS2D(LN(x)); x += MLP(LN(x)), on (B, C, H, W)."""
+
+    def __init__(self, dim: int, drop_path: float, d_state: int, ssm_ratio: float, dt_rank, d_conv: int,
+                 conv_bias: bool, mlp_ratio: float, with_cp: bool):
+        super().__init__()
+        self.with_cp = with_cp
+        self.norm = LayerNorm2d(dim)
+        self.op = SS2D(dim, d_state=d_state, ssm_ratio=ssm_ratio, dt_rank=dt_rank, d_conv=d_conv,
+                       conv_bias=conv_bias)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = LayerNorm2d(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def _forward(self, x):
+        x = x + self.drop_path(self.op(self.norm(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def forward(self, x):
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+
+def patch_embed(in_chans: int, dim: int) -> nn.Sequential:
+    """Two stride-2 3x3 convs with LayerNorm2d (+ GELU between): patch embed "v2"; Identity slots keep the
+    official module indices (0, 2, 5, 7 hold parameters)."""
+    return nn.Sequential(nn.Conv2d(in_chans, dim // 2, 3, 2, 1), nn.Identity(), LayerNorm2d(dim // 2),
+                         nn.Identity(), nn.GELU(), nn.Conv2d(dim // 2, dim, 3, 2, 1), nn.Identity(),
+                         LayerNorm2d(dim))
+
+
+def downsample(dim: int, out_dim: int) -> nn.Sequential:
+    """Stride-2 3x3 conv + LayerNorm2d: downsample "v3" (parameters at indices 1 and 3)."""
+    return nn.Sequential(nn.Identity(), nn.Conv2d(dim, out_dim, 3, 2, 1), nn.Identity(), LayerNorm2d(out_dim))
+
+
+@register_backbone
+class VMamba(BaseModule):
+    """VMamba backbone: patch embed, four stages of VSS blocks, one LayerNorm2d per output (B, C_i, H_i, W_i).
+
+    Args:
+        arch (str, optional): 'tiny', 'small' or 'base' (the released dense models); sets dims, depths,
+            ssm_ratio and the default drop_path_rate. Give either arch or dims and depths.
+        dims (int | Sequence[int]): channels of stage 1 (doubled per stage) or of every stage.
+        depths (Sequence[int]): blocks per stage.
+        ssm_d_state (int): SSM state size. Default 1.
+        ssm_ratio (float): SS2D inner channels / channels. Default 2.0 (1.0 for tiny).
+        ssm_dt_rank (int | 'auto'): dt projection rank. Default 'auto'.
+        ssm_conv (int), ssm_conv_bias (bool): SS2D depthwise conv. Default 3, False.
+        mlp_ratio (float): MLP hidden / channels. Default 4.
+        drop_path_rate (float): stochastic depth, linear over blocks. Default: the arch's (0.2/0.3/0.6).
+        out_indices (Sequence[int]): stages whose normalized outputs are returned. Default (0, 1, 2, 3).
+        in_chans (int): image channels. Default 3.
+        frozen_stages (int): -1 freezes nothing, 0 the patch embed, i > 0 also stages 1..i. Default -1.
+        with_cp (bool): gradient checkpointing per block. Default False.
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=...)`` (official ImageNet or dense
+            checkpoints, ``prefix='backbone.'`` for the latter).
+    """
+
+    arch_settings = ARCH_SETTINGS
+
+    def __init__(self, arch: Optional[str] = None, dims=None, depths: Optional[Sequence[int]] = None,
+                 ssm_d_state: int = 1, ssm_ratio: Optional[float] = None, ssm_dt_rank='auto', ssm_conv: int = 3,
+                 ssm_conv_bias: bool = False, mlp_ratio: float = 4.0, drop_path_rate: Optional[float] = None,
+                 out_indices: Sequence[int] = (0, 1, 2, 3), in_chans: int = 3, frozen_stages: int = -1,
+                 with_cp: bool = False, init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        if arch is not None:
+            if arch not in self.arch_settings:
+                raise ValueError(f'unknown VMamba arch {arch!r}; valid: {", ".join(self.arch_settings)}')
+            preset = self.arch_settings[arch]
+            dims = preset['dims'] if dims is None else dims
+            depths = preset['depths'] if depths is None else depths
+            ssm_ratio = preset['ssm_ratio'] if ssm_ratio is None else ssm_ratio
+            drop_path_rate = preset['drop_path_rate'] if drop_path_rate is None else drop_path_rate
+        if dims is None or depths is None:
+            raise ValueError(f'give arch (one of {", ".join(self.arch_settings)}) or dims and depths')
+        num_stages = len(depths)
+        dims = [int(dims * 2 ** i) for i in range(num_stages)] if isinstance(dims, int) else list(dims)
+        ssm_ratio = 2.0 if ssm_ratio is None else ssm_ratio
+        drop_path_rate = 0.1 if drop_path_rate is None else drop_path_rate
+        out_indices = tuple(out_indices)
+        if not out_indices or any(not 0 <= i < num_stages for i in out_indices):
+            raise ValueError(f'out_indices {out_indices} must be stage indices in [0, {num_stages})')
+        self.dims, self.in_chans, self.out_indices, self.frozen_stages = dims, in_chans, out_indices, frozen_stages
+        self.patch_embed = patch_embed(in_chans, dims[0])
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.layers = nn.ModuleList()
+        for i, depth in enumerate(depths):
+            start = sum(depths[:i])
+            blocks = nn.Sequential(*(VSSBlock(dims[i], dpr[start + j], ssm_d_state, ssm_ratio, ssm_dt_rank,
+                                              ssm_conv, ssm_conv_bias, mlp_ratio, with_cp) for j in range(depth)))
+            down = downsample(dims[i], dims[i + 1]) if i < num_stages - 1 else nn.Identity()
+            self.layers.append(nn.Sequential(OrderedDict(blocks=blocks, downsample=down)))
+        for i in out_indices:
+            self.add_module(f'outnorm{i}', LayerNorm2d(dims[i]))
+        self.apply(self._init_layer)
+        self._freeze_stages()
+
+    @staticmethod
+    def _init_layer(m):
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def init_weights(self):
+        """Load the ``Pretrained`` checkpoint of init_cfg strictly, or defer to mmengine's initializers."""
+        cfg = self.init_cfg
+        if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
+            super().init_weights()
+            return
+        path = cfg['checkpoint']
+        try:
+            checkpoint = load_checkpoint_file(path, map_location=cfg.get('map_location', 'cpu'))
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f'VMamba pretrained checkpoint {path!r} not found. Download the official ImageNet-1K checkpoint '
+                f'of this model (https://github.com/MzeroMiko/VMamba) and save it at that path, or train from '
+                f'scratch with --cfg-options model.backbone.init_cfg=None') from None
+        state_dict = extract_state_dict(checkpoint, prefix=cfg.get('prefix'))
+        self.load_report = load_backbone_state_dict(self, state_dict, ignore=IGNORED_CHECKPOINT_KEYS,
+                                                    may_be_missing=NEW_LAYERS, source=path)
+        self._is_init = True
+
+    def _freeze_stages(self):
+        frozen = [self.patch_embed] if self.frozen_stages >= 0 else []
+        for i in range(max(self.frozen_stages, 0)):
+            frozen.append(self.layers[i])
+            if i in self.out_indices:
+                frozen.append(getattr(self, f'outnorm{i}'))
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def forward(self, x: torch.Tensor):
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f'VMamba expects images (B, {self.in_chans}, H, W), got shape {tuple(x.shape)}')
+        x = self.patch_embed(x)
+        outs = []
+        for i, layer in enumerate(self.layers):
+            stage_out = layer.blocks(x)
+            x = layer.downsample(stage_out)
+            if i in self.out_indices:
+                outs.append(getattr(self, f'outnorm{i}')(stage_out).contiguous())
+        return tuple(outs)

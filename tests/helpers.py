@@ -1,0 +1,37 @@
+"""Shared helpers of the tests: paths, a tiny generated shapes dataset, config overrides pointing at it."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+from mlla_dense.datasets.shapes import ShapesConfig, write_shapes_dataset
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DET_DEMO = osp.join(ROOT, 'configs/shapes/mask-rcnn_mlla-nano_fpn_demo_shapes.py')
+SEG_DEMO = osp.join(ROOT, 'configs/shapes/upernet_mlla-nano_demo_shapes-96x96.py')
+
+
+def make_tiny_shapes(path, num_train=16, num_val=4, seed=0):
+    write_shapes_dataset(str(path), num_train, num_val, seed=seed,
+                         cfg=ShapesConfig(min_size=64, max_size=96, max_objects=2))
+    return str(path)
+
+
+def data_options(root, scope):
+    """--cfg-options entries that point a shapes config at ``root`` (with a trailing slash)."""
+    root = root.rstrip('/') + '/'
+    opts = [f'{split}_dataloader.dataset.data_root={root}' for split in ('train', 'val', 'test')]
+    opts += [f'{split}_dataloader.num_workers=0' for split in ('train', 'val', 'test')]
+    opts += [f'{split}_dataloader.persistent_workers=False' for split in ('train', 'val', 'test')]
+    if scope == 'mmdet':
+        ann = root + 'annotations/instances_val.json'
+        opts += [f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
+    return opts
+
+
+def run(args, cwd=ROOT, env=None, timeout=900):
+    """Run a command with this interpreter's environment; returns the CompletedProcess (text output)."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED='1', **(env or {}))
+    if args[0] == 'python':
+        args = [sys.executable] + args[1:]
+    return subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)

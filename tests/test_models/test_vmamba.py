@@ -1,0 +1,125 @@
+"""VMamba backbone: registration, sizes, numerics against an independent implementation, checkpoints."""
+import pytest
+import torch
+
+import mlla_dense  # noqa: F401  (registers the backbones)
+from mlla_dense.kernels.selective_scan import cross_merge, cross_scan, selective_scan_reference
+from mlla_dense.models.backbones.vmamba import VMamba
+from plain_vmamba import vmamba_forward
+
+SMALL = dict(dims=16, depths=(1, 1, 1, 1), ssm_ratio=2.0, ssm_d_state=2, drop_path_rate=0.0)
+
+
+def randomize(model, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.dtype.is_floating_point:
+                tensor.add_(torch.randn(tensor.shape, generator=gen) * 0.1)
+    return model
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+def test_registered_in_both_registries(scope):
+    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
+    assert registry.get('VMamba') is VMamba
+
+
+# Parameter counts of the official Backbone_VSSM (v05_noz, ln2d, d_state 1) with the same settings.
+@pytest.mark.parametrize('arch,expected', [('tiny', 29.481e6), ('small', 49.380e6), ('base', 87.535e6)])
+def test_parameter_counts(arch, expected):
+    assert abs(sum(p.numel() for p in VMamba(arch=arch).parameters()) - expected) < 0.001e6
+
+
+def test_official_parameter_names():
+    keys = set(VMamba(arch='tiny').state_dict())
+    for key in ('patch_embed.0.weight', 'patch_embed.2.weight', 'patch_embed.5.bias', 'patch_embed.7.bias',
+                'layers.0.blocks.1.op.x_proj_weight', 'layers.2.blocks.7.op.dt_projs_bias',
+                'layers.1.blocks.0.op.A_logs', 'layers.1.blocks.0.op.Ds', 'layers.3.blocks.1.mlp.fc2.weight',
+                'layers.0.downsample.1.weight', 'layers.2.downsample.3.bias', 'outnorm3.weight',
+                'layers.0.blocks.0.op.out_norm.weight', 'layers.0.blocks.0.op.in_proj.weight'):
+        assert key in keys, key
+
+
+@pytest.mark.parametrize('size', [(37, 45), (32, 32), (70, 19)])
+def test_equals_independent_implementation(size):
+    """fp32 outputs within 1e-4 relative of a plain float64 implementation (explicit paths and recurrence)."""
+    model = randomize(VMamba(**SMALL)).eval()
+    image = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        outs = model(image)
+    sd = {k: v.double() for k, v in model.state_dict().items()}
+    expected = vmamba_forward(sd, image[0].double(), SMALL['depths'])
+    for out, ref in zip(outs, expected):
+        assert out[0].shape == ref.shape
+        assert ((out[0].double() - ref).norm() / ref.norm()).item() < 1e-4
+
+
+def test_selective_scan_reference_against_loops():
+    """Scalar loops over batch, channel, state and time."""
+    gen = torch.Generator().manual_seed(0)
+    b, k, d, n, length = 2, 2, 3, 2, 7
+    u, delta = torch.randn(b, k * d, length, generator=gen), torch.randn(b, k * d, length, generator=gen)
+    A = -torch.rand(k * d, n, generator=gen)
+    B, C = torch.randn(b, k, n, length, generator=gen), torch.randn(b, k, n, length, generator=gen)
+    D, bias = torch.randn(k * d, generator=gen), torch.randn(k * d, generator=gen)
+    y = selective_scan_reference(u, delta, A, B, C, D, bias, delta_softplus=True)
+    for bi in range(b):
+        for c in range(k * d):
+            h = [0.0] * n
+            for t in range(length):
+                dt = torch.nn.functional.softplus(delta[bi, c, t] + bias[c]).item()
+                h = [torch.exp(torch.tensor(dt * A[c, s].item())).item() * h[s]
+                     + dt * B[bi, c // d, s, t].item() * u[bi, c, t].item() for s in range(n)]
+                expected = sum(h[s] * C[bi, c // d, s, t].item() for s in range(n)) + D[c].item() * u[bi, c, t].item()
+                assert abs(y[bi, c, t].item() - expected) < 1e-4
+
+
+def test_cross_scan_paths_and_merge():
+    x = torch.arange(2 * 3 * 4, dtype=torch.float32).view(1, 2, 3, 4)
+    xs = cross_scan(x)
+    assert torch.equal(xs[0, 0, 0], x[0, 0].flatten())
+    assert torch.equal(xs[0, 1, 0], x[0, 0].t().flatten())
+    assert torch.equal(xs[0, 2], xs[0, 0].flip(-1)) and torch.equal(xs[0, 3], xs[0, 1].flip(-1))
+    assert torch.equal(cross_merge(xs, 3, 4), 4 * x.flatten(2))
+
+
+def test_checkpoint_loading(tmp_path):
+    model = randomize(VMamba(**SMALL))
+    sd = {k: v for k, v in model.state_dict().items() if not k.startswith('outnorm')}
+    sd.update({'classifier.norm.weight': torch.ones(128), 'classifier.head.weight': torch.zeros(1000, 128)})
+    torch.save({'model': sd}, tmp_path / 'vssm.pth')
+    loaded = VMamba(**SMALL, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'vssm.pth')))
+    loaded.init_weights()
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in sd.items() if not k.startswith('classifier'))
+    assert len(loaded.load_report['newly_initialized']) == 8
+    bad = dict(sd)
+    bad['layers.0.blocks.0.op.A_logs'] = torch.zeros(3, 3)
+    torch.save({'model': bad}, tmp_path / 'bad.pth')
+    with pytest.raises(ValueError, match='A_logs'):
+        VMamba(**SMALL, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'bad.pth'))).init_weights()
+
+
+def test_frozen_stages_and_with_cp():
+    model = randomize(VMamba(**SMALL, frozen_stages=1))
+    model.train()
+    assert not model.patch_embed.training and not any(p.requires_grad for p in model.layers[0].parameters())
+    assert all(p.requires_grad for p in model.layers[1].parameters())
+    checkpointed = VMamba(**SMALL, frozen_stages=1, with_cp=True)
+    checkpointed.load_state_dict(model.state_dict())
+    image = torch.randn(2, 3, 32, 40)
+    grads = []
+    for m in (model, checkpointed):
+        m.train()
+        sum(o.square().mean() for o in m(image)).backward()
+        grads.append({n: p.grad for n, p in m.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-6)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match='tiny, small, base'):
+        VMamba(arch='large')
+    with pytest.raises(ValueError, match=r'\(B, 3, H, W\)'):
+        VMamba(**SMALL)(torch.randn(1, 4, 32, 32))

@@ -1,0 +1,102 @@
+"""tools/dist_train.sh and dist_test.sh with 2 CPU processes (gloo): train, resume, test, launcher errors."""
+import glob
+import json
+import os
+import os.path as osp
+import socket
+import sys
+
+import pytest
+
+from helpers import DET_DEMO, data_options, make_tiny_shapes, run
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory):
+    return make_tiny_shapes(tmp_path_factory.mktemp('ddp') / 'shapes', num_train=16, num_val=4)
+
+
+def dist_env():
+    return dict(PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1')
+
+
+def scalars(work_dir):
+    """Metrics and losses logged in the newest run folder of ``work_dir``."""
+    runs = sorted(d for d in glob.glob(osp.join(work_dir, '2*')) if osp.isdir(d))
+    with open(osp.join(runs[-1], 'vis_data', 'scalars.json')) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope='module')
+def trained(shapes, tmp_path_factory):
+    work = str(tmp_path_factory.mktemp('ddp_work'))
+    opts = data_options(shapes, 'mmdet') + ['train_cfg.max_epochs=2', 'train_cfg.val_interval=10',
+                                            'default_hooks.checkpoint.interval=1',
+                                            'default_hooks.logger.interval=1']
+    result = run(['bash', 'tools/dist_train.sh', DET_DEMO, '2', '--work-dir', work, '--cfg-options', *opts],
+                 env=dist_env())
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    return work, opts, result
+
+
+def test_both_ranks_train_with_finite_losses(trained):
+    work, _, result = trained
+    log = result.stdout + result.stderr
+    assert 'world_size: 2' in log and 'Distributed launcher: pytorch' in log
+    losses = [r['loss'] for r in scalars(work) if 'loss' in r]
+    assert len(losses) == 2 and all(l == l and abs(l) < 1e6 for l in losses)
+
+
+def test_only_rank0_writes(trained):
+    work, _, _ = trained
+    assert sorted(osp.basename(p) for p in glob.glob(osp.join(work, '*.pth'))) == ['epoch_1.pth', 'epoch_2.pth']
+    runs = [d for d in glob.glob(osp.join(work, '2*')) if osp.isdir(d)]
+    assert len(runs) == 1
+    logs = glob.glob(osp.join(runs[0], '*.log'))
+    assert len(logs) == 1, logs
+
+
+def test_resume_in_distributed_mode(trained):
+    work, opts, _ = trained
+    opts = [o for o in opts if not o.startswith('train_cfg.max_epochs')] + ['train_cfg.max_epochs=3']
+    result = run(['bash', 'tools/dist_train.sh', DET_DEMO, '2', '--work-dir', work, '--resume',
+                  '--cfg-options', *opts], env=dist_env())
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert 'resumed epoch: 2' in (result.stdout + result.stderr)
+    assert osp.exists(osp.join(work, 'epoch_3.pth'))
+
+
+def test_dist_test_matches_single_process(trained, shapes, tmp_path):
+    work, _, _ = trained
+    checkpoint = osp.join(work, 'epoch_2.pth')
+    opts = data_options(shapes, 'mmdet')
+    single = run(['python', 'tools/test.py', DET_DEMO, checkpoint, '--work-dir', str(tmp_path / 'single'),
+                  '--cfg-options', *opts])
+    assert single.returncode == 0, single.stderr[-3000:]
+    dist = run(['bash', 'tools/dist_test.sh', DET_DEMO, checkpoint, '2', '--work-dir', str(tmp_path / 'dist'),
+                '--cfg-options', *opts], env=dist_env())
+    assert dist.returncode == 0, (dist.stdout + dist.stderr)[-3000:]
+    metrics = [scalars(str(tmp_path / d))[-1] for d in ('single', 'dist')]
+    keys = [k for k in metrics[0] if k.startswith('coco/')]
+    assert keys and all(metrics[0][k] == metrics[1][k] for k in keys), metrics
+
+
+def test_too_many_processes_is_a_clear_error(tmp_path):
+    result = run(['bash', 'tools/dist_train.sh', DET_DEMO, str((os.cpu_count() or 1) + 1), '--work-dir',
+                  str(tmp_path)], env=dist_env())
+    assert result.returncode != 0 and 'processes but only' in result.stderr
+
+
+def test_busy_port_is_a_clear_error(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(('', 0))
+        busy.listen()
+        env = dict(dist_env(), PORT=str(busy.getsockname()[1]))
+        result = run(['bash', 'tools/dist_train.sh', DET_DEMO, '1', '--work-dir', str(tmp_path)], env=env)
+    assert result.returncode != 0 and 'is in use' in result.stderr

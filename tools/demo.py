@@ -1,0 +1,173 @@
+"""The embedded demo (README's first command, `make demo`): generated data -> train -> evaluate -> visualize.
+
+Generates data/shapes if absent, trains Mask R-CNN and UperNet with an MLLA-nano backbone from scratch,
+evaluates them on shapes-val (COCO box/mask mAP through pycocotools; mIoU), draws predictions of a few val
+images into work_dirs/demo/vis/, prints a summary table (metrics and wall time per stage), writes it to
+work_dirs/demo/summary.json and exits non-zero if any stage failed.
+
+    python tools/demo.py                     # everything, on the CPU in minutes
+    python tools/demo.py --det-epochs 24     # train longer (e.g. on a GPU)
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+import time
+import traceback
+
+import cv2
+import torch
+from mmengine.runner import Runner
+
+from mlla_dense.datasets.shapes import ShapesConfig, write_shapes_dataset
+from mlla_dense.utils.run_config import check_data, load_config
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DET_CONFIG = osp.join(ROOT, 'configs/shapes/mask-rcnn_mlla-nano_fpn_demo_shapes.py')
+SEG_CONFIG = osp.join(ROOT, 'configs/shapes/upernet_mlla-nano_demo_shapes-96x96.py')
+TARGETS = {'box mAP': 0.5, 'mask mAP': 0.45, 'mIoU': 0.6}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--data', default='data/shapes', help='dataset folder (generated when absent)')
+    parser.add_argument('--work-dir', default='work_dirs/demo')
+    parser.add_argument('--num-train', type=int, default=1000)
+    parser.add_argument('--num-val', type=int, default=100)
+    parser.add_argument('--det-epochs', type=int, help='override the detection config\'s epochs')
+    parser.add_argument('--seg-iters', type=int, help='override the segmentation config\'s iterations')
+    parser.add_argument('--num-vis', type=int, default=4, help='val images to draw')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    return parser.parse_args()
+
+
+class Stages:
+    """Runs named stages, timing them and recording failures instead of stopping at the first."""
+
+    def __init__(self):
+        self.rows = []
+
+    def run(self, name, fn, *args):
+        print(f'\n=== {name} ===', flush=True)
+        start = time.perf_counter()
+        try:
+            result = fn(*args)
+            status = 'ok'
+        except Exception:  # noqa: BLE001 - report every failing stage, then exit non-zero
+            traceback.print_exc()
+            result, status = None, 'FAILED'
+        self.rows.append(dict(stage=name, status=status, seconds=round(time.perf_counter() - start, 1)))
+        return result
+
+    @property
+    def failed(self):
+        return any(r['status'] != 'ok' for r in self.rows)
+
+
+def make_data(args):
+    if osp.isdir(osp.join(args.data, 'annotations')):
+        print(f'using the existing dataset in {args.data}')
+        return
+    write_shapes_dataset(args.data, args.num_train, args.num_val, seed=0, cfg=ShapesConfig(),
+                         progress=lambda split, done, total: done % 250 == 0 and print(
+                             f'{split}: {done}/{total}', flush=True))
+
+
+def config_for(path, args, name, options):
+    root = args.data.rstrip('/') + '/'
+    opts = {f'{s}_dataloader.dataset.data_root': root for s in ('train', 'val', 'test')}
+    if 'mask-rcnn' in path:
+        ann = root + 'annotations/instances_val.json'
+        opts.update({'val_evaluator.ann_file': ann, 'test_evaluator.ann_file': ann})
+    opts.update(options)
+    cfg = load_config(path, opts, osp.join(args.work_dir, name))
+    check_data(cfg)
+    return cfg
+
+
+def train(cfg):
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return runner
+
+
+def evaluate(runner):
+    return runner.test()
+
+
+def visualize(args, det_runner, seg_runner):
+    from mmdet.apis import DetInferencer
+    from mmseg.apis import MMSegInferencer
+    out = osp.join(args.work_dir, 'vis')
+    os.makedirs(out, exist_ok=True)
+    val_dir = osp.join(args.data, 'images', 'val')
+    images = [osp.join(val_dir, n) for n in sorted(os.listdir(val_dir))[:args.num_vis]]
+    written = []
+    for tag, runner, cls, kwargs in (('det', det_runner, DetInferencer, dict(pred_score_thr=0.5)),
+                                     ('seg', seg_runner, MMSegInferencer, {})):
+        if runner is None:
+            continue
+        ckpt = osp.join(runner.work_dir, 'last_checkpoint')
+        with open(ckpt) as f:
+            weights = f.read().strip()
+        inferencer = cls(model=runner.cfg, weights=weights, device=args.device)
+        result = inferencer(images, return_vis=True, **kwargs)
+        for path, vis in zip(images, result['visualization']):
+            name = osp.join(out, f'{tag}_{osp.splitext(osp.basename(path))[0]}.png')
+            cv2.imwrite(name, vis[..., ::-1])
+            written.append(name)
+    print(f'wrote {len(written)} images to {out}')
+    return written
+
+
+def main():
+    args = parse_args()
+    stages = Stages()
+    metrics = {}
+    stages.run('generate data', make_data, args)
+    # the schedulers' `end` must follow the length of training
+    det_opts = {} if args.det_epochs is None else {'train_cfg.max_epochs': args.det_epochs,
+                                                    'train_cfg.val_interval': args.det_epochs,
+                                                    'param_scheduler.1.end': args.det_epochs,
+                                                    'default_hooks.checkpoint.interval': args.det_epochs}
+    seg_opts = {} if args.seg_iters is None else {'train_cfg.max_iters': args.seg_iters,
+                                                   'train_cfg.val_interval': args.seg_iters,
+                                                   'param_scheduler.1.end': args.seg_iters,
+                                                   'default_hooks.checkpoint.interval': args.seg_iters}
+    det = stages.run('train detection', lambda: train(config_for(DET_CONFIG, args, 'det', det_opts)))
+    if det is not None:
+        result = stages.run('evaluate detection', evaluate, det) or {}
+        metrics.update({'box mAP': result.get('coco/bbox_mAP'), 'mask mAP': result.get('coco/segm_mAP')})
+        metrics = {k: None if v is None else float(v) for k, v in metrics.items()}
+    seg = stages.run('train segmentation', lambda: train(config_for(SEG_CONFIG, args, 'seg', seg_opts)))
+    if seg is not None:
+        result = stages.run('evaluate segmentation', evaluate, seg) or {}
+        metrics['mIoU'] = float(result['mIoU']) / 100 if 'mIoU' in result else None
+    stages.run('visualize', visualize, args, det, seg)
+    report(args, stages, metrics)
+    sys.exit(1 if stages.failed else 0)
+
+
+def report(args, stages, metrics):
+    print('\n' + '=' * 60 + '\nmlla_dense demo summary\n' + '=' * 60)
+    for row in stages.rows:
+        print(f'{row["stage"]:24s} {row["status"]:7s} {row["seconds"]:8.1f} s')
+    total = sum(r['seconds'] for r in stages.rows)
+    print(f'{"total":24s} {"":7s} {total:8.1f} s')
+    print('-' * 60)
+    for name, target in TARGETS.items():
+        value = metrics.get(name)
+        shown = 'n/a' if value is None else f'{value:.3f}'
+        verdict = '' if value is None else ('(target >= %.2f met)' % target if value >= target
+                                            else '(target >= %.2f missed)' % target)
+        print(f'{name:24s} {shown:>7s}  {verdict}')
+    summary = dict(stages=stages.rows, metrics=metrics, targets=TARGETS, total_seconds=round(total, 1),
+                   device=args.device, torch=torch.__version__)
+    os.makedirs(args.work_dir, exist_ok=True)
+    with open(osp.join(args.work_dir, 'summary.json'), 'w') as f:
+        json.dump(summary, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,56 @@
+"""Evaluate a checkpoint of a detection (mmdet) or segmentation (mmseg) config with mmengine's Runner.
+
+    python tools/test.py configs/mlla/mask-rcnn_mlla-t_fpn_1x_coco.py work_dirs/mrcnn_t/epoch_12.pth
+    python tools/test.py CONFIG CHECKPOINT --show-dir vis      # also draw the predictions
+"""
+import argparse
+import os
+
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from mlla_dense.utils.run_config import DictAction, check_data, load_config, setup_cpu_distributed
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save logs and metrics')
+    parser.add_argument('--show-dir', help='save images with drawn predictions here (relative to the work '
+                                           'dir\'s timestamped folder for detection, as in mmdet)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def enable_visualization(cfg, show_dir):
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise SystemExit('--show-dir needs a visualization hook in default_hooks')
+    hook.draw = True
+    if cfg.get('default_scope') == 'mmseg':
+        hook.interval = 1
+        cfg.visualizer.save_dir = show_dir
+    else:
+        hook.test_out_dir = show_dir
+
+
+def main():
+    args = parse_args()
+    cfg = load_config(args.config, args.cfg_options, args.work_dir)
+    cfg.launcher = args.launcher
+    cfg.load_from = args.checkpoint
+    if args.show_dir:
+        enable_visualization(cfg, args.show_dir)
+    check_data(cfg, splits=('test_dataloader',))
+    setup_cpu_distributed(cfg)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
