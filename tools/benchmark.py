@@ -1,6 +1,6 @@
 """Backbone speed and memory on the GPU: forward, forward+backward and peak memory.
 
-For each model (MLLA-T/S/B, VMamba-T/S/B), input size (224x224 B=64, 512x512 B=8, 800x1344 B=2), dtype
+For each model (MLLA-T/S/B; VMamba joins once its Triton scan exists), input size (224x224 B=64, 512x512 B=8, 800x1344 B=2), dtype
 (bf16 autocast, fp32) and implementation ('mlla_dense': the default path with the Triton kernels;
 'eager-reference': MLLA_DENSE_BACKEND=torch), times one forward and one forward+backward (sum of outputs),
 records the peak allocated memory of the forward+backward, and writes benchmarks/results/backbones.json

@@ -56,12 +56,14 @@ def main():
     dtype = getattr(torch, args.dtype)
     elem = torch.finfo(dtype).bits // 8
     bandwidth = copy_bandwidth_gbs()
-    impls = {'eager': linear_attention_reference, 'triton': linear_attention_triton}
-    if not args.no_compile:
-        impls['compile'] = torch.compile(linear_attention_reference, dynamic=False)
     records = []
     shapes = [SHAPES[i] for i in args.shapes] if args.shapes else SHAPES
     for name, b, h, w, c, heads in shapes:
+        impls = {'eager': linear_attention_reference, 'triton': linear_attention_triton}
+        if not args.no_compile:
+            # a fresh compilation per shape: past dynamo's recompile limit (8) the reference would silently run eager
+            torch._dynamo.reset()
+            impls['compile'] = torch.compile(linear_attention_reference, dynamic=False)
         n = h * w
         gen = torch.Generator(device='cuda').manual_seed(0)
         qk = torch.randn(b, n, 2 * c, device='cuda', dtype=dtype, generator=gen)

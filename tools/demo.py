@@ -16,11 +16,11 @@ import sys
 import time
 import traceback
 
-import cv2
 import torch
 from mmengine.runner import Runner
 
 from mlla_dense.datasets.shapes import ShapesConfig, write_shapes_dataset
+from mlla_dense.utils.drawing import write_visualizations
 from mlla_dense.utils.run_config import check_data, load_config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -100,7 +100,6 @@ def visualize(args, det_runner, seg_runner):
     from mmdet.apis import DetInferencer
     from mmseg.apis import MMSegInferencer
     out = osp.join(args.work_dir, 'vis')
-    os.makedirs(out, exist_ok=True)
     val_dir = osp.join(args.data, 'images', 'val')
     images = [osp.join(val_dir, n) for n in sorted(os.listdir(val_dir))[:args.num_vis]]
     written = []
@@ -112,11 +111,7 @@ def visualize(args, det_runner, seg_runner):
         with open(ckpt) as f:
             weights = f.read().strip()
         inferencer = cls(model=runner.cfg, weights=weights, device=args.device)
-        result = inferencer(images, return_vis=True, **kwargs)
-        for path, vis in zip(images, result['visualization']):
-            name = osp.join(out, f'{tag}_{osp.splitext(osp.basename(path))[0]}.png')
-            cv2.imwrite(name, vis[..., ::-1])
-            written.append(name)
+        written += write_visualizations(inferencer, images, out, prefix=f'{tag}_', **kwargs)
     print(f'wrote {len(written)} images to {out}')
     return written
 

@@ -15,6 +15,8 @@ import warnings
 import torch
 from mmengine.config import Config
 
+from mlla_dense.utils.drawing import write_visualizations
+
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,11 +60,12 @@ def main():
         warnings.warn('no --weights given: drawing the predictions of a randomly initialised model')
         cfg.model.backbone.init_cfg = None
     inferencer = build_inferencer(cfg, cfg if args.weights is None else args.config, args.weights, args.device)
-    kwargs = dict(out_dir=args.out_dir)
+    kwargs = {}
     if cfg.get('default_scope') != 'mmseg':
         kwargs.update(pred_score_thr=args.score_thr, no_save_pred=True)
-    inferencer(images, **kwargs)
-    print(f'wrote {len(images)} visualisations to {osp.join(args.out_dir, "vis")}')
+    vis_dir = osp.join(args.out_dir, 'vis')
+    write_visualizations(inferencer, images, vis_dir, **kwargs)
+    print(f'wrote {len(images)} PNG visualisations to {vis_dir}')
 
 
 if __name__ == '__main__':

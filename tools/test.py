@@ -19,6 +19,7 @@ def parse_args():
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--show-dir', help='save images with drawn predictions here (relative to the work '
                                            'dir\'s timestamped folder for detection, as in mmdet)')
+    parser.add_argument('--out', help='also dump the raw predictions to this pickle file (as mmdet\'s --out)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -28,15 +29,26 @@ def parse_args():
 
 
 def enable_visualization(cfg, show_dir):
-    hook = cfg.default_hooks.get('visualization')
-    if hook is None:
-        raise SystemExit('--show-dir needs a visualization hook in default_hooks')
+    """Turn on the scope's visualization hook (added when the config has none) and point it at ``show_dir``."""
+    seg = cfg.get('default_scope') == 'mmseg'
+    if cfg.default_hooks.get('visualization') is None:
+        cfg.default_hooks.visualization = dict(type='SegVisualizationHook' if seg else 'DetVisualizationHook')
+    hook = cfg.default_hooks.visualization
     hook.draw = True
-    if cfg.get('default_scope') == 'mmseg':
+    if seg:
         hook.interval = 1
         cfg.visualizer.save_dir = show_dir
     else:
         hook.test_out_dir = show_dir
+
+
+def add_dump(cfg, out):
+    """Append a metric that pickles every prediction to ``out`` (mmdet's DumpDetResults, mmengine's DumpResults)."""
+    if not out.endswith(('.pkl', '.pickle')):
+        raise SystemExit(f'--out must be a .pkl or .pickle file, got {out}')
+    dump = dict(type='DumpDetResults' if cfg.get('default_scope') == 'mmdet' else 'DumpResults', out_file_path=out)
+    evaluator = cfg.test_evaluator
+    cfg.test_evaluator = [*evaluator, dump] if isinstance(evaluator, (list, tuple)) else [evaluator, dump]
 
 
 def main():
@@ -46,6 +58,8 @@ def main():
     cfg.load_from = args.checkpoint
     if args.show_dir:
         enable_visualization(cfg, args.show_dir)
+    if args.out:
+        add_dump(cfg, args.out)
     check_data(cfg, splits=('test_dataloader',))
     setup_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)

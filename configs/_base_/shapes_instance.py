@@ -1,6 +1,7 @@
 # The generated shapes dataset (python tools/make_shapes.py --out data/shapes) read as COCO instances.
 dataset_type = 'CocoDataset'
 data_root = 'data/shapes/'
+dataset_layout = 'shapes'  # names the folder layout tools/train.py prints when data_root is missing
 metainfo = dict(classes=('circle', 'rectangle', 'triangle', 'star', 'cross'),
                 palette=[(220, 20, 60), (0, 130, 220), (0, 170, 60), (250, 170, 30), (150, 60, 200)])
 backend_args = None

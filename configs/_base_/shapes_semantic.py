@@ -3,6 +3,7 @@
 # CPU training fast; predictions are scaled back to the original size for evaluation.
 dataset_type = 'BaseSegDataset'
 data_root = 'data/shapes/'
+dataset_layout = 'shapes'  # names the folder layout tools/train.py prints when data_root is missing
 metainfo = dict(classes=('background', 'circle', 'rectangle', 'triangle', 'star', 'cross'),
                 palette=[[0, 0, 0], [220, 20, 60], [0, 130, 220], [0, 170, 60], [250, 170, 30], [150, 60, 200]])
 crop_size = (96, 96)

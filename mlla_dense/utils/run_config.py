@@ -63,15 +63,17 @@ def missing_data(dataset_cfg) -> List[str]:
 
 
 def check_data(cfg: Config, splits=('train_dataloader', 'val_dataloader')) -> None:
-    """Stop with the expected folder layout and how to prepare it when a dataset is missing."""
+    """Stop with the expected folder layout and how to prepare it when a dataset is missing.
+
+    The layout is the one the config names in ``dataset_layout`` (the shapes configs do), else the one of
+    the dataset type."""
     for split in splits:
         loader = cfg.get(split)
         if not loader:
             continue
         missing = missing_data(loader['dataset'])
         if missing:
-            ds = next(iter(_datasets(loader['dataset'])))
-            key = 'shapes' if 'shapes' in str(ds.get('data_root', '')) else ds.get('type', '')
+            key = cfg.get('dataset_layout') or next(iter(_datasets(loader['dataset']))).get('type', '')
             layout = LAYOUTS.get(key, 'see the data_root, ann_file and data_prefix entries of the config')
             raise SystemExit(f'{split}: dataset not found: {", ".join(missing)}\nExpected layout:\n{layout}')
 

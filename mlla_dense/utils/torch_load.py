@@ -20,10 +20,18 @@ def _numpy_globals():
     return [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype, *dtype_classes]
 
 
+_BUILTIN_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
 def _history_buffer_getattr(obj, name):
-    """``getattr`` restricted to HistoryBuffer's registered statistics methods."""
+    """``getattr`` restricted to HistoryBuffer's statistics methods.
+
+    The built-in four are listed explicitly: HistoryBuffer only fills ``_statistics_methods`` when a first
+    instance is created, which a fresh test process has not done before loading its checkpoint.
+    """
     from mmengine.logging.history_buffer import HistoryBuffer
-    if obj is not HistoryBuffer or name not in HistoryBuffer._statistics_methods:
+    allowed = set(_BUILTIN_STATISTICS) | set(HistoryBuffer._statistics_methods)
+    if obj is not HistoryBuffer or name not in allowed:
         raise pickle.UnpicklingError(f'getattr({obj!r}, {name!r}) is not allowed while loading a checkpoint')
     return getattr(obj, name)
 

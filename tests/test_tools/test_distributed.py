@@ -3,10 +3,12 @@ import glob
 import json
 import os
 import os.path as osp
+import pickle
 import socket
 import sys
 
 import pytest
+import torch
 
 from helpers import DET_DEMO, data_options, make_tiny_shapes, run
 
@@ -26,11 +28,21 @@ def dist_env():
     return dict(PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1')
 
 
+def newest_run(work_dir):
+    return sorted(d for d in glob.glob(osp.join(work_dir, '2*')) if osp.isdir(d))[-1]
+
+
 def scalars(work_dir):
-    """Metrics and losses logged in the newest run folder of ``work_dir``."""
-    runs = sorted(d for d in glob.glob(osp.join(work_dir, '2*')) if osp.isdir(d))
-    with open(osp.join(runs[-1], 'vis_data', 'scalars.json')) as f:
+    """Losses logged by the newest training run in ``work_dir``."""
+    with open(osp.join(newest_run(work_dir), 'vis_data', 'scalars.json')) as f:
         return [json.loads(line) for line in f]
+
+
+def logged_test_metrics(work_dir):
+    """The metrics that tools/test.py wrote for the newest run in ``work_dir`` (<run>/<run>.json)."""
+    run_dir = newest_run(work_dir)
+    with open(osp.join(run_dir, osp.basename(run_dir) + '.json')) as f:
+        return json.load(f)
 
 
 @pytest.fixture(scope='module')
@@ -38,6 +50,7 @@ def trained(shapes, tmp_path_factory):
     work = str(tmp_path_factory.mktemp('ddp_work'))
     opts = data_options(shapes, 'mmdet') + ['train_cfg.max_epochs=2', 'train_cfg.val_interval=10',
                                             'default_hooks.checkpoint.interval=1',
+                                            'default_hooks.checkpoint.max_keep_ckpts=-1',
                                             'default_hooks.logger.interval=1']
     result = run(['bash', 'tools/dist_train.sh', DET_DEMO, '2', '--work-dir', work, '--cfg-options', *opts],
                  env=dist_env())
@@ -48,7 +61,9 @@ def trained(shapes, tmp_path_factory):
 def test_both_ranks_train_with_finite_losses(trained):
     work, _, result = trained
     log = result.stdout + result.stderr
-    assert 'world_size: 2' in log and 'Distributed launcher: pytorch' in log
+    assert 'Distributed launcher: pytorch' in log and 'Distributed training: True' in log
+    # 16 images, batch 8: one iteration per epoch on each of 2 ranks (a single process would run two)
+    assert 'Epoch(train) [1][1/1]' in log and 'Epoch(train) [2][1/1]' in log
     losses = [r['loss'] for r in scalars(work) if 'loss' in r]
     assert len(losses) == 2 and all(l == l and abs(l) < 1e6 for l in losses)
 
@@ -77,14 +92,23 @@ def test_dist_test_matches_single_process(trained, shapes, tmp_path):
     checkpoint = osp.join(work, 'epoch_2.pth')
     opts = data_options(shapes, 'mmdet')
     single = run(['python', 'tools/test.py', DET_DEMO, checkpoint, '--work-dir', str(tmp_path / 'single'),
-                  '--cfg-options', *opts])
+                  '--out', str(tmp_path / 'single.pkl'), '--cfg-options', *opts])
     assert single.returncode == 0, single.stderr[-3000:]
     dist = run(['bash', 'tools/dist_test.sh', DET_DEMO, checkpoint, '2', '--work-dir', str(tmp_path / 'dist'),
-                '--cfg-options', *opts], env=dist_env())
+                '--out', str(tmp_path / 'dist.pkl'), '--cfg-options', *opts], env=dist_env())
     assert dist.returncode == 0, (dist.stdout + dist.stderr)[-3000:]
-    metrics = [scalars(str(tmp_path / d))[-1] for d in ('single', 'dist')]
+    metrics = [logged_test_metrics(str(tmp_path / d)) for d in ('single', 'dist')]
     keys = [k for k in metrics[0] if k.startswith('coco/')]
     assert keys and all(metrics[0][k] == metrics[1][k] for k in keys), metrics
+    predictions = []
+    for name in ('single', 'dist'):
+        with open(tmp_path / f'{name}.pkl', 'rb') as f:
+            predictions.append(sorted(pickle.load(f), key=lambda p: p['img_id']))
+    assert [p['img_id'] for p in predictions[0]] == [p['img_id'] for p in predictions[1]] and predictions[0]
+    assert sum(len(p['pred_instances']['scores']) for p in predictions[0]) > 0
+    for one, two in zip(*predictions):
+        for key in ('bboxes', 'scores', 'labels'):
+            torch.testing.assert_close(two['pred_instances'][key], one['pred_instances'][key])
 
 
 def test_too_many_processes_is_a_clear_error(tmp_path):

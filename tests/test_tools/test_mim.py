@@ -54,4 +54,5 @@ def test_tools_train_then_test(shapes, tmp_path, config, opts, scope):
                   '--show-dir', str(tmp_path / 'vis'), '--cfg-options', *data_options(shapes, scope)])
     assert tested.returncode == 0, (tested.stdout + tested.stderr)[-4000:]
     assert ('coco/segm_mAP' if scope == 'mmdet' else 'mIoU') in tested.stdout + tested.stderr
-    assert glob.glob(str(tmp_path / '**' / '*.png'), recursive=True)
+    drawn = [p for p in glob.glob(str(tmp_path / 'vis' / '**' / '*'), recursive=True) if p.endswith(('.png', '.jpg'))]
+    assert drawn, 'tools/test.py --show-dir drew nothing'

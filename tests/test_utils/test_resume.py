@@ -67,6 +67,16 @@ def test_without_the_allow_list_resume_fails(tmp_path):
     assert result.returncode != 0 and 'Weights only load failed' in result.stderr
 
 
+def test_fresh_process_with_mlla_dense_loads_checkpoint(tmp_path):
+    """A fresh interpreter (no HistoryBuffer built yet, as in tools/test.py) loads the checkpoint."""
+    make_runner(tmp_path, max_iters=1).train()
+    code = (f"import mlla_dense, torch; c = torch.load({str(tmp_path / 'iter_1.pth')!r}); "
+            "print(c['meta']['iter'])")
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith('1')
+
+
 class _GetattrPayload:
     def __reduce__(self):
         from mmengine.logging.history_buffer import HistoryBuffer
