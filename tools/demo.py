@@ -121,15 +121,15 @@ def main():
     stages = Stages()
     metrics = {}
     stages.run('generate data', make_data, args)
-    # the schedulers' `end` must follow the length of training
-    det_opts = {} if args.det_epochs is None else {'train_cfg.max_epochs': args.det_epochs,
-                                                    'train_cfg.val_interval': args.det_epochs,
-                                                    'param_scheduler.1.end': args.det_epochs,
-                                                    'default_hooks.checkpoint.interval': args.det_epochs}
-    seg_opts = {} if args.seg_iters is None else {'train_cfg.max_iters': args.seg_iters,
-                                                   'train_cfg.val_interval': args.seg_iters,
-                                                   'param_scheduler.1.end': args.seg_iters,
-                                                   'default_hooks.checkpoint.interval': args.seg_iters}
+    # the evaluate stages test on shapes-val, so no validation inside training (mmengine validates after the
+    # last epoch unless val_begin lies beyond it); the schedulers' `end` must follow the length of training
+    no_val = {'train_cfg.val_begin': 10 ** 9}
+    det_opts = dict(no_val) if args.det_epochs is None else dict(
+        no_val, **{'train_cfg.max_epochs': args.det_epochs, 'param_scheduler.1.end': args.det_epochs,
+                   'default_hooks.checkpoint.interval': args.det_epochs})
+    seg_opts = dict(no_val) if args.seg_iters is None else dict(
+        no_val, **{'train_cfg.max_iters': args.seg_iters, 'param_scheduler.1.end': args.seg_iters,
+                   'default_hooks.checkpoint.interval': args.seg_iters})
     det = stages.run('train detection', lambda: train(config_for(DET_CONFIG, args, 'det', det_opts)))
     if det is not None:
         result = stages.run('evaluate detection', evaluate, det) or {}
