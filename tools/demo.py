@@ -1,8 +1,9 @@
 """The embedded demo (README's first command, `make demo`): generated data -> train -> evaluate -> visualize.
 
-Generates data/shapes if absent, trains Mask R-CNN and UperNet with an MLLA-nano backbone from scratch,
-evaluates them on shapes-val (COCO box/mask mAP through pycocotools; mIoU), draws predictions of a few val
-images into work_dirs/demo/vis/, prints a summary table (metrics and wall time per stage), writes it to
+Generates data/shapes if absent, trains Mask R-CNN with an MLLA-nano backbone from scratch, then UperNet
+starting from that backbone (as one fine-tunes a pretrained backbone; --seg-from-scratch to not), evaluates
+them on shapes-val (COCO box/mask mAP through pycocotools; mIoU), draws predictions of a few val images into
+work_dirs/demo/vis/, prints a summary table (metrics and wall time per stage), writes it to
 work_dirs/demo/summary.json and exits non-zero if any stage failed.
 
     python tools/demo.py                     # everything, on the CPU in minutes
@@ -17,6 +18,7 @@ import time
 import traceback
 
 import torch
+from mmengine.config import Config
 from mmengine.runner import Runner
 
 from mlla_dense.datasets.shapes import ShapesConfig, write_shapes_dataset
@@ -36,10 +38,17 @@ def parse_args():
     parser.add_argument('--num-train', type=int, default=1000)
     parser.add_argument('--num-val', type=int, default=100)
     parser.add_argument('--det-epochs', type=int, help='override the detection config\'s epochs')
-    parser.add_argument('--seg-iters', type=int, help='override the segmentation config\'s iterations')
+    parser.add_argument('--seg-iters', type=int, help='override the segmentation config\'s iterations (>= 2)')
+    parser.add_argument('--seg-from-scratch', action='store_true',
+                        help='do not start UperNet from the backbone of the trained Mask R-CNN')
     parser.add_argument('--num-vis', type=int, default=4, help='val images to draw')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.seg_iters is not None and args.seg_iters < 2:
+        parser.error('--seg-iters must be at least 2 (one warm-up and one decay iteration)')
+    if args.det_epochs is not None and args.det_epochs < 1:
+        parser.error('--det-epochs must be at least 1')
+    return args
 
 
 class Stages:
@@ -51,10 +60,12 @@ class Stages:
     def run(self, name, fn, *args):
         print(f'\n=== {name} ===', flush=True)
         start = time.perf_counter()
+        # every failing stage is reported, then the demo exits non-zero; SystemExit is how the tools stop with
+        # a clear message (e.g. a missing dataset)
         try:
             result = fn(*args)
             status = 'ok'
-        except Exception:  # noqa: BLE001 - report every failing stage, then exit non-zero
+        except (Exception, SystemExit):  # noqa: BLE001
             traceback.print_exc()
             result, status = None, 'FAILED'
         self.rows.append(dict(stage=name, status=status, seconds=round(time.perf_counter() - start, 1)))
@@ -63,6 +74,14 @@ class Stages:
     @property
     def failed(self):
         return any(r['status'] != 'ok' for r in self.rows)
+
+
+def seg_schedule(iters):
+    """Options that fit the UperNet schedule (linear warm-up, then poly decay) to ``iters`` iterations; the
+    warm-up shrinks to half of a run shorter than twice its length."""
+    warmup = min(Config.fromfile(SEG_CONFIG).param_scheduler[0]['end'], iters // 2)
+    return {'train_cfg.max_iters': iters, 'param_scheduler.0.end': warmup, 'param_scheduler.1.begin': warmup,
+            'param_scheduler.1.end': iters, 'default_hooks.checkpoint.interval': iters}
 
 
 def make_data(args):
@@ -92,6 +111,11 @@ def train(cfg):
     return runner
 
 
+def last_checkpoint(runner):
+    with open(osp.join(runner.work_dir, 'last_checkpoint')) as f:
+        return f.read().strip()
+
+
 def evaluate(runner):
     return runner.test()
 
@@ -107,10 +131,7 @@ def visualize(args, det_runner, seg_runner):
                                      ('seg', seg_runner, MMSegInferencer, {})):
         if runner is None:
             continue
-        ckpt = osp.join(runner.work_dir, 'last_checkpoint')
-        with open(ckpt) as f:
-            weights = f.read().strip()
-        inferencer = cls(model=runner.cfg, weights=weights, device=args.device)
+        inferencer = cls(model=runner.cfg, weights=last_checkpoint(runner), device=args.device)
         written += write_visualizations(inferencer, images, out, prefix=f'{tag}_', **kwargs)
     print(f'wrote {len(written)} images to {out}')
     return written
@@ -127,14 +148,16 @@ def main():
     det_opts = dict(no_val) if args.det_epochs is None else dict(
         no_val, **{'train_cfg.max_epochs': args.det_epochs, 'param_scheduler.1.end': args.det_epochs,
                    'default_hooks.checkpoint.interval': args.det_epochs})
-    seg_opts = dict(no_val) if args.seg_iters is None else dict(
-        no_val, **{'train_cfg.max_iters': args.seg_iters, 'param_scheduler.1.end': args.seg_iters,
-                   'default_hooks.checkpoint.interval': args.seg_iters})
+    seg_opts = dict(no_val) if args.seg_iters is None else dict(no_val, **seg_schedule(args.seg_iters))
     det = stages.run('train detection', lambda: train(config_for(DET_CONFIG, args, 'det', det_opts)))
     if det is not None:
         result = stages.run('evaluate detection', evaluate, det) or {}
         metrics.update({'box mAP': result.get('coco/bbox_mAP'), 'mask mAP': result.get('coco/segm_mAP')})
         metrics = {k: None if v is None else float(v) for k, v in metrics.items()}
+    if det is not None and not args.seg_from_scratch:
+        # transfer: UperNet starts from the backbone the detection stage has just trained on the same images
+        seg_opts['model.backbone.init_cfg'] = dict(_delete_=True, type='Pretrained', prefix='backbone.',
+                                                   checkpoint=last_checkpoint(det))
     seg = stages.run('train segmentation', lambda: train(config_for(SEG_CONFIG, args, 'seg', seg_opts)))
     if seg is not None:
         result = stages.run('evaluate segmentation', evaluate, seg) or {}

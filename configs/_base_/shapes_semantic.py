@@ -1,6 +1,8 @@
 # The generated shapes dataset (python tools/make_shapes.py --out data/shapes) read as semantic maps:
-# 0 = background, 1..5 = circle, rectangle, triangle, star, cross. Images are scaled to fit 96x96, which keeps
-# CPU training fast; predictions are scaled back to the original size for evaluation.
+# 0 = background, 1..5 = circle, rectangle, triangle, star, cross. Images are resized to 96x96, which keeps
+# CPU training fast; predictions are scaled back to the original size for evaluation. The aspect ratio is not
+# kept, so that nothing is padded: padded pixels get label 255, which mmseg 1.2.2's class-weighted
+# cross-entropy cannot index.
 dataset_type = 'BaseSegDataset'
 data_root = 'data/shapes/'
 dataset_layout = 'shapes'  # names the folder layout tools/train.py prints when data_root is missing
@@ -11,13 +13,13 @@ crop_size = (96, 96)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
-    dict(type='Resize', scale=crop_size, keep_ratio=True),
+    dict(type='Resize', scale=crop_size, keep_ratio=False),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PackSegInputs')
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=crop_size, keep_ratio=True),
+    dict(type='Resize', scale=crop_size, keep_ratio=False),
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs')
 ]

@@ -11,12 +11,10 @@ from typing import Optional, Sequence
 import torch
 import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
-from mmengine.model import BaseModule
-from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
 from mlla_dense.registry import register_backbone
-from mlla_dense.utils.checkpoint import extract_state_dict, load_backbone_state_dict, load_checkpoint_file
+from .pretrained_backbone import PretrainedBackbone
 from ..layers.linear_attention import LinearAttention
 from ..layers.mlla_stem import PatchMerging, Stem
 from ..layers.mlp import Mlp
@@ -98,7 +96,7 @@ class MLLAStage(nn.Module):
 
 
 @register_backbone
-class MLLA(BaseModule):
+class MLLA(PretrainedBackbone):
     """MLLA backbone: a conv stem, four stages of MLLA blocks, one LayerNorm per output (B, C_i, H_i, W_i).
 
     Args:
@@ -124,6 +122,10 @@ class MLLA(BaseModule):
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=path, prefix='backbone.')``;
             official ImageNet and detection/segmentation checkpoints load as they are.
     """
+    ignored_checkpoint_keys = IGNORED_CHECKPOINT_KEYS
+    new_layers = NEW_LAYERS
+    checkpoint_help = ('Download the official ImageNet-1K checkpoint of this model '
+                       '(https://github.com/LeapLabTHU/MLLA#pretrained-models)')
 
     arch_settings = ARCH_SETTINGS
 
@@ -184,35 +186,6 @@ class MLLA(BaseModule):
             if value is not None and (tuple(value) if name != 'embed_dim' else value) != preset[name]:
                 raise ValueError(f'arch={arch!r} has {name}={preset[name]}, which conflicts with {name}={value}')
         return preset['embed_dim'], preset['depths'], preset['num_heads']
-
-    @staticmethod
-    def _init_layer(m):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-    def init_weights(self):
-        """Load the ``Pretrained`` checkpoint of init_cfg strictly, or defer to mmengine's initializers."""
-        cfg = self.init_cfg
-        if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
-            super().init_weights()
-            return
-        path = cfg['checkpoint']
-        try:
-            checkpoint = load_checkpoint_file(path, map_location=cfg.get('map_location', 'cpu'))
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f'MLLA pretrained checkpoint {path!r} not found. Download the official ImageNet-1K checkpoint '
-                f'of this model (https://github.com/LeapLabTHU/MLLA#pretrained-models) and save it at that '
-                f'path, or train from scratch with --cfg-options model.backbone.init_cfg=None') from None
-        state_dict = extract_state_dict(checkpoint, prefix=cfg.get('prefix'))
-        self.load_report = load_backbone_state_dict(self, state_dict, ignore=IGNORED_CHECKPOINT_KEYS,
-                                                    may_be_missing=NEW_LAYERS, source=path)
-        self._is_init = True
 
     def _freeze_stages(self):
         frozen = []

@@ -12,12 +12,10 @@ from typing import Optional, Sequence
 import torch
 import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
-from mmengine.model import BaseModule
-from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
 from mlla_dense.registry import register_backbone
-from mlla_dense.utils.checkpoint import extract_state_dict, load_backbone_state_dict, load_checkpoint_file
+from .pretrained_backbone import PretrainedBackbone
 from ..layers.channel_first import LayerNorm2d, Linear2d
 from ..layers.ss2d import SS2D
 
@@ -83,7 +81,7 @@ def downsample(dim: int, out_dim: int) -> nn.Sequential:
 
 
 @register_backbone
-class VMamba(BaseModule):
+class VMamba(PretrainedBackbone):
     """VMamba backbone: patch embed, four stages of VSS blocks, one LayerNorm2d per output (B, C_i, H_i, W_i).
 
     Args:
@@ -104,6 +102,10 @@ class VMamba(BaseModule):
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=...)`` (official ImageNet or dense
             checkpoints, ``prefix='backbone.'`` for the latter).
     """
+    ignored_checkpoint_keys = IGNORED_CHECKPOINT_KEYS
+    new_layers = NEW_LAYERS
+    checkpoint_help = ('Download the official ImageNet-1K checkpoint of this model '
+                       '(https://github.com/MzeroMiko/VMamba)')
 
     arch_settings = ARCH_SETTINGS
 
@@ -144,35 +146,6 @@ class VMamba(BaseModule):
             self.add_module(f'outnorm{i}', LayerNorm2d(dims[i]))
         self.apply(self._init_layer)
         self._freeze_stages()
-
-    @staticmethod
-    def _init_layer(m):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-    def init_weights(self):
-        """Load the ``Pretrained`` checkpoint of init_cfg strictly, or defer to mmengine's initializers."""
-        cfg = self.init_cfg
-        if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
-            super().init_weights()
-            return
-        path = cfg['checkpoint']
-        try:
-            checkpoint = load_checkpoint_file(path, map_location=cfg.get('map_location', 'cpu'))
-        except FileNotFoundError:
-            raise FileNotFoundError(
-                f'VMamba pretrained checkpoint {path!r} not found. Download the official ImageNet-1K checkpoint '
-                f'of this model (https://github.com/MzeroMiko/VMamba) and save it at that path, or train from '
-                f'scratch with --cfg-options model.backbone.init_cfg=None') from None
-        state_dict = extract_state_dict(checkpoint, prefix=cfg.get('prefix'))
-        self.load_report = load_backbone_state_dict(self, state_dict, ignore=IGNORED_CHECKPOINT_KEYS,
-                                                    may_be_missing=NEW_LAYERS, source=path)
-        self._is_init = True
 
     def _freeze_stages(self):
         frozen = [self.patch_embed] if self.frozen_stages >= 0 else []

@@ -1,0 +1,48 @@
+"""What the MLLA and VMamba backbones share: truncated-normal init and strict loading of official checkpoints."""
+from typing import Tuple
+
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from torch import nn
+
+from mlla_dense.utils.checkpoint import extract_state_dict, load_backbone_state_dict, load_checkpoint_file
+
+
+class PretrainedBackbone(BaseModule):
+    """Base of the backbones: ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)`` loads strictly.
+
+    Subclasses name the checkpoint keys to ignore (classifier heads, buffers the official code saves), the
+    layers an ImageNet checkpoint cannot have (the per-output norms of the dense models) and where to get the
+    official checkpoint, for the message when it is missing.
+    """
+    ignored_checkpoint_keys: Tuple[str, ...] = ()
+    new_layers: Tuple[str, ...] = ()
+    checkpoint_help = ''
+
+    @staticmethod
+    def _init_layer(m):
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def init_weights(self):
+        """Load the ``Pretrained`` checkpoint of init_cfg strictly, or defer to mmengine's initializers."""
+        cfg = self.init_cfg
+        if not (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
+            super().init_weights()
+            return
+        path = cfg['checkpoint']
+        try:
+            checkpoint = load_checkpoint_file(path, map_location=cfg.get('map_location', 'cpu'))
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f'{type(self).__name__} pretrained checkpoint {path!r} not found. {self.checkpoint_help} and save '
+                f'it at that path, or train from scratch with --cfg-options model.backbone.init_cfg=None') from None
+        state_dict = extract_state_dict(checkpoint, prefix=cfg.get('prefix'))
+        self.load_report = load_backbone_state_dict(self, state_dict, ignore=self.ignored_checkpoint_keys,
+                                                    may_be_missing=self.new_layers, source=path)
+        self._is_init = True
