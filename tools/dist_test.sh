@@ -1,20 +1,13 @@
 #!/usr/bin/env bash
 # Distributed evaluation with torchrun: tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCESSES [test.py options]
+# NNODES, NODE_RANK, MASTER_ADDR, PORT as usual (see tools/torchrun.sh).
 set -euo pipefail
-usage() { echo "usage: $0 CONFIG CHECKPOINT NUM_PROCESSES [test.py options]"; echo "see the comment at the top of $0 for the environment variables"; }
+usage() { echo "usage: $0 CONFIG CHECKPOINT NUM_PROCESSES [test.py options]"; echo "see tools/torchrun.sh for the environment variables"; }
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then usage; exit 0; fi
 if [[ $# -lt 3 ]]; then usage >&2; exit 2; fi
+DIR="$(cd "$(dirname "$0")" && pwd)"
 CONFIG=$1
 CHECKPOINT=$2
 NPROC=$3
 shift 3
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-PORT=${PORT:-29500}
-PYTHON=${PYTHON:-python}
-DIR="$(cd "$(dirname "$0")" && pwd)"
-"$PYTHON" -m mlla_dense.utils.launch_check --nproc "$NPROC" --port "$PORT" --node-rank "$NODE_RANK"
-PYTHONPATH="$DIR/..:${PYTHONPATH:-}" "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" --nproc_per_node="$NPROC" --master_port="$PORT" \
-    "$DIR/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "$@"
+exec bash "$DIR/torchrun.sh" "$DIR/test.py" "$NPROC" "$CONFIG" "$CHECKPOINT" "$@"

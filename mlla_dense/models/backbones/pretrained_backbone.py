@@ -1,4 +1,5 @@
-"""What the MLLA and VMamba backbones share: truncated-normal init and strict loading of official checkpoints."""
+"""What the MLLA and VMamba backbones share: truncated-normal init, strict loading of official checkpoints,
+and frozen stages."""
 from typing import Tuple
 
 from mmengine.model import BaseModule
@@ -13,11 +14,13 @@ class PretrainedBackbone(BaseModule):
 
     Subclasses name the checkpoint keys to ignore (classifier heads, buffers the official code saves), the
     layers an ImageNet checkpoint cannot have (the per-output norms of the dense models) and where to get the
-    official checkpoint, for the message when it is missing.
+    official checkpoint, for the message when it is missing. They have ``patch_embed``, ``layers``,
+    ``out_indices``, ``frozen_stages`` and one output norm per index named ``<out_norm_prefix><i>``.
     """
     ignored_checkpoint_keys: Tuple[str, ...] = ()
     new_layers: Tuple[str, ...] = ()
     checkpoint_help = ''
+    out_norm_prefix = 'norm'
 
     @staticmethod
     def _init_layer(m):
@@ -46,3 +49,20 @@ class PretrainedBackbone(BaseModule):
         self.load_report = load_backbone_state_dict(self, state_dict, ignore=self.ignored_checkpoint_keys,
                                                     may_be_missing=self.new_layers, source=path)
         self._is_init = True
+
+    def _freeze_stages(self):
+        """frozen_stages = 0 freezes the patch embedding, i > 0 also stages 1..i with their output norms."""
+        frozen = [self.patch_embed] if self.frozen_stages >= 0 else []
+        for i in range(max(self.frozen_stages, 0)):
+            frozen.append(self.layers[i])
+            if i in self.out_indices:
+                frozen.append(getattr(self, f'{self.out_norm_prefix}{i}'))
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        return self

@@ -106,6 +106,7 @@ class VMamba(PretrainedBackbone):
     new_layers = NEW_LAYERS
     checkpoint_help = ('Download the official ImageNet-1K checkpoint of this model '
                        '(https://github.com/MzeroMiko/VMamba)')
+    out_norm_prefix = 'outnorm'
 
     arch_settings = ARCH_SETTINGS
 
@@ -146,22 +147,6 @@ class VMamba(PretrainedBackbone):
             self.add_module(f'outnorm{i}', LayerNorm2d(dims[i]))
         self.apply(self._init_layer)
         self._freeze_stages()
-
-    def _freeze_stages(self):
-        frozen = [self.patch_embed] if self.frozen_stages >= 0 else []
-        for i in range(max(self.frozen_stages, 0)):
-            frozen.append(self.layers[i])
-            if i in self.out_indices:
-                frozen.append(getattr(self, f'outnorm{i}'))
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad = False
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._freeze_stages()
-        return self
 
     def forward(self, x: torch.Tensor):
         if x.dim() != 4 or x.shape[1] != self.in_chans:
