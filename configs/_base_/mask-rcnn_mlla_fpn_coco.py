@@ -5,6 +5,8 @@
 _base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py'
 
 custom_imports = dict(imports=['mlla_dense'], allow_failed_imports=False)
+# mmengine's LoggerHook lets every rank write the test metrics file; this one leaves it to rank 0.
+default_hooks = dict(logger=dict(type='MainProcessLoggerHook'))
 
 model = dict(
     backbone=dict(

@@ -4,6 +4,8 @@
 _base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
 
 custom_imports = dict(imports=['mlla_dense'], allow_failed_imports=False)
+# mmengine's LoggerHook lets every rank write the test metrics file; this one leaves it to rank 0.
+default_hooks = dict(logger=dict(type='MainProcessLoggerHook'))
 
 model = dict(
     backbone=dict(

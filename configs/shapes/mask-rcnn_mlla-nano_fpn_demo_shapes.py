@@ -34,6 +34,6 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
     dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5)
 ]
-default_hooks = dict(logger=dict(type='LoggerHook', interval=20),
+default_hooks = dict(logger=dict(type='MainProcessLoggerHook', interval=20),
                      checkpoint=dict(type='CheckpointHook', interval=max_epochs, max_keep_ckpts=1))
 log_processor = dict(by_epoch=True)

@@ -29,5 +29,5 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
     dict(type='PolyLR', eta_min=1e-5, power=1.0, by_epoch=False, begin=30, end=max_iters)
 ]
-default_hooks = dict(logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),
+default_hooks = dict(logger=dict(type='MainProcessLoggerHook', interval=20, log_metric_by_epoch=False),
                      checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1))

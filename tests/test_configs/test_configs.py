@@ -58,6 +58,7 @@ def test_name_follows_convention(path):
 def test_config_builds_and_runs(path):
     cfg, model = build(path)
     assert cfg.custom_imports.imports == ['mlla_dense']
+    assert cfg.default_hooks.logger.type == 'MainProcessLoggerHook' and cfg.default_hooks.logger.interval > 0
     name = osp.basename(path)
     family, arch = re.search(r'(mlla|vmamba)-(nano|t|s|b)', name).groups()
     assert isinstance(model.backbone, MLLA if family == 'mlla' else VMamba)
