@@ -9,7 +9,9 @@ is needed:
     dA = sum_t g delta (h - delta B u)    dB = sum_d g delta u    dC = sum_d dy h    dD = sum_t dy u
 
 dB and dC sum over the channels of a group: each program writes its own partial sums (no atomics, so the
-result is deterministic) and the caller adds them up, as it does for dA, dD and ddelta_bias over the batch.
+result is deterministic) and the caller adds them up, as it does for dA, dD and ddelta_bias over the batch,
+and for du over the groups that share one input sequence. Reversed groups walk their sequences from the end, as
+in the forward.
 """
 import torch
 import triton
@@ -21,8 +23,8 @@ from .common import combine_linear, decay_step, launch_config, softplus_grad
 @triton.jit
 def _backward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, dy_ptr, states_ptr,
                      du_ptr, ddelta_ptr, da_ptr, db_ptr, dc_ptr, dd_ptr, dbias_ptr,
-                     channels, length, per_group, n_chunks, n_blocks,
-                     su_b, su_d, sdt_b, sdt_d, sb_b, sb_k, sb_n, sc_b, sc_k, sc_n, sdy_b, sdy_d,
+                     channels, length, per_group, n_chunks, n_blocks, u_groups, reverse_from,
+                     su_b, su_k, su_d, sdt_b, sdt_d, sb_b, sb_k, sb_n, sc_b, sc_k, sc_n, sdy_b, sdy_d,
                      N_STATE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
                      SOFTPLUS: tl.constexpr):
     pid_d = tl.program_id(0)
@@ -31,11 +33,12 @@ def _backward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, dy_
     d_ok = d_idx < channels
     d64 = d_idx.to(tl.int64)
     group = (d_idx // per_group).to(tl.int64)
+    backwards = (pid_d * BLOCK_D) // per_group >= reverse_from
     n_idx = tl.arange(0, BLOCK_N)
     cols = tl.arange(0, BLOCK_L)
     skip = tl.load(d_ptr + d_idx, mask=d_ok, other=0.0)
     bias = tl.load(bias_ptr + d_idx, mask=d_ok, other=0.0)
-    row_u = u_ptr + batch * su_b + d64[:, None] * su_d
+    row_u = u_ptr + batch * su_b + ((group % u_groups) * su_k + (d_idx % per_group) * su_d)[:, None]
     row_dt = delta_ptr + batch * sdt_b + d64[:, None] * sdt_d
     row_dy = dy_ptr + batch * sdy_b + d64[:, None] * sdy_d
     row_b = b_ptr + batch * sb_b + group[:, None] * sb_k
@@ -50,14 +53,16 @@ def _backward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, dy_
     for step in range(n_chunks):
         chunk = n_chunks - 1 - step
         t = chunk * BLOCK_L + cols
+        pos = tl.where(backwards, length - 1 - t, t)
+        pos_next = tl.where(backwards, pos - 1, pos + 1)
         ok = d_ok[:, None] & (t < length)[None, :]
         ok_next = d_ok[:, None] & (t + 1 < length)[None, :]
-        u = tl.load(row_u + t[None, :], mask=ok, other=0.0).to(tl.float32)
-        dt_raw = tl.load(row_dt + t[None, :], mask=ok, other=0.0).to(tl.float32)
+        u = tl.load(row_u + pos[None, :], mask=ok, other=0.0).to(tl.float32)
+        dt_raw = tl.load(row_dt + pos[None, :], mask=ok, other=0.0).to(tl.float32)
         dt = decay_step(dt_raw, bias, ok, SOFTPLUS)
-        dt_next = decay_step(tl.load(row_dt + t[None, :] + 1, mask=ok_next, other=0.0).to(tl.float32), bias,
+        dt_next = decay_step(tl.load(row_dt + pos_next[None, :], mask=ok_next, other=0.0).to(tl.float32), bias,
                              ok_next, SOFTPLUS)
-        dy = tl.load(row_dy + t[None, :], mask=ok, other=0.0).to(tl.float32)
+        dy = tl.load(row_dy + pos[None, :], mask=ok, other=0.0).to(tl.float32)
         start_states = tl.load(row_state + chunk * N_STATE + n_idx[None, :],
                                mask=d_ok[:, None] & (n_idx < N_STATE)[None, :], other=0.0)
         grad_u = dy * skip[:, None]
@@ -65,8 +70,8 @@ def _backward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, dy_
         grad_skip += tl.sum(dy * u, axis=1)
         for n in tl.static_range(N_STATE):
             a_n = tl.load(a_ptr + d_idx * N_STATE + n, mask=d_ok, other=0.0)
-            b_n = tl.load(row_b + n * sb_n + t[None, :], mask=ok, other=0.0).to(tl.float32)
-            c_n = tl.load(row_c + n * sc_n + t[None, :], mask=ok, other=0.0).to(tl.float32)
+            b_n = tl.load(row_b + n * sb_n + pos[None, :], mask=ok, other=0.0).to(tl.float32)
+            c_n = tl.load(row_c + n * sc_n + pos[None, :], mask=ok, other=0.0).to(tl.float32)
             inject = dt * u * b_n
             decay_cum, h_local = tl.associative_scan((tl.exp(dt * a_n[:, None]), inject), axis=1,
                                                      combine_fn=combine_linear)
@@ -83,12 +88,12 @@ def _backward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, dy_
             grad_dt += g * (a_n[:, None] * prev + u * b_n)
             grad_a = tl.where(n_idx[None, :] == n, grad_a + tl.sum(g * dt * prev, axis=1)[:, None], grad_a)
             in_seq = t < length
-            tl.store(db_ptr + partial + n * length + t, tl.sum(g * dt * u, axis=0), mask=in_seq)
-            tl.store(dc_ptr + partial + n * length + t, tl.sum(dy * h, axis=0), mask=in_seq)
+            tl.store(db_ptr + partial + n * length + pos, tl.sum(g * dt * u, axis=0), mask=in_seq)
+            tl.store(dc_ptr + partial + n * length + pos, tl.sum(dy * h, axis=0), mask=in_seq)
         grad_dt_raw = tl.where(ok, grad_dt * softplus_grad(dt_raw, bias, SOFTPLUS), 0.0)
         grad_bias += tl.sum(grad_dt_raw, axis=1)
-        tl.store(du_ptr + row_out + t[None, :], grad_u, mask=ok)
-        tl.store(ddelta_ptr + row_out + t[None, :], grad_dt_raw, mask=ok)
+        tl.store(du_ptr + row_out + pos[None, :], grad_u, mask=ok)
+        tl.store(ddelta_ptr + row_out + pos[None, :], grad_dt_raw, mask=ok)
     per_row = batch * channels + d64
     tl.store(da_ptr + per_row[:, None] * N_STATE + n_idx[None, :], grad_a,
              mask=d_ok[:, None] & (n_idx < N_STATE)[None, :])
@@ -96,16 +101,18 @@ def _backward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, dy_
     tl.store(dbias_ptr + per_row, grad_bias, mask=d_ok)
 
 
-def selective_scan_backward(dy, u, delta, A, B, C, D, delta_bias, states, delta_softplus):
-    """Gradients (du, ddelta, dA, dB, dC, dD, ddelta_bias) in the dtypes of their inputs."""
-    batch, channels, length = u.shape
+def selective_scan_backward(dy, u, delta, A, B, C, D, delta_bias, states, delta_softplus, reverse_from):
+    """Gradients (du, ddelta, dA, dB, dC, dD, ddelta_bias) in the dtypes and shapes of their inputs (the
+    layout of :func:`selective_scan_forward`)."""
+    batch, u_groups, per_group, length = u.shape
     groups, n_state = B.shape[1], B.shape[2]
-    per_group = channels // groups
+    channels = groups * per_group
     cfg = launch_config(per_group, length, n_state)
     n_chunks = states.shape[2]
     n_blocks = triton.cdiv(channels, cfg['BLOCK_D'])
     f32 = dict(device=u.device, dtype=torch.float32)
-    du = torch.empty(batch, channels, length, device=u.device, dtype=u.dtype)
+    sharing = groups // u_groups  # groups reading each input sequence; their du add up in float32
+    du = torch.empty(batch, channels, length, device=u.device, dtype=u.dtype if sharing == 1 else torch.float32)
     ddelta = torch.empty(batch, channels, length, device=u.device, dtype=delta.dtype)
     da = torch.empty(batch, channels, n_state, **f32)
     db = torch.empty(batch, n_blocks, n_state, length, **f32)
@@ -114,11 +121,14 @@ def selective_scan_backward(dy, u, delta, A, B, C, D, delta_bias, states, delta_
     dbias = torch.empty(batch, channels, **f32)
     _backward_kernel[(n_blocks, batch)](
         u, delta, A, B, C, D, delta_bias, dy, states, du, ddelta, da, db, dc, dd, dbias,
-        channels, length, per_group, n_chunks, n_blocks, u.stride(0), u.stride(1), delta.stride(0),
-        delta.stride(1), B.stride(0), B.stride(1), B.stride(2), C.stride(0), C.stride(1), C.stride(2),
+        channels, length, per_group, n_chunks, n_blocks, u_groups, reverse_from,
+        u.stride(0), u.stride(1), u.stride(2), delta.stride(0), delta.stride(1),
+        B.stride(0), B.stride(1), B.stride(2), C.stride(0), C.stride(1), C.stride(2),
         dy.stride(0), dy.stride(1), N_STATE=n_state, SOFTPLUS=delta_softplus, **cfg)
     blocks_per_group = n_blocks // groups
     db = db.view(batch, groups, blocks_per_group, n_state, length).sum(2)
     dc = dc.view(batch, groups, blocks_per_group, n_state, length).sum(2)
+    du = du.view(batch, sharing, u_groups, per_group, length)
+    du = du[:, 0] if sharing == 1 else du.sum(1).to(u.dtype)
     return (du, ddelta, da.sum(0).to(A.dtype), db.to(B.dtype), dc.to(C.dtype), dd.sum(0).to(D.dtype),
             dbias.sum(0).to(delta_bias.dtype))

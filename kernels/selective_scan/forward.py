@@ -3,6 +3,11 @@
 One program owns BLOCK_D channels of one batch element and walks the sequence in chunks of BLOCK_L
 positions. Inside a chunk the linear recurrence h_t = a_t h_(t-1) + b_t is an associative scan over
 (a, b) pairs; the state entering the chunk is carried in registers. All arithmetic is float32.
+
+Two layout options serve SS2D without copies (see :func:`mlla_dense.kernels.selective_scan.ss2d_paths`): group k
+reads the input sequence ``k % u_groups`` of u (B, u_groups, per_group, L), so paths share one copy of their
+input; groups from ``reverse_from`` on walk their sequences from the end, so a reversed path is index
+arithmetic, and every per-position tensor (delta, B, C, y) stays in its sequence's own order.
 """
 import torch
 import triton
@@ -13,8 +18,8 @@ from .common import combine_linear, decay_step, launch_config
 
 @triton.jit
 def _forward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, y_ptr, states_ptr,
-                    channels, length, per_group, n_chunks,
-                    su_b, su_d, sdt_b, sdt_d, sb_b, sb_k, sb_n, sc_b, sc_k, sc_n,
+                    channels, length, per_group, n_chunks, u_groups, reverse_from,
+                    su_b, su_k, su_d, sdt_b, sdt_d, sb_b, sb_k, sb_n, sc_b, sc_k, sc_n,
                     N_STATE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
                     SOFTPLUS: tl.constexpr):
     pid_d = tl.program_id(0)
@@ -22,11 +27,12 @@ def _forward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, y_pt
     d_idx = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     d_ok = d_idx < channels
     group = (d_idx // per_group).to(tl.int64)
+    backwards = (pid_d * BLOCK_D) // per_group >= reverse_from
     n_idx = tl.arange(0, BLOCK_N)
     cols = tl.arange(0, BLOCK_L)
     skip = tl.load(d_ptr + d_idx, mask=d_ok, other=0.0)
     bias = tl.load(bias_ptr + d_idx, mask=d_ok, other=0.0)
-    row_u = u_ptr + batch * su_b + d_idx.to(tl.int64)[:, None] * su_d
+    row_u = u_ptr + batch * su_b + ((group % u_groups) * su_k + (d_idx % per_group) * su_d)[:, None]
     row_dt = delta_ptr + batch * sdt_b + d_idx.to(tl.int64)[:, None] * sdt_d
     row_b = b_ptr + batch * sb_b + group[:, None] * sb_k
     row_c = c_ptr + batch * sc_b + group[:, None] * sc_k
@@ -35,15 +41,16 @@ def _forward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, y_pt
     state = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     for chunk in range(n_chunks):
         t = chunk * BLOCK_L + cols
+        pos = tl.where(backwards, length - 1 - t, t)
         ok = d_ok[:, None] & (t < length)[None, :]
         tl.store(row_state + chunk * N_STATE + n_idx[None, :], state, mask=d_ok[:, None] & (n_idx < N_STATE)[None, :])
-        u = tl.load(row_u + t[None, :], mask=ok, other=0.0).to(tl.float32)
-        dt = decay_step(tl.load(row_dt + t[None, :], mask=ok, other=0.0).to(tl.float32), bias, ok, SOFTPLUS)
+        u = tl.load(row_u + pos[None, :], mask=ok, other=0.0).to(tl.float32)
+        dt = decay_step(tl.load(row_dt + pos[None, :], mask=ok, other=0.0).to(tl.float32), bias, ok, SOFTPLUS)
         y = u * skip[:, None]
         for n in tl.static_range(N_STATE):
             a_n = tl.load(a_ptr + d_idx * N_STATE + n, mask=d_ok, other=0.0)
-            b_n = tl.load(row_b + n * sb_n + t[None, :], mask=ok, other=0.0).to(tl.float32)
-            c_n = tl.load(row_c + n * sc_n + t[None, :], mask=ok, other=0.0).to(tl.float32)
+            b_n = tl.load(row_b + n * sb_n + pos[None, :], mask=ok, other=0.0).to(tl.float32)
+            c_n = tl.load(row_c + n * sc_n + pos[None, :], mask=ok, other=0.0).to(tl.float32)
             decay = tl.exp(dt * a_n[:, None])
             decay_cum, h_local = tl.associative_scan((decay, dt * u * b_n), axis=1, combine_fn=combine_linear)
             start = tl.sum(tl.where(n_idx[None, :] == n, state, 0.0), axis=1)
@@ -51,20 +58,23 @@ def _forward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, y_pt
             y += c_n * h
             end = tl.sum(tl.where(cols[None, :] == BLOCK_L - 1, h, 0.0), axis=1)
             state = tl.where(n_idx[None, :] == n, end[:, None], state)
-        tl.store(row_y + t[None, :], y, mask=ok)
+        tl.store(row_y + pos[None, :], y, mask=ok)
 
 
-def selective_scan_forward(u, delta, A, B, C, D, delta_bias, delta_softplus):
-    """(y float32 (B, KD, L), states float32 (B, KD, n_chunks, N)): the scan and its chunk-start states."""
-    batch, channels, length = u.shape
+def selective_scan_forward(u, delta, A, B, C, D, delta_bias, delta_softplus, reverse_from):
+    """(y float32 (B, KD, L), states float32 (B, KD, n_chunks, N)): the scan and its chunk-start states.
+    u is (B, u_groups, KD / K, L), delta (B, KD, L); groups >= ``reverse_from`` run backwards."""
+    batch, u_groups, per_group, length = u.shape
     groups, n_state = B.shape[1], B.shape[2]
-    cfg = launch_config(channels // groups, length, n_state)
+    channels = groups * per_group
+    cfg = launch_config(per_group, length, n_state)
     n_chunks = triton.cdiv(length, cfg['BLOCK_L'])
     y = torch.empty(batch, channels, length, device=u.device, dtype=torch.float32)
     states = torch.empty(batch, channels, n_chunks, n_state, device=u.device, dtype=torch.float32)
     grid = (triton.cdiv(channels, cfg['BLOCK_D']), batch)
-    _forward_kernel[grid](u, delta, A, B, C, D, delta_bias, y, states, channels, length, channels // groups,
-                          n_chunks, u.stride(0), u.stride(1), delta.stride(0), delta.stride(1),
+    _forward_kernel[grid](u, delta, A, B, C, D, delta_bias, y, states, channels, length, per_group,
+                          n_chunks, u_groups, reverse_from, u.stride(0), u.stride(1), u.stride(2),
+                          delta.stride(0), delta.stride(1),
                           B.stride(0), B.stride(1), B.stride(2), C.stride(0), C.stride(1), C.stride(2),
                           N_STATE=n_state, SOFTPLUS=delta_softplus, **cfg)
     return y, states

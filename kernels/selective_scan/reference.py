@@ -9,9 +9,8 @@ for every channel d of group k = d // (KD / K) and state n,
 
 Shapes: u, delta (B, KD, L); A (KD, N); B, C (B, K, N, L); D, delta_bias (KD,). The output is float32.
 
-SS2D reads a (B, D, H, W) map along four paths: rows (0), columns (1), and both reversed (2, 3);
-``cross_scan`` stacks the four sequences as (B, 4, D, H*W), ``cross_merge`` maps four outputs back onto the
-grid and sums them.
+SS2D reads a (B, D, H, W) map along four paths: rows (0), columns (1), and both reversed (2, 3); see
+:func:`ss2d_paths_reference` for the layout.
 """
 import torch
 import torch.nn.functional as F
@@ -46,17 +45,24 @@ def selective_scan_reference(u, delta, A, B, C, D=None, delta_bias=None, delta_s
     return y if compute == torch.float64 else y.float()
 
 
-def cross_scan(x: torch.Tensor) -> torch.Tensor:
-    """(B, D, H, W) -> (B, 4, D, H*W): row-major, column-major, and both reversed."""
-    rows = x.flatten(2)
-    cols = x.transpose(2, 3).flatten(2)
-    forward = torch.stack([rows, cols], dim=1)
-    return torch.cat([forward, forward.flip(-1)], dim=1)
+def ss2d_paths_reference(xs, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
+    """VMamba's four SS2D paths over two sequences: (B, 4D, L) float32.
 
+    ``xs`` (B, 2, D, L) holds the map's rows and columns (row-major and column-major flattening). Path k scans
+    ``xs[:, k % 2]``, from the start for k < 2 and from the end for k >= 2. delta (B, 4D, L), B, C (B, 4, N, L)
+    and the output are stored in the order of each path's sequence, not in its scan order, so a reversed path
+    needs no reversed copies. Here the reversed paths are flipped around the plain scan; the kernels walk them
+    backwards instead.
+    """
+    d = xs.shape[2]
+    if xs.shape[1] != 2 or B.shape[1] != 4 or delta.shape[1] != 4 * d:
+        raise ValueError(f'SS2D paths need xs (B, 2, D, L), delta (B, 4D, L), B and C (B, 4, N, L); got xs '
+                         f'{tuple(xs.shape)}, delta {tuple(delta.shape)}, B {tuple(B.shape)}')
 
-def cross_merge(y: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, 4, D, H*W) outputs of the four paths -> (B, D, H*W) summed on the grid (row-major)."""
-    b, _, d, length = y.shape
-    y = y[:, :2] + y[:, 2:].flip(-1)
-    cols = y[:, 1].reshape(b, d, width, height).transpose(2, 3).reshape(b, d, length)
-    return y[:, 0] + cols
+    def scan_order(t, split):
+        return torch.cat([t[:, :split], t[:, split:].flip(-1)], dim=1)
+
+    u = torch.cat([xs, xs.flip(-1)], dim=1).flatten(1, 2)
+    y = selective_scan_reference(u, scan_order(delta, 2 * d), A, scan_order(B, 2), scan_order(C, 2), D,
+                                 delta_bias, delta_softplus)
+    return scan_order(y, 2 * d)

@@ -51,7 +51,7 @@ class _SegmentorDummy(nn.Module):
 @contextlib.contextmanager
 def _counted_selective_scan(counter: list):
     """Replace the reference selective scan by ``u * D`` (same shape, not counted) and add its FLOPs."""
-    import mlla_dense.kernels.selective_scan as scan_module
+    import mlla_dense.kernels.selective_scan.reference as scan_module
     original = scan_module.selective_scan_reference
 
     def stand_in(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):

@@ -8,6 +8,7 @@ import torch
 
 from mlla_dense.kernels import backend
 from mlla_dense.kernels.linear_attention import linear_attention, linear_attention_reference, rope_tables
+from mlla_dense.kernels.linear_attention.op import linear_attention_fwd
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 
@@ -159,17 +160,30 @@ def test_gpu_int64_offsets():
     assert rel_err(out, ref) < 1e-2
 
 
-@pytest.mark.gpu
-def test_gpu_torch_compile_without_graph_breaks():
-    """Under torch.compile the kernels are custom ops: one graph, same output and gradients as eager."""
-    qk, v, weight, bias = make_inputs(2, 20, 24, 64, torch.bfloat16)
+def test_torch_compile_without_graph_breaks(triton_backend):
+    """Under torch.compile the kernels are custom ops: one graph, same output and gradients as eager. On the GPU
+    with inductor in bf16; on CPU (interpreter) with aot_eager, which runs dynamo and AOT autograd on the ops'
+    fake implementations, the parts that can break."""
+    cuda = DEVICE == 'cuda'
+    h, w, c = (20, 24, 64) if cuda else (5, 6, 32)
+    qk, v, weight, bias = make_inputs(2 if cuda else 1, h, w, c, torch.bfloat16 if cuda else torch.float32)
+
     def fn(qk, v, weight, bias):
-        return linear_attention(qk, v, (20, 24), 2, weight, bias).float().square().sum()
+        return linear_attention(qk, v, (h, w), 2, weight, bias).float().square().sum()
 
     explanation = torch._dynamo.explain(fn)(qk, v, weight, bias)
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
     grad_inputs = [t.requires_grad_() for t in (qk, v, weight, bias)]
     eager = torch.autograd.grad(fn(*grad_inputs), grad_inputs)
-    compiled = torch.autograd.grad(torch.compile(fn)(*grad_inputs), grad_inputs)
+    compiled_fn = torch.compile(fn, fullgraph=True, backend='inductor' if cuda else 'aot_eager')
+    compiled = torch.autograd.grad(compiled_fn(*grad_inputs), grad_inputs)
     for a, b in zip(eager, compiled):
         assert rel_err(b, a) < 1e-3
+
+
+def test_custom_op_registration(triton_backend):
+    """torch.library.opcheck: schema, fake (meta) implementation against the real one, autograd registration."""
+    qk, v, weight, bias = make_inputs(1, 3, 5, 16, torch.float32)
+    args = [t.requires_grad_() for t in (qk, v, weight, bias)]
+    results = torch.library.opcheck(linear_attention_fwd, (args[0], args[1], 3, 5, 2, args[2], args[3]))
+    assert set(results.values()) == {'SUCCESS'}, results

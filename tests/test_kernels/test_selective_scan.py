@@ -6,7 +6,9 @@ several chunks. GPU (marker `gpu`): VMamba-T stage shapes against a float64 refe
 import pytest
 import torch
 
-from mlla_dense.kernels.selective_scan import selective_scan, selective_scan_reference, ss2d_scan
+from mlla_dense.kernels.selective_scan import (selective_scan, selective_scan_reference, ss2d_paths,
+                                               ss2d_paths_reference, ss2d_scan)
+from mlla_dense.kernels.selective_scan.op import selective_scan_fwd
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 NAMES = ('du', 'ddelta', 'dA', 'dB', 'dC', 'dD', 'ddelta_bias')
@@ -102,18 +104,51 @@ def test_shape_errors_are_clear(triton_backend):
         selective_scan(u, delta, a[:3], bs, cs, d, bias)
 
 
+def check_paths(b, d, n, length, dtype, tol, seed=0):
+    """The four SS2D paths (two shared sequences, two of them walked backwards) against the float64 reference."""
+    _, delta, a, bs, cs, skip, bias = make_inputs(b, 4, d, n, length, dtype, seed=seed)
+    xs = torch.randn(b, 2, d, length, generator=torch.Generator().manual_seed(seed + 2)).to(DEVICE, dtype)
+    inputs = [xs, delta, a, bs, cs, skip, bias]
+    grad = torch.randn(b, 4 * d, length, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE)
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    out = ss2d_paths(*leaves)
+    grads = torch.autograd.grad(out, leaves, grad)
+    ref_leaves = [t.detach().double().requires_grad_() for t in inputs]
+    ref = ss2d_paths_reference(*ref_leaves)
+    ref_grads = torch.autograd.grad(ref, ref_leaves, grad.double())
+    assert all(g.dtype == t.dtype and g.shape == t.shape for g, t in zip(grads, leaves))
+    errors = {'out': rel_err(out, ref)}
+    errors.update({name: rel_err(g, r) for name, g, r in zip(('dxs', *NAMES[1:]), grads, ref_grads)})
+    assert all(e < tol for e in errors.values()), errors
+
+
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+def test_ss2d_paths_match_reference(triton_backend, dtype, tol):
+    """Reversed paths by index arithmetic and the gradient of the two sequences summed over their paths."""
+    check_paths(2, 3, 2, 37, dtype, tol)
+
+
+def test_ss2d_paths_shape_errors_are_clear(triton_backend):
+    _, delta, a, bs, cs, skip, bias = make_inputs(1, 4, 2, 1, 8, torch.float32)
+    with pytest.raises(ValueError, match='SS2D paths need'):
+        ss2d_paths(torch.randn(1, 4, 2, 8), delta, a, bs, cs, skip, bias)
+
+
+def ss2d_inputs(seed=3, b=1, d=8, h=5, w=7, n=1, rank=2):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, d, h, w, generator=gen)
+    return [x, torch.randn(4, rank + 2 * n, d, generator=gen) * 0.3, torch.randn(4, d, rank, generator=gen) * 0.3,
+            torch.randn(4, d, generator=gen) * 0.1, torch.randn(4 * d, n, generator=gen) * 0.3,
+            torch.randn(4 * d, generator=gen)]
+
+
 def test_ss2d_triton_matches_reference(monkeypatch):
     """The whole SS2D core (cross-scan, projections, scan, cross-merge) with either backend."""
-    gen = torch.Generator().manual_seed(3)
-    b, d, h, w, n, rank = 1, 8, 5, 7, 1, 2
-    x = torch.randn(b, d, h, w, generator=gen)
-    params = [torch.randn(4, rank + 2 * n, d, generator=gen) * 0.3, torch.randn(4, d, rank, generator=gen) * 0.3,
-              torch.randn(4, d, generator=gen) * 0.1, torch.randn(4 * d, n, generator=gen) * 0.3,
-              torch.randn(4 * d, generator=gen)]
+    inputs = ss2d_inputs()
     outs, grads = [], []
     for name in ('torch', 'triton'):
         monkeypatch.setenv('MLLA_DENSE_BACKEND', name)
-        leaves = [t.clone().requires_grad_() for t in [x, *params]]
+        leaves = [t.clone().requires_grad_() for t in inputs]
         out = ss2d_scan(*leaves)
         outs.append(out)
         grads.append(torch.autograd.grad(out.square().sum(), leaves))
@@ -122,8 +157,34 @@ def test_ss2d_triton_matches_reference(monkeypatch):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
-# VMamba-T (d_state 1, 4 paths) stage 1 of a 512x512 input and stage 3 of 800x1344; Mamba-like d_state 16.
-GPU_SHAPES = [(2, 4, 96, 1, 128 * 128), (2, 4, 384, 1, 50 * 84), (2, 1, 64, 16, 4096)]
+def test_ss2d_compiles_to_one_graph(triton_backend):
+    """Under torch.compile the kernels are custom ops: no graph break, same output and gradients as eager
+    (aot_eager runs dynamo and AOT autograd with the ops' fake implementations, which is what can break)."""
+    def fn(*args):
+        return ss2d_scan(*args).square().sum()
+
+    inputs = ss2d_inputs()
+    explanation = torch._dynamo.explain(fn)(*inputs)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    eager = torch.autograd.grad(fn(*leaves), leaves)
+    compiled = torch.autograd.grad(torch.compile(fn, fullgraph=True, backend='aot_eager')(*leaves), leaves)
+    for a, b in zip(eager, compiled):
+        torch.testing.assert_close(b, a)
+
+
+def test_custom_op_registration(triton_backend):
+    """torch.library.opcheck: schema, fake (meta) implementation against the real one, autograd registration."""
+    xs, delta, a, bs, cs, skip, bias = make_inputs(1, 4, 2, 2, 20, torch.float32)
+    xs = xs.view(1, 4, 2, 20)[:, :2]
+    args = [t.requires_grad_() for t in (xs.clone(), delta, a, bs, cs, skip, bias)]
+    results = torch.library.opcheck(selective_scan_fwd, (*args, True, 2))
+    assert set(results.values()) == {'SUCCESS'}, results
+
+
+# VMamba-T (d_state 1, 4 paths): 64x64 tokens (16 chunks; the float64 reference loops over every position) and
+# stage 3 of 800x1344; Mamba-like d_state 16.
+GPU_SHAPES = [(2, 4, 96, 1, 64 * 64), (2, 4, 384, 1, 50 * 84), (2, 1, 64, 16, 4096)]
 
 
 @pytest.mark.gpu
@@ -131,3 +192,10 @@ GPU_SHAPES = [(2, 4, 96, 1, 128 * 128), (2, 4, 384, 1, 50 * 84), (2, 1, 64, 16, 
 @pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-4), (torch.bfloat16, 1e-2)])
 def test_gpu_matches_fp64_reference(shape, dtype, tol):
     check(*shape, dtype, tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-4), (torch.bfloat16, 1e-2)])
+def test_gpu_ss2d_paths_match_fp64_reference(dtype, tol):
+    """VMamba-T stage 3 of 800x1344 (D 384, 50x84 tokens) through the shared, partly reversed sequences."""
+    check_paths(2, 384, 1, 50 * 84, dtype, tol)

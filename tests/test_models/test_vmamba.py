@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import mlla_dense  # noqa: F401  (registers the backbones)
-from mlla_dense.kernels.selective_scan import cross_merge, cross_scan, selective_scan_reference
+from mlla_dense.kernels.selective_scan import selective_scan_reference, ss2d_paths_reference
 from mlla_dense.models.backbones.vmamba import VMamba
 from plain_vmamba import vmamba_forward
 
@@ -75,13 +75,21 @@ def test_selective_scan_reference_against_loops():
                 assert abs(y[bi, c, t].item() - expected) < 1e-4
 
 
-def test_cross_scan_paths_and_merge():
-    x = torch.arange(2 * 3 * 4, dtype=torch.float32).view(1, 2, 3, 4)
-    xs = cross_scan(x)
-    assert torch.equal(xs[0, 0, 0], x[0, 0].flatten())
-    assert torch.equal(xs[0, 1, 0], x[0, 0].t().flatten())
-    assert torch.equal(xs[0, 2], xs[0, 0].flip(-1)) and torch.equal(xs[0, 3], xs[0, 1].flip(-1))
-    assert torch.equal(cross_merge(xs, 3, 4), 4 * x.flatten(2))
+def test_ss2d_paths_read_their_sequences_backwards():
+    """Paths 2 and 3 are paths 0 and 1 run on reversed sequences, with outputs in sequence order."""
+    gen = torch.Generator().manual_seed(1)
+    b, d, n, length = 1, 3, 2, 9
+    xs = torch.randn(b, 2, d, length, generator=gen)
+    delta = torch.randn(b, 4 * d, length, generator=gen)
+    A = -torch.rand(4 * d, n, generator=gen)
+    B, C = torch.randn(b, 4, n, length, generator=gen), torch.randn(b, 4, n, length, generator=gen)
+    D, bias = torch.randn(4 * d, generator=gen), torch.randn(4 * d, generator=gen)
+    y = ss2d_paths_reference(xs, delta, A, B, C, D, bias)
+    for k in range(4):
+        seq, rows, flip = xs[:, k % 2], slice(k * d, (k + 1) * d), (lambda t: t.flip(-1)) if k >= 2 else (lambda t: t)
+        alone = selective_scan_reference(flip(seq), flip(delta[:, rows]), A[rows], flip(B[:, k:k + 1]),
+                                         flip(C[:, k:k + 1]), D[rows], bias[rows])
+        torch.testing.assert_close(y[:, rows], flip(alone))
 
 
 def test_checkpoint_loading(tmp_path):

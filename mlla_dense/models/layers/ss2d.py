@@ -4,10 +4,8 @@ import math
 import torch
 from torch import nn
 
-from mlla_dense.kernels.selective_scan import ss2d_scan
+from mlla_dense.kernels.selective_scan import NUM_PATHS, ss2d_scan
 from .channel_first import LayerNorm2d, Linear2d
-
-NUM_PATHS = 4
 
 
 class SS2D(nn.Module):
