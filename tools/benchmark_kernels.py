@@ -1,14 +1,22 @@
-"""Benchmark the MLLA linear-attention kernel: eager reference vs torch.compile(reference) vs Triton.
+"""Benchmark the Triton kernels against their PyTorch references: eager reference vs torch.compile(reference)
+vs Triton, forward and forward+backward, with achieved GB/s and % of the HBM roofline (the bytes that must move).
 
-Forward and forward+backward at the MLLA-T stage shapes of a 2x3x800x1344 input and stage 1 of 8x512x512
-and 64x224x224; reports ms, achieved GB/s and % of the HBM roofline (bytes that must move: read q, k, v
-and write the output forward; plus read dO, q, k, v and write dq, dk, dv backward), and writes
-benchmarks/results/linear_attention.json and a PNG (time vs tokens, with the roofline).
+``--op linear_attention``: the MLLA-T stage shapes of a 2x3x800x1344 input and stage 1 of 8x512x512 and
+64x224x224; the roofline counts reading q, k, v and writing the output forward, plus reading dO, q, k, v and
+writing dq, dk, dv backward. Writes linear_attention.json and .png.
+
+``--op selective_scan``: the four SS2D paths of VMamba-T's stages for a 2x3x800x1344 input (d_state 1); the
+roofline counts the inputs (the two shared sequences, delta, B, C) and the float32 output forward, plus the
+inputs, dy and every input gradient backward. The reference is a Python loop over positions: it and its
+compilation run only up to ``--max-reference-length`` positions, longer shapes are Triton-only (recorded so).
+Writes selective_scan.json and .png.
 
 Times are CUDA-graph replays (device time, as the kernels run inside a model where the CPU runs ahead);
-``eager_ms`` also records plain launches from Python, which include the CPU's launch overhead.
+``eager_ms`` also records plain launches from Python, which include the CPU's launch overhead. ``--smoke``
+runs tiny shapes on any device (on CPU with TRITON_INTERPRET=1) to check the tool, not to measure.
 
-    python tools/benchmark_kernels.py --out benchmarks/results
+    python tools/benchmark_kernels.py --op linear_attention --out benchmarks/results
+    python tools/benchmark_kernels.py --op selective_scan --out benchmarks/results
 """
 import argparse
 import os
@@ -17,98 +25,158 @@ import torch
 
 from mlla_dense.kernels.linear_attention import linear_attention_reference
 from mlla_dense.kernels.linear_attention.op import linear_attention_triton
+from mlla_dense.kernels.selective_scan import ss2d_paths_reference, ss2d_paths_triton
 from mlla_dense.utils.benchmarking import copy_bandwidth_gbs, print_table, run_info, time_ms, write_json
 
 # (name, B, H, W, C, heads)
-SHAPES = [('800x1344 stage1', 2, 200, 336, 64, 2), ('800x1344 stage2', 2, 100, 168, 128, 4),
-          ('800x1344 stage3', 2, 50, 84, 256, 8), ('800x1344 stage4', 2, 25, 42, 512, 16),
-          ('8x512x512 stage1', 8, 128, 128, 64, 2), ('64x224x224 stage1', 64, 56, 56, 64, 2)]
+ATTENTION_SHAPES = [('800x1344 stage1', 2, 200, 336, 64, 2), ('800x1344 stage2', 2, 100, 168, 128, 4),
+                    ('800x1344 stage3', 2, 50, 84, 256, 8), ('800x1344 stage4', 2, 25, 42, 512, 16),
+                    ('8x512x512 stage1', 8, 128, 128, 64, 2), ('64x224x224 stage1', 64, 56, 56, 64, 2)]
+# (name, B, D, L, N): VMamba-T (ssm_ratio 1: D = stage channels) on 800x1344.
+SCAN_SHAPES = [('800x1344 stage1', 2, 96, 200 * 336, 1), ('800x1344 stage2', 2, 192, 100 * 168, 1),
+               ('800x1344 stage3', 2, 384, 50 * 84, 1), ('800x1344 stage4', 2, 768, 25 * 42, 1)]
+SMOKE_SHAPES = {'linear_attention': [('smoke', 1, 5, 7, 32, 2)], 'selective_scan': [('smoke', 1, 4, 24, 1)]}
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--op', default='linear_attention', choices=['linear_attention', 'selective_scan'])
     parser.add_argument('--out', default='benchmarks/results', help='folder for the JSON and PNG')
     parser.add_argument('--dtype', default='bfloat16', choices=['bfloat16', 'float16', 'float32'])
     parser.add_argument('--no-compile', action='store_true', help='skip the torch.compile baseline')
     parser.add_argument('--shapes', type=int, nargs='*', help='indices into the shape list (default: all)')
+    parser.add_argument('--max-reference-length', type=int, default=1050,
+                        help='selective_scan: longest sequence for the eager and compiled reference loops')
+    parser.add_argument('--smoke', action='store_true', help='tiny shapes on any device, to check the tool')
     return parser.parse_args()
 
 
-def measure(fn, inputs, backward):
+def attention_case(shape, dtype, device):
+    """(inputs, runner, elements, {pass: bytes}) of one linear-attention shape."""
+    _, b, h, w, c, heads = shape
+    gen = torch.Generator(device=device).manual_seed(0)
+    n = h * w
+    tensors = dict(qk=torch.randn(b, n, 2 * c, device=device, dtype=dtype, generator=gen),
+                   v=torch.randn(b, n, c, device=device, dtype=dtype, generator=gen),
+                   weight=torch.randn(c, 1, 3, 3, device=device, generator=gen) * 0.3,
+                   bias=torch.randn(c, device=device, generator=gen))
+
+    def run(fn, t):
+        return fn(t['qk'], t['v'], (h, w), heads, t['weight'], t['bias'])
+
+    elem = torch.finfo(dtype).bits // 8
+    return tensors, run, b * n * c, {'forward': 4 * b * n * c * elem, 'forward+backward': 11 * b * n * c * elem}
+
+
+def scan_case(shape, dtype, device):
+    """(inputs, runner, elements, {pass: bytes}) of the four SS2D paths at one stage shape."""
+    _, b, d, length, n = shape
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def randn(*size, scale=1.0, shift=0.0, low=True):
+        t = torch.randn(*size, device=device, generator=gen) * scale + shift
+        return t.to(dtype) if low else t
+
+    tensors = dict(xs=randn(b, 2, d, length), delta=randn(b, 4 * d, length, scale=0.5, shift=-1.0),
+                   A=-torch.exp(randn(4 * d, n, scale=0.5, low=False)), B=randn(b, 4, n, length),
+                   C=randn(b, 4, n, length), D=randn(4 * d, low=False), bias=randn(4 * d, scale=0.3, low=False))
+
+    def run(fn, t):
+        return fn(t['xs'], t['delta'], t['A'], t['B'], t['C'], t['D'], t['bias'])
+
+    inputs = sum(t.numel() * t.element_size() for t in tensors.values())
+    out = b * 4 * d * length * 4
+    return tensors, run, b * 4 * d * length, {'forward': inputs + out, 'forward+backward': 3 * inputs + 2 * out}
+
+
+OPS = {'linear_attention': (ATTENTION_SHAPES, attention_case, linear_attention_reference, linear_attention_triton),
+       'selective_scan': (SCAN_SHAPES, scan_case, ss2d_paths_reference, ss2d_paths_triton)}
+
+
+def measure(fn, tensors, run, backward, cuda):
     """(CUDA-graph ms, plain-launch ms) of the forward or forward+backward."""
-    qk, v, hw, heads, weight, bias = inputs
     if not backward:
         def step():
             with torch.no_grad():
-                fn(qk, v, hw, heads, weight, bias)
+                run(fn, tensors)
     else:
-        leaves = [t.detach().requires_grad_() for t in (qk, v, weight, bias)]
-        grad = torch.randn_like(v)
+        leaves = {k: t.detach().requires_grad_() if t.is_floating_point() else t for k, t in tensors.items()}
+        out = run(fn, leaves)
+        grad = torch.randn_like(out)
+        del out
 
         def step():
-            out = fn(leaves[0], leaves[1], hw, heads, leaves[2], leaves[3])
-            torch.autograd.grad(out, leaves, grad)
-    return time_ms(step, cuda_graph=True), time_ms(step)
+            torch.autograd.grad(run(fn, leaves), list(leaves.values()), grad)
+    return time_ms(step, cuda_graph=cuda), time_ms(step)
 
 
 def main():
     args = parse_args()
     dtype = getattr(torch, args.dtype)
-    elem = torch.finfo(dtype).bits // 8
-    bandwidth = copy_bandwidth_gbs()
-    records = []
-    shapes = [SHAPES[i] for i in args.shapes] if args.shapes else SHAPES
-    for name, b, h, w, c, heads in shapes:
-        impls = {'eager': linear_attention_reference, 'triton': linear_attention_triton}
-        if not args.no_compile:
-            # a fresh compilation per shape: past dynamo's recompile limit (8) the reference would silently run eager
-            torch._dynamo.reset()
-            impls['compile'] = torch.compile(linear_attention_reference, dynamic=False)
-        n = h * w
-        gen = torch.Generator(device='cuda').manual_seed(0)
-        qk = torch.randn(b, n, 2 * c, device='cuda', dtype=dtype, generator=gen)
-        v = torch.randn(b, n, c, device='cuda', dtype=dtype, generator=gen)
-        weight = torch.randn(c, 1, 3, 3, device='cuda', generator=gen) * 0.3
-        bias = torch.randn(c, device='cuda', generator=gen)
-        inputs = (qk, v, (h, w), heads, weight, bias)
-        for backward, pass_name, tensors in ((False, 'forward', 4), (True, 'forward+backward', 11)):
-            n_bytes = tensors * b * n * c * elem
-            roofline_ms = n_bytes / (bandwidth * 1e9) * 1e3
+    cuda = torch.cuda.is_available()
+    if not cuda and not args.smoke:
+        raise SystemExit('benchmark_kernels.py measures on a CUDA device; on CPU only --smoke runs '
+                         '(with TRITON_INTERPRET=1)')
+    device = 'cuda' if cuda else 'cpu'
+    bandwidth = copy_bandwidth_gbs() if cuda else None
+    all_shapes, make_case, reference, triton_fn = OPS[args.op]
+    all_shapes = SMOKE_SHAPES[args.op] if args.smoke else all_shapes
+    shapes = [all_shapes[i] for i in args.shapes] if args.shapes else all_shapes
+    records, skipped = [], []
+    for shape in shapes:
+        name = shape[0]
+        tensors, run, elements, n_bytes = make_case(shape, dtype, device)
+        impls = {'triton': triton_fn}
+        length = shape[3] if args.op == 'selective_scan' else 0
+        if length > args.max_reference_length:
+            skipped.append(dict(shape=name, impls=['eager', 'compile'],
+                                reason=f'reference loop over {length} > {args.max_reference_length} positions'))
+        else:
+            impls['eager'] = reference
+            if not args.no_compile:
+                # a fresh compilation per shape: past dynamo's recompile limit (8) it would silently run eager
+                torch._dynamo.reset()
+                impls['compile'] = torch.compile(reference, dynamic=False)
+        for backward, pass_name in ((False, 'forward'), (True, 'forward+backward')):
+            roofline_ms = n_bytes[pass_name] / (bandwidth * 1e9) * 1e3 if bandwidth else None
             for impl, fn in impls.items():
-                ms, eager_ms = measure(fn, inputs, backward)
-                records.append(dict(shape=name, B=b, H=h, W=w, C=c, heads=heads, tokens=b * n, dtype=args.dtype,
+                ms, eager_ms = measure(fn, tensors, run, backward, cuda)
+                records.append(dict(shape=name, dims=list(shape[1:]), elements=elements, dtype=args.dtype,
                                     impl=impl, pass_=pass_name, ms=round(ms, 4), eager_ms=round(eager_ms, 4),
-                                    gbs=round(n_bytes / (ms * 1e-3) / 1e9, 1),
-                                    roofline_ms=round(roofline_ms, 4), pct_roofline=round(100 * roofline_ms / ms, 1)))
-                print(f'{name:20s} {pass_name:17s} {impl:8s} {ms * 1e3:9.1f} us (plain launches '
+                                    gbs=round(n_bytes[pass_name] / (ms * 1e-3) / 1e9, 1),
+                                    roofline_ms=roofline_ms and round(roofline_ms, 4),
+                                    pct_roofline=roofline_ms and round(100 * roofline_ms / ms, 1)))
+                print(f'{name:20s} {pass_name:17s} {impl:8s} {ms * 1e3:11.1f} us (plain launches '
                       f'{eager_ms * 1e3:.1f} us)', flush=True)
     for r in records:
         base = {x['impl']: x['ms'] for x in records if x['shape'] == r['shape'] and x['pass_'] == r['pass_']}
-        r['speedup_vs_eager'] = round(base['eager'] / r['ms'], 2)
-        if 'compile' in base:
-            r['speedup_vs_compile'] = round(base['compile'] / r['ms'], 2)
+        for impl in ('eager', 'compile'):
+            if impl in base:
+                r[f'speedup_vs_{impl}'] = round(base[impl] / r['ms'], 2)
     print_table([dict(r, us=round(r['ms'] * 1e3, 1), launch_us=round(r['eager_ms'] * 1e3, 1)) for r in records],
                 ['shape', 'pass_', 'impl', 'us', 'launch_us', 'gbs', 'pct_roofline', 'speedup_vs_eager',
                  'speedup_vs_compile'])
-    info = dict(run_info(), copy_bandwidth_gbs=round(bandwidth, 1))
-    write_json(os.path.join(args.out, 'linear_attention.json'), dict(info, records=records))
-    plot(records, info, os.path.join(args.out, 'linear_attention.png'))
+    info = dict(run_info(), copy_bandwidth_gbs=bandwidth and round(bandwidth, 1))
+    write_json(os.path.join(args.out, f'{args.op}.json'), dict(info, records=records, not_run=skipped))
+    plot(records, info, args.op, os.path.join(args.out, f'{args.op}.png'))
 
 
-def plot(records, info, path):
+def plot(records, info, op, path):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, pass_name in zip(axes, ('forward', 'forward+backward')):
-        rows = sorted((r for r in records if r['pass_'] == pass_name), key=lambda r: r['tokens'] * r['C'])
+        rows = sorted((r for r in records if r['pass_'] == pass_name), key=lambda r: r['elements'])
         for impl in dict.fromkeys(r['impl'] for r in rows):
             pts = [r for r in rows if r['impl'] == impl]
-            ax.plot([r['tokens'] * r['C'] for r in pts], [r['ms'] * 1e3 for r in pts], 'o-', label=impl)
-        ax.plot([r['tokens'] * r['C'] for r in rows], [r['roofline_ms'] * 1e3 for r in rows], 'k--',
-                label='HBM roofline')
-        ax.set(xscale='log', yscale='log', xlabel='B x N x C (elements per tensor)', ylabel='time (us)',
-               title=f'MLLA linear attention, {pass_name}, {rows[0]["dtype"]}')
+            ax.plot([r['elements'] for r in pts], [r['ms'] * 1e3 for r in pts], 'o-', label=impl)
+        roof = [r for r in rows if r['impl'] == 'triton' and r['roofline_ms']]
+        if roof:
+            ax.plot([r['elements'] for r in roof], [r['roofline_ms'] * 1e3 for r in roof], 'k--',
+                    label='HBM roofline')
+        ax.set(xscale='log', yscale='log', xlabel='elements per output tensor', ylabel='time (us)',
+               title=f'{op}, {pass_name}, {rows[0]["dtype"]}')
         ax.grid(True, which='both', alpha=0.3)
         ax.legend()
     fig.suptitle(f'{info["device"]}, {info["date"]}', fontsize=9)

@@ -1,0 +1,28 @@
+"""tools/benchmark_kernels.py runs end to end (--smoke: tiny shapes through the interpreter) and writes its
+JSON records and plot; the numbers themselves come from the GPU machine."""
+import json
+
+import pytest
+import torch
+
+from helpers import run
+
+
+@pytest.mark.parametrize('op', ['linear_attention', 'selective_scan'])
+def test_smoke_run_writes_records_and_plot(op, tmp_path):
+    result = run(['python', 'tools/benchmark_kernels.py', '--op', op, '--smoke', '--no-compile',
+                  '--out', str(tmp_path)], env={'TRITON_INTERPRET': '1'})
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / f'{op}.json') as f:
+        payload = json.load(f)
+    assert payload['command'].startswith('tools/benchmark_kernels.py')
+    cases = {(r['impl'], r['pass_']) for r in payload['records']}
+    assert cases == {(i, p) for i in ('triton', 'eager') for p in ('forward', 'forward+backward')}
+    assert all(r['ms'] > 0 for r in payload['records'])
+    assert (tmp_path / f'{op}.png').stat().st_size > 10_000
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the refusal on a machine without CUDA')
+def test_without_gpu_only_smoke_runs(tmp_path):
+    result = run(['python', 'tools/benchmark_kernels.py', '--out', str(tmp_path)], env={'TRITON_INTERPRET': '1'})
+    assert result.returncode != 0 and 'only --smoke runs' in result.stderr
