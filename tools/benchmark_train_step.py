@@ -1,0 +1,240 @@
+"""Time full training steps (forward, backward, optimizer) of detection or segmentation configs on generated
+data, and check mixed-precision stability.
+
+For each config x impl ('mlla_dense': the default path with the Triton kernels; 'eager-reference':
+MLLA_DENSE_BACKEND=torch) x dtype, runs ``--iters`` steps of ``model.train_step`` on generated images with
+drawn objects (boxes and masks for detection, label maps for segmentation), with the config's optimizer,
+parameter-wise settings, gradient clipping and iteration-based warmup. bf16 and fp16 use mmengine's
+AmpOptimWrapper (fp16 with dynamic loss scaling), as a config with ``optim_wrapper.type='AmpOptimWrapper'``
+trains; fp32 the config's OptimWrapper. Records the median step time after ``--warmup`` steps, the peak
+memory and every total loss; exits with 1 if any loss is not finite. Writes OUT/NAME.json and OUT/NAME.png
+(the loss curves).
+
+    python tools/benchmark_train_step.py configs/mlla/mask-rcnn_mlla-t_fpn_1x_coco.py --size 800x1333 --batch 2
+    python tools/benchmark_train_step.py configs/mlla/upernet_mlla-t_8xb2-160k_ade20k-512x512.py --batch 8
+    python tools/benchmark_train_step.py configs/mlla/mask-rcnn_mlla-t_fpn_1x_coco.py --impls mlla_dense \\
+        --dtypes bf16 fp16 --iters 200 --name amp_stability
+"""
+import argparse
+import contextlib
+import math
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+from mmengine.model import revert_sync_batchnorm
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import PARAM_SCHEDULERS, init_default_scope
+
+import mlla_dense  # noqa: F401  (registers the backbones)
+from mlla_dense.utils.benchmarking import print_table, run_info, write_json
+
+IMPLS = {'mlla_dense': 'auto', 'eager-reference': 'torch'}
+AMP_DTYPES = {'bf16': 'bfloat16', 'fp16': 'float16'}
+DEFAULT_SIZES = {'mmdet': ((800, 1333), 2), 'mmseg': ((512, 512), 8)}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('configs', nargs='+', help='mmdet or mmseg config files')
+    parser.add_argument('--impls', nargs='*', default=list(IMPLS), choices=list(IMPLS))
+    parser.add_argument('--dtypes', nargs='*', default=['bf16'], choices=['bf16', 'fp16', 'fp32'])
+    parser.add_argument('--size', help='HxW of the generated images (default 800x1333 detection, 512x512 '
+                                       'segmentation)')
+    parser.add_argument('--batch', type=int, help='images per step (default 2 detection, 8 segmentation)')
+    parser.add_argument('--iters', type=int, default=20, help='training steps per run')
+    parser.add_argument('--warmup', type=int, default=5, help='steps left out of the timing')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--out', default='benchmarks/results')
+    parser.add_argument('--name', default='train_step', help='stem of the JSON and PNG files')
+    args = parser.parse_args()
+    if args.iters <= args.warmup:
+        parser.error(f'--iters ({args.iters}) must exceed --warmup ({args.warmup})')
+    if args.size and not (len(args.size.split('x')) == 2 and all(s.isdigit() for s in args.size.split('x'))):
+        parser.error(f'--size must be HxW, e.g. 800x1333, got {args.size}')
+    return args
+
+
+@contextlib.contextmanager
+def backend(name):
+    old = os.environ.get('MLLA_DENSE_BACKEND')
+    os.environ['MLLA_DENSE_BACKEND'] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ['MLLA_DENSE_BACKEND']
+        else:
+            os.environ['MLLA_DENSE_BACKEND'] = old
+
+
+def draw_objects(rng, height, width, num_classes, max_objects=5):
+    """An RGB noise image with 1..max_objects filled ellipses (one colour per class): image, boxes, labels, masks."""
+    palette = rng.integers(0, 256, size=(num_classes, 3))
+    image = rng.integers(0, 64, size=(height, width, 3)).astype(np.uint8)
+    yy, xx = np.mgrid[:height, :width]
+    boxes, labels, masks = [], [], []
+    for _ in range(rng.integers(1, max_objects + 1)):
+        h = rng.integers(max(4, height // 16), max(5, height // 2))
+        w = rng.integers(max(4, width // 16), max(5, width // 2))
+        y0, x0 = rng.integers(0, height - h), rng.integers(0, width - w)
+        label = int(rng.integers(num_classes))
+        mask = ((yy - y0 - h / 2) / (h / 2)) ** 2 + ((xx - x0 - w / 2) / (w / 2)) ** 2 <= 1
+        image[mask] = palette[label]
+        boxes.append([x0, y0, x0 + w, y0 + h])
+        labels.append(label)
+        masks.append(mask)
+    return image, np.array(boxes, np.float32), np.array(labels, np.int64), np.stack(masks).astype(np.uint8)
+
+
+def generated_batch(scope, rng, batch, height, width, num_classes):
+    """``model.train_step`` input: uint8 (3, H, W) images and data samples with their ground truth."""
+    inputs, samples = [], []
+    for i in range(batch):
+        image, boxes, labels, masks = draw_objects(rng, height, width, num_classes)
+        inputs.append(torch.from_numpy(image).permute(2, 0, 1).contiguous())
+        meta = dict(img_shape=(height, width), ori_shape=(height, width), scale_factor=(1.0, 1.0), img_id=i)
+        if scope == 'mmdet':
+            from mmdet.structures import DetDataSample
+            from mmdet.structures.mask import BitmapMasks
+            from mmengine.structures import InstanceData
+            sample = DetDataSample(metainfo=meta)
+            sample.gt_instances = InstanceData(bboxes=torch.from_numpy(boxes), labels=torch.from_numpy(labels),
+                                               masks=BitmapMasks(masks, height, width))
+        else:
+            from mmengine.structures import PixelData
+            from mmseg.structures import SegDataSample
+            label_map = np.zeros((height, width), np.int64)
+            for label, mask in zip(labels, masks):
+                label_map[mask.astype(bool)] = label
+            sample = SegDataSample(metainfo=meta)
+            sample.gt_sem_seg = PixelData(data=torch.from_numpy(label_map)[None])
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def build_model(cfg, device):
+    scope = cfg.default_scope
+    init_default_scope(scope)
+    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
+    cfg.model.backbone.init_cfg = None  # no pretrained weights on the device: random initialization
+    model = registry.build(cfg.model)
+    model.init_weights()
+    return revert_sync_batchnorm(model).to(device).train()
+
+
+def build_optimizer(cfg, model, dtype):
+    """The config's optimizer wrapper, as AmpOptimWrapper for bf16/fp16, and its iteration-based schedulers."""
+    wrapper = cfg.optim_wrapper.copy()
+    wrapper.pop('_delete_', None)
+    if dtype in AMP_DTYPES:
+        if not torch.cuda.is_available():
+            raise SystemExit(f'{dtype} runs through mmengine\'s AmpOptimWrapper, which needs a GPU; use --dtypes fp32')
+        wrapper.update(type='AmpOptimWrapper', dtype=AMP_DTYPES[dtype])
+        if dtype == 'fp16':
+            wrapper['loss_scale'] = 'dynamic'
+    else:
+        wrapper['type'] = 'OptimWrapper'
+    optim_wrapper = build_optim_wrapper(model, wrapper)
+    schedulers = [PARAM_SCHEDULERS.build(dict(s, optimizer=optim_wrapper)) for s in cfg.get('param_scheduler', [])
+                  if not s.get('by_epoch', True)]
+    return optim_wrapper, schedulers
+
+
+def num_classes(cfg):
+    return cfg.model.roi_head.bbox_head.num_classes if cfg.default_scope == 'mmdet' else cfg.model.decode_head.num_classes
+
+
+def run_one(cfg, impl, dtype, height, width, batch, args, device):
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    with backend(IMPLS[impl]):
+        model = build_model(cfg.copy(), device)
+        optim_wrapper, schedulers = build_optimizer(cfg, model, dtype)
+        if device == 'cuda':
+            torch.cuda.reset_peak_memory_stats()
+        times, losses, scales = [], [], []
+        for step in range(args.iters):
+            data = generated_batch(cfg.default_scope, rng, batch, height, width, num_classes(cfg))
+            if device == 'cuda':
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            log_vars = model.train_step(data, optim_wrapper)
+            for scheduler in schedulers:
+                scheduler.step()
+            loss = float(log_vars['loss'])
+            if device == 'cuda':
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - start) * 1e3)
+            losses.append(loss)
+            if dtype == 'fp16':
+                scales.append(float(optim_wrapper.loss_scaler.get_scale()))
+            print(f'{impl} {dtype} step {step + 1}/{args.iters}: loss {loss:.4f}, {times[-1]:.1f} ms', flush=True)
+    timed = times[args.warmup:]
+    record = dict(config=os.path.basename(cfg.filename), impl=impl, dtype=dtype, batch=batch, height=height,
+                  width=width, iters=args.iters, warmup=args.warmup, step_ms=round(statistics.median(timed), 2),
+                  step_ms_mean=round(statistics.mean(timed), 2),
+                  peak_mb=round(torch.cuda.max_memory_allocated() / 2 ** 20) if device == 'cuda' else None,
+                  nonfinite_losses=sum(not math.isfinite(v) for v in losses), losses=[round(v, 5) for v in losses])
+    if scales:
+        record['loss_scales'] = scales
+    del model, optim_wrapper
+    if device == 'cuda':
+        torch.cuda.empty_cache()
+    return record
+
+
+def main():
+    args = parse_args()
+    MMLogger.get_instance('benchmark_train_step', log_level='WARNING')  # no per-parameter optimizer log lines
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    info = run_info()
+    records = []
+    for path in args.configs:
+        cfg = Config.fromfile(path)
+        (height, width), batch = DEFAULT_SIZES[cfg.default_scope]
+        if args.size:
+            height, width = map(int, args.size.split('x'))
+        batch = args.batch or batch
+        for dtype in args.dtypes:
+            for impl in args.impls:
+                record = run_one(cfg, impl, dtype, height, width, batch, args, device)
+                records.append(dict(record, device=info['device'], date=info['date'], command=info['command']))
+    for r in records:
+        base = [x for x in records if x['config'] == r['config'] and x['dtype'] == r['dtype']
+                and x['impl'] == 'eager-reference']
+        if base and r['impl'] != 'eager-reference':
+            r['step_ratio_vs_eager_reference'] = round(r['step_ms'] / base[0]['step_ms'], 3)
+    write_json(os.path.join(args.out, f'{args.name}.json'), records)
+    print_table(records, ['config', 'impl', 'dtype', 'batch', 'height', 'width', 'step_ms', 'peak_mb',
+                          'nonfinite_losses', 'step_ratio_vs_eager_reference'])
+    plot(records, os.path.join(args.out, f'{args.name}.png'))
+    bad = [r for r in records if r['nonfinite_losses']]
+    if bad:
+        print('non-finite losses in: ' + ', '.join(f"{r['config']} {r['impl']} {r['dtype']}" for r in bad),
+              file=sys.stderr)
+        sys.exit(1)
+
+
+def plot(records, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for r in records:
+        ax.plot(range(1, len(r['losses']) + 1), r['losses'], label=f"{r['config']} {r['impl']} {r['dtype']}")
+    ax.set(xlabel='training step', ylabel='total loss', yscale='log',
+           title=f"training loss on generated data ({records[0]['device']}, {records[0]['date']})")
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == '__main__':
+    main()
