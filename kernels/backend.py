@@ -6,6 +6,7 @@
 - ``triton``: always Triton; on CPU tensors this needs ``TRITON_INTERPRET=1`` (how CI tests the kernels);
 - ``torch``: always the reference.
 """
+import contextlib
 import os
 
 import torch
@@ -32,3 +33,19 @@ def use_triton(tensor: torch.Tensor) -> bool:
         raise RuntimeError('MLLA_DENSE_BACKEND=triton on CPU tensors needs TRITON_INTERPRET=1 '
                            '(the Triton interpreter); use MLLA_DENSE_BACKEND=torch or auto for the reference path')
     return True
+
+
+@contextlib.contextmanager
+def forced_backend(name: str):
+    """Run the enclosed code with ``MLLA_DENSE_BACKEND=name`` (e.g. to time both paths in one process)."""
+    if name not in BACKENDS:
+        raise ValueError(f"backend {name!r} is not one of {', '.join(BACKENDS)}")
+    old = os.environ.get('MLLA_DENSE_BACKEND')
+    os.environ['MLLA_DENSE_BACKEND'] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ['MLLA_DENSE_BACKEND']
+        else:
+            os.environ['MLLA_DENSE_BACKEND'] = old

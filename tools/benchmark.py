@@ -12,13 +12,13 @@ skipped (the baseline to compare with is the official CUDA kernel, measured else
     python tools/benchmark.py --models mlla-t --sizes 800x1344 --dtypes bf16
 """
 import argparse
-import contextlib
 import json
 import os
 
 import torch
 
 import mlla_dense  # noqa: F401  (registers the backbones)
+from mlla_dense.kernels.backend import forced_backend
 from mlla_dense.utils.benchmarking import print_table, run_info, time_ms, write_json
 from mmdet.registry import MODELS
 
@@ -40,19 +40,6 @@ def parse_args():
     parser.add_argument('--impls', nargs='*', default=list(IMPLS), choices=list(IMPLS))
     parser.add_argument('--append', action='store_true', help='add to an existing backbones.json')
     return parser.parse_args()
-
-
-@contextlib.contextmanager
-def backend(name):
-    old = os.environ.get('MLLA_DENSE_BACKEND')
-    os.environ['MLLA_DENSE_BACKEND'] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ['MLLA_DENSE_BACKEND']
-        else:
-            os.environ['MLLA_DENSE_BACKEND'] = old
 
 
 def bench_one(model, batch, height, width, dtype):
@@ -90,7 +77,7 @@ def main():
                     if impl == 'eager-reference' and name.startswith('vmamba'):
                         print(f'skipping {name} eager-reference (a per-position Python loop)', flush=True)
                         continue
-                    with backend(IMPLS[impl]):
+                    with forced_backend(IMPLS[impl]):
                         fwd, fwdbwd, peak = bench_one(model, batch, height, width, dtype)
                     records.append(dict(model=name, impl=impl, dtype=dtype, batch=batch, height=height,
                                         width=width, fwd_ms=round(fwd, 2), fwdbwd_ms=round(fwdbwd, 2),

@@ -16,7 +16,6 @@ memory and every total loss; exits with 1 if any loss is not finite. Writes OUT/
         --dtypes bf16 fp16 --iters 200 --name amp_stability
 """
 import argparse
-import contextlib
 import math
 import os
 import statistics
@@ -32,6 +31,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import PARAM_SCHEDULERS, init_default_scope
 
 import mlla_dense  # noqa: F401  (registers the backbones)
+from mlla_dense.kernels.backend import forced_backend
 from mlla_dense.utils.benchmarking import print_table, run_info, write_json
 
 IMPLS = {'mlla_dense': 'auto', 'eager-reference': 'torch'}
@@ -58,19 +58,6 @@ def parse_args():
     if args.size and not (len(args.size.split('x')) == 2 and all(s.isdigit() for s in args.size.split('x'))):
         parser.error(f'--size must be HxW, e.g. 800x1333, got {args.size}')
     return args
-
-
-@contextlib.contextmanager
-def backend(name):
-    old = os.environ.get('MLLA_DENSE_BACKEND')
-    os.environ['MLLA_DENSE_BACKEND'] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ['MLLA_DENSE_BACKEND']
-        else:
-            os.environ['MLLA_DENSE_BACKEND'] = old
 
 
 def draw_objects(rng, height, width, num_classes, max_objects=5):
@@ -147,14 +134,16 @@ def build_optimizer(cfg, model, dtype):
 
 
 def num_classes(cfg):
-    return cfg.model.roi_head.bbox_head.num_classes if cfg.default_scope == 'mmdet' else cfg.model.decode_head.num_classes
+    if cfg.default_scope == 'mmdet':
+        return cfg.model.roi_head.bbox_head.num_classes
+    return cfg.model.decode_head.num_classes
 
 
 def run_one(cfg, impl, dtype, height, width, batch, args, device):
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    with backend(IMPLS[impl]):
-        model = build_model(cfg.copy(), device)
+    with forced_backend(IMPLS[impl]):
+        model = build_model(cfg, device)
         optim_wrapper, schedulers = build_optimizer(cfg, model, dtype)
         if device == 'cuda':
             torch.cuda.reset_peak_memory_stats()
