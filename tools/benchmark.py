@@ -2,7 +2,8 @@
 
 For each model (MLLA-T/S/B, VMamba-T/S/B), input size (224x224 B=64,
 512x512 B=8, 800x1344 B=2), dtype (bf16 autocast, fp32) and implementation ('mlla_dense': the default path
-with the Triton kernels; 'eager-reference': MLLA_DENSE_BACKEND=torch), times one forward and one
+with the Triton kernels; 'mlla_dense-compiled': the same under torch.compile, compiled afresh per input size;
+'eager-reference': MLLA_DENSE_BACKEND=torch), times one forward and one
 forward+backward (sum of outputs), records the peak allocated memory of the forward+backward, and writes
 benchmarks/results/backbones.json (a list of records) and backbones.png (throughput vs resolution).
 VMamba's 'eager-reference' is its specification, a Python loop over every position, not a speed baseline: it is
@@ -28,7 +29,7 @@ MODELS_TO_RUN = {
     'vmamba-s': dict(type='VMamba', arch='small'), 'vmamba-b': dict(type='VMamba', arch='base'),
 }
 SIZES = {'224x224': (64, 224, 224), '512x512': (8, 512, 512), '800x1344': (2, 800, 1344)}
-IMPLS = {'mlla_dense': 'auto', 'eager-reference': 'torch'}
+IMPLS = {'mlla_dense': 'auto', 'mlla_dense-compiled': 'auto', 'eager-reference': 'torch'}
 
 
 def parse_args():
@@ -37,7 +38,7 @@ def parse_args():
     parser.add_argument('--models', nargs='*', default=list(MODELS_TO_RUN), choices=list(MODELS_TO_RUN))
     parser.add_argument('--sizes', nargs='*', default=list(SIZES), choices=list(SIZES))
     parser.add_argument('--dtypes', nargs='*', default=['bf16', 'fp32'], choices=['bf16', 'fp32'])
-    parser.add_argument('--impls', nargs='*', default=list(IMPLS), choices=list(IMPLS))
+    parser.add_argument('--impls', nargs='*', default=['mlla_dense', 'eager-reference'], choices=list(IMPLS))
     parser.add_argument('--append', action='store_true', help='add to an existing backbones.json')
     return parser.parse_args()
 
@@ -77,8 +78,12 @@ def main():
                     if impl == 'eager-reference' and name.startswith('vmamba'):
                         print(f'skipping {name} eager-reference (a per-position Python loop)', flush=True)
                         continue
+                    runner = model
+                    if impl == 'mlla_dense-compiled':
+                        torch._dynamo.reset()  # a fresh compilation per size, never past the recompile limit
+                        runner = torch.compile(model, dynamic=False)
                     with forced_backend(IMPLS[impl]):
-                        fwd, fwdbwd, peak = bench_one(model, batch, height, width, dtype)
+                        fwd, fwdbwd, peak = bench_one(runner, batch, height, width, dtype)
                     records.append(dict(model=name, impl=impl, dtype=dtype, batch=batch, height=height,
                                         width=width, fwd_ms=round(fwd, 2), fwdbwd_ms=round(fwdbwd, 2),
                                         peak_mb=round(peak), device=info['device'], date=info['date'],
@@ -102,7 +107,7 @@ def plot(records, path):
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, dtype in zip(axes, ('bf16', 'fp32')):
         for model in dict.fromkeys(r['model'] for r in records):
-            for impl, style in (('mlla_dense', 'o-'), ('eager-reference', 'x--')):
+            for impl, style in (('mlla_dense', 'o-'), ('mlla_dense-compiled', 's-.'), ('eager-reference', 'x--')):
                 pts = sorted((r for r in records if r['model'] == model and r['impl'] == impl
                               and r['dtype'] == dtype), key=lambda r: r['height'] * r['width'])
                 if pts:
