@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import combine_linear, decay_step, launch_config, softplus_grad
+from .common import combine_linear, decay_step, launch_config, program_rows, softplus_grad
 
 
 @triton.jit
@@ -29,20 +29,13 @@ def _backward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, dy_
                      SOFTPLUS: tl.constexpr):
     pid_d = tl.program_id(0)
     batch = tl.program_id(1).to(tl.int64)
-    d_idx = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    d_ok = d_idx < channels
+    d_idx, d_ok, backwards, skip, bias, row_u, row_dt, row_b, row_c = program_rows(
+        pid_d, batch, u_ptr, delta_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, channels, per_group, u_groups, reverse_from,
+        su_b, su_k, su_d, sdt_b, sdt_d, sb_b, sb_k, sc_b, sc_k, BLOCK_D)
     d64 = d_idx.to(tl.int64)
-    group = (d_idx // per_group).to(tl.int64)
-    backwards = (pid_d * BLOCK_D) // per_group >= reverse_from
     n_idx = tl.arange(0, BLOCK_N)
     cols = tl.arange(0, BLOCK_L)
-    skip = tl.load(d_ptr + d_idx, mask=d_ok, other=0.0)
-    bias = tl.load(bias_ptr + d_idx, mask=d_ok, other=0.0)
-    row_u = u_ptr + batch * su_b + ((group % u_groups) * su_k + (d_idx % per_group) * su_d)[:, None]
-    row_dt = delta_ptr + batch * sdt_b + d64[:, None] * sdt_d
     row_dy = dy_ptr + batch * sdy_b + d64[:, None] * sdy_d
-    row_b = b_ptr + batch * sb_b + group[:, None] * sb_k
-    row_c = c_ptr + batch * sc_b + group[:, None] * sc_k
     row_out = (batch * channels + d64)[:, None] * length
     row_state = states_ptr + ((batch * channels + d64) * n_chunks)[:, None] * N_STATE
     partial = ((batch * n_blocks + pid_d) * N_STATE) * length

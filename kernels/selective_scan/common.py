@@ -30,6 +30,24 @@ def softplus_grad(dt, bias, SOFTPLUS: tl.constexpr):
     return tl.full(x.shape, 1.0, tl.float32)
 
 
+@triton.jit
+def program_rows(pid_d, batch, u_ptr, delta_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, channels, per_group, u_groups,
+                 reverse_from, su_b, su_k, su_d, sdt_b, sdt_d, sb_b, sb_k, sc_b, sc_k, BLOCK_D: tl.constexpr):
+    """What both kernels derive from their program id: the channels, whether their group runs backwards, D and
+    delta_bias of those channels, and the row pointers of u (group k reads sequence k % u_groups), delta, B, C."""
+    d_idx = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    d_ok = d_idx < channels
+    group = (d_idx // per_group).to(tl.int64)
+    backwards = (pid_d * BLOCK_D) // per_group >= reverse_from
+    skip = tl.load(d_ptr + d_idx, mask=d_ok, other=0.0)
+    bias = tl.load(bias_ptr + d_idx, mask=d_ok, other=0.0)
+    row_u = u_ptr + batch * su_b + ((group % u_groups) * su_k + (d_idx % per_group) * su_d)[:, None]
+    row_dt = delta_ptr + batch * sdt_b + d_idx.to(tl.int64)[:, None] * sdt_d
+    row_b = b_ptr + batch * sb_b + group[:, None] * sb_k
+    row_c = c_ptr + batch * sc_b + group[:, None] * sc_k
+    return d_idx, d_ok, backwards, skip, bias, row_u, row_dt, row_b, row_c
+
+
 def launch_config(per_group: int, length: int, n_state: int) -> dict:
     """Tile sizes: BLOCK_D channels (a power of two dividing the group size, so a program never spans two
     groups and its dB/dC partial sums belong to one group) by BLOCK_L positions per chunk. The interpreter

@@ -89,9 +89,10 @@ selective_scan_fwd.register_autograd(_custom_op_backward, setup_context=_setup_c
 
 def _scan(u, delta, A, B, C, D, delta_bias, delta_softplus, reverse_from) -> Tensor:
     """Custom op while torch.compile traces, autograd.Function otherwise; missing D / delta_bias are zeros."""
-    zeros = u.new_zeros(delta.shape[1], dtype=torch.float32)
-    args = (u, delta, A.float(), B, C, zeros if D is None else D.float(),
-            zeros if delta_bias is None else delta_bias.float(), delta_softplus, reverse_from)
+    if D is None or delta_bias is None:
+        zeros = u.new_zeros(delta.shape[1], dtype=torch.float32)
+        D, delta_bias = zeros if D is None else D, zeros if delta_bias is None else delta_bias
+    args = (u, delta, A.float(), B, C, D.float(), delta_bias.float(), delta_softplus, reverse_from)
     if torch.compiler.is_compiling():
         return selective_scan_fwd(*args)[0]
     return SelectiveScanFunction.apply(*args)
