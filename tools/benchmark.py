@@ -6,6 +6,9 @@ with the Triton kernels; 'mlla_dense-compiled': the same under torch.compile, co
 'eager-reference': MLLA_DENSE_BACKEND=torch), times one forward and one
 forward+backward (sum of outputs), records the peak allocated memory of the forward+backward, and writes
 benchmarks/results/backbones.json (a list of records) and backbones.png (throughput vs resolution).
+``fwd_ms`` / ``fwdbwd_ms`` are wall-clock per call: for an eager model of many small kernels they include the
+host's launch time. The eager implementations are also timed as CUDA-graph replays (``graph_fwd_ms`` /
+``graph_fwdbwd_ms``): the device's time alone, what a host that keeps ahead of the GPU would see.
 VMamba's 'eager-reference' is its specification, a Python loop over every position, not a speed baseline: it is
 skipped (the baseline to compare with is the official CUDA kernel, measured elsewhere).
 
@@ -43,9 +46,11 @@ def parse_args():
     return parser.parse_args()
 
 
-def bench_one(model, batch, height, width, dtype):
+def bench_one(model, batch, height, width, dtype, graphs):
+    """Times in ms and peak MB; with ``graphs`` also the CUDA-graph replay times (or the capture's error)."""
     x = torch.randn(batch, 3, height, width, device='cuda')
-    autocast = torch.autocast('cuda', dtype=torch.bfloat16, enabled=dtype == 'bf16')
+    # no autocast weight cache: a captured graph must not read casts freed after the capture
+    autocast = torch.autocast('cuda', dtype=torch.bfloat16, enabled=dtype == 'bf16', cache_enabled=False)
 
     def forward():
         with torch.no_grad(), autocast:
@@ -60,15 +65,28 @@ def bench_one(model, batch, height, width, dtype):
     model.zero_grad(set_to_none=True)
     torch.cuda.reset_peak_memory_stats()
     fwdbwd = time_ms(forward_backward)
-    peak = torch.cuda.max_memory_allocated() / 2 ** 20
+    result = dict(fwd_ms=round(fwd, 2), fwdbwd_ms=round(fwdbwd, 2),
+                  peak_mb=round(torch.cuda.max_memory_allocated() / 2 ** 20))
     model.zero_grad(set_to_none=True)
-    return fwd, fwdbwd, peak
+    if graphs:
+        try:
+            result['graph_fwd_ms'] = round(time_ms(forward, cuda_graph=True), 2)
+            result['graph_fwdbwd_ms'] = round(time_ms(forward_backward, cuda_graph=True), 2)
+        except RuntimeError as error:
+            result['graph_error'] = str(error)[:300]
+            print(f'CUDA graph timing failed: {error}', flush=True)
+        model.zero_grad(set_to_none=True)
+    return result
 
 
 def main():
     args = parse_args()
     info = run_info()
+    path = os.path.join(args.out, 'backbones.json')
     records = []
+    if args.append and os.path.exists(path):
+        with open(path) as f:
+            records = json.load(f)
     for name in args.models:
         model = MODELS.build(MODELS_TO_RUN[name]).cuda().train()
         for size in args.sizes:
@@ -83,20 +101,16 @@ def main():
                         torch._dynamo.reset()  # a fresh compilation per size, never past the recompile limit
                         runner = torch.compile(model, dynamic=False)
                     with forced_backend(IMPLS[impl]):
-                        fwd, fwdbwd, peak = bench_one(runner, batch, height, width, dtype)
+                        timings = bench_one(runner, batch, height, width, dtype, graphs=runner is model)
                     records.append(dict(model=name, impl=impl, dtype=dtype, batch=batch, height=height,
-                                        width=width, fwd_ms=round(fwd, 2), fwdbwd_ms=round(fwdbwd, 2),
-                                        peak_mb=round(peak), device=info['device'], date=info['date'],
+                                        width=width, **timings, device=info['device'], date=info['date'],
                                         command=info['command']))
                     print(json.dumps(records[-1]), flush=True)
+                    write_json(path, records)  # kept if a time limit stops the run
         del model
         torch.cuda.empty_cache()
-    path = os.path.join(args.out, 'backbones.json')
-    if args.append and os.path.exists(path):
-        with open(path) as f:
-            records = json.load(f) + records
-    write_json(path, records)
-    print_table(records, ['model', 'impl', 'dtype', 'batch', 'height', 'width', 'fwd_ms', 'fwdbwd_ms', 'peak_mb'])
+    print_table(records, ['model', 'impl', 'dtype', 'batch', 'height', 'width', 'fwd_ms', 'fwdbwd_ms',
+                          'graph_fwd_ms', 'graph_fwdbwd_ms', 'peak_mb'])
     plot(records, os.path.join(args.out, 'backbones.png'))
 
 

@@ -16,7 +16,10 @@ model = dict(
         drop_path_rate=0.1,
         out_indices=(0, 1, 2, 3),
         init_cfg=dict(type='Pretrained', checkpoint='data/pretrained/mlla_t_in1k.pth')),
-    neck=dict(in_channels=[64, 128, 256, 512]))
+    neck=dict(in_channels=[64, 128, 256, 512]),
+    # RoIAlign pools bfloat16 features in float32 (mmcv has no bfloat16 RoIAlign), so bf16 AMP trains
+    roi_head=dict(bbox_roi_extractor=dict(type='Float32RoIExtractor'),
+                  mask_roi_extractor=dict(type='Float32RoIExtractor')))
 
 max_epochs = 12
 train_cfg = dict(max_epochs=max_epochs)

@@ -15,4 +15,7 @@ model = dict(
         drop_path_rate=0.2,
         out_indices=(0, 1, 2, 3),
         init_cfg=dict(type='Pretrained', checkpoint='data/pretrained/vmamba_t_in1k.pth')),
-    neck=dict(in_channels=[96, 192, 384, 768]))
+    neck=dict(in_channels=[96, 192, 384, 768]),
+    # RoIAlign pools bfloat16 features in float32 (mmcv has no bfloat16 RoIAlign), so bf16 AMP trains
+    roi_head=dict(bbox_roi_extractor=dict(type='Float32RoIExtractor'),
+                  mask_roi_extractor=dict(type='Float32RoIExtractor')))

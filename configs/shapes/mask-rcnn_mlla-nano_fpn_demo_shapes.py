@@ -14,9 +14,9 @@ model = dict(
     rpn_head=dict(in_channels=64, feat_channels=64,
                   anchor_generator=dict(scales=[4], ratios=[0.5, 1.0, 2.0], strides=[4, 8, 16, 32, 64])),
     roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=64, roi_layer=dict(sampling_ratio=2)),
+        bbox_roi_extractor=dict(type='Float32RoIExtractor', out_channels=64, roi_layer=dict(sampling_ratio=2)),
         bbox_head=dict(in_channels=64, fc_out_channels=128, num_classes=5),
-        mask_roi_extractor=dict(out_channels=64, roi_layer=dict(sampling_ratio=2)),
+        mask_roi_extractor=dict(type='Float32RoIExtractor', out_channels=64, roi_layer=dict(sampling_ratio=2)),
         mask_head=dict(num_convs=2, in_channels=64, conv_out_channels=64, num_classes=5)),
     train_cfg=dict(
         rpn=dict(sampler=dict(num=128)),

@@ -49,12 +49,11 @@ def program_rows(pid_d, batch, u_ptr, delta_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, 
 
 
 def launch_config(per_group: int, length: int, n_state: int) -> dict:
-    """Tile sizes: BLOCK_D channels (a power of two dividing the group size, so a program never spans two
-    groups and its dB/dC partial sums belong to one group) by BLOCK_L positions per chunk. The interpreter
-    uses short chunks so that small test sequences cross several of them."""
-    block_d = 1
-    while block_d < 8 and per_group % (2 * block_d) == 0:
-        block_d *= 2
+    """Tile sizes: BLOCK_D channels by BLOCK_L positions per chunk. One channel per program: the scan is a
+    sequential walk over chunks, so the grid needs many programs (an H100 sweep at VMamba-T's 800x1344 stage
+    shapes, NOTES.md, made 1 x 256 with 4 warps fastest, forward and backward, 2-4x faster than 8 channels).
+    A program never spans two groups (BLOCK_D divides ``per_group``), so its dB/dC partial sums belong to one
+    group. The interpreter uses short chunks so that small test sequences cross several of them."""
     max_l = 16 if os.environ.get('TRITON_INTERPRET') == '1' else 256
     block_l = min(max_l, triton.next_power_of_2(max(length, 2)))
-    return dict(BLOCK_D=block_d, BLOCK_L=block_l, BLOCK_N=triton.next_power_of_2(n_state), num_warps=4)
+    return dict(BLOCK_D=1, BLOCK_L=block_l, BLOCK_N=triton.next_power_of_2(n_state), num_warps=4)

@@ -72,6 +72,21 @@ def test_bf16_inputs_match_reference(triton_backend, shape):
     check(*shape, torch.bfloat16, 1e-2)
 
 
+@pytest.mark.parametrize('block_d', [2, 4])
+def test_multi_channel_tiles(triton_backend, monkeypatch, block_d):
+    """Programs of several channels (the default is one): the per-program dB/dC partial sums of a group add up.
+    BLOCK_D must divide the group size (a program never spans two groups)."""
+    from mlla_dense.kernels.selective_scan import backward, common, forward
+
+    def tiles(per_group, length, n_state):
+        return dict(common.launch_config(per_group, length, n_state), BLOCK_D=block_d)
+
+    for module in (forward, backward):
+        monkeypatch.setattr(module, 'launch_config', tiles)
+    check(2, 2, 4, 2, 37, torch.float32, 1e-5)
+    check_paths(1, 4, 1, 21, torch.float32, 1e-5)
+
+
 def test_without_softplus_and_skip(triton_backend):
     check(2, 2, 2, 2, 40, torch.float32, 1e-5, softplus=False, with_skip=False)
 
