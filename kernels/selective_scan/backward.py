@@ -21,12 +21,12 @@ from .common import combine_linear, decay_step, launch_config, program_rows, sof
 
 
 @triton.jit
-def _backward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, dy_ptr, states_ptr,
-                     du_ptr, ddelta_ptr, da_ptr, db_ptr, dc_ptr, dd_ptr, dbias_ptr,
-                     channels, length, per_group, n_chunks, n_blocks, u_groups, reverse_from,
-                     su_b, su_k, su_d, sdt_b, sdt_d, sb_b, sb_k, sb_n, sc_b, sc_k, sc_n, sdy_b, sdy_d,
-                     N_STATE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
-                     SOFTPLUS: tl.constexpr):
+def _scan_backward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, dy_ptr, states_ptr,
+                          du_ptr, ddelta_ptr, da_ptr, db_ptr, dc_ptr, dd_ptr, dbias_ptr,
+                          channels, length, per_group, n_chunks, n_blocks, u_groups, reverse_from,
+                          su_b, su_k, su_d, sdt_b, sdt_d, sb_b, sb_k, sb_n, sc_b, sc_k, sc_n, sdy_b, sdy_d,
+                          N_STATE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+                          SOFTPLUS: tl.constexpr):
     pid_d = tl.program_id(0)
     batch = tl.program_id(1).to(tl.int64)
     d_idx, d_ok, backwards, skip, bias, row_u, row_dt, row_b, row_c = program_rows(
@@ -112,7 +112,7 @@ def selective_scan_backward(dy, u, delta, A, B, C, D, delta_bias, states, delta_
     dc = torch.empty(batch, n_blocks, n_state, length, **f32)
     dd = torch.empty(batch, channels, **f32)
     dbias = torch.empty(batch, channels, **f32)
-    _backward_kernel[(n_blocks, batch)](
+    _scan_backward_kernel[(n_blocks, batch)](
         u, delta, A, B, C, D, delta_bias, dy, states, du, ddelta, da, db, dc, dd, dbias,
         channels, length, per_group, n_chunks, n_blocks, u_groups, reverse_from,
         u.stride(0), u.stride(1), u.stride(2), delta.stride(0), delta.stride(1),

@@ -17,11 +17,11 @@ from .common import combine_linear, decay_step, launch_config, program_rows
 
 
 @triton.jit
-def _forward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, y_ptr, states_ptr,
-                    channels, length, per_group, n_chunks, u_groups, reverse_from,
-                    su_b, su_k, su_d, sdt_b, sdt_d, sb_b, sb_k, sb_n, sc_b, sc_k, sc_n,
-                    N_STATE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
-                    SOFTPLUS: tl.constexpr):
+def _scan_forward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, y_ptr, states_ptr,
+                         channels, length, per_group, n_chunks, u_groups, reverse_from,
+                         su_b, su_k, su_d, sdt_b, sdt_d, sb_b, sb_k, sb_n, sc_b, sc_k, sc_n,
+                         N_STATE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+                         SOFTPLUS: tl.constexpr):
     pid_d = tl.program_id(0)
     batch = tl.program_id(1).to(tl.int64)
     d_idx, d_ok, backwards, skip, bias, row_u, row_dt, row_b, row_c = program_rows(
@@ -65,7 +65,7 @@ def selective_scan_forward(u, delta, A, B, C, D, delta_bias, delta_softplus, rev
     y = torch.empty(batch, channels, length, device=u.device, dtype=torch.float32)
     states = torch.empty(batch, channels, n_chunks, n_state, device=u.device, dtype=torch.float32)
     grid = (triton.cdiv(channels, cfg['BLOCK_D']), batch)
-    _forward_kernel[grid](u, delta, A, B, C, D, delta_bias, y, states, channels, length, per_group,
+    _scan_forward_kernel[grid](u, delta, A, B, C, D, delta_bias, y, states, channels, length, per_group,
                           n_chunks, u_groups, reverse_from, u.stride(0), u.stride(1), u.stride(2),
                           delta.stride(0), delta.stride(1),
                           B.stride(0), B.stride(1), B.stride(2), C.stride(0), C.stride(1), C.stride(2),

@@ -1,0 +1,176 @@
+"""Where a backbone's time goes: torch.profiler over its forward or forward+backward.
+
+Reports the time per iteration by category (our Triton linear attention and selective scan, convolution,
+matmul, normalization, elementwise, copies and layout changes, reductions, other) and the top kernels by
+their own names, so that a category can be checked. On a GPU the times are kernel times, and their sum (the
+device's busy time) is set against the wall-clock time per iteration measured without the profiler: an
+eager model whose device waits between kernels is host-bound. On CPU the times are the ops' self CPU times.
+Categories come from name patterns (CATEGORIES below); what matches none is 'other'.
+Writes NAME.json, NAME.png (time per category) and, with --trace, a Chrome trace NAME.trace.json.
+
+    python tools/profile_backbone.py --model mlla-t --size 800x1344 --batch 2 --dtype bf16
+    python tools/profile_backbone.py --model vmamba-t --size 800x1344 --batch 2 --impl eager-reference
+"""
+import argparse
+import os
+import re
+import time
+
+import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
+
+import mlla_dense  # noqa: F401  (registers the backbones)
+from mlla_dense.kernels.backend import forced_backend
+from mlla_dense.utils.benchmarking import print_table, run_info, write_json
+from mmdet.registry import MODELS
+
+from benchmark import IMPLS, MODELS_TO_RUN
+
+PROFILED_MODELS = dict(MODELS_TO_RUN, **{'mlla-nano': dict(type='MLLA', arch='nano')})
+# (category, pattern on the lower-cased kernel or op name); the first match wins.
+CATEGORIES = [
+    ('linear attention (Triton)', r'_reduce_kv_kernel|_output_kernel|_grad_q_kernel|_grad_kv_kernel|sum_chunks_kernel'),
+    ('selective scan (Triton)', r'_scan_forward_kernel|_scan_backward_kernel'),
+    ('convolution', r'conv|cudnn|depthwise|dgrad|wgrad|fprop'),
+    ('matmul', r'gemm|matmul|addmm|aten::mm\b|aten::bmm|aten::linear|cutlass|cublas|nvjet'),
+    ('normalization', r'norm|welford|bn_fw|bn_bw'),
+    ('copies and layout', r'copy|contiguous|permute|transpose|clone|cat\b|catarray|memcpy|memset|index|gather|'
+                          r'scatter|flip|pad|unfold|im2col|roll'),
+    ('reductions', r'reduce|sum|mean|triton_red|triton_per'),
+    ('elementwise', r'elementwise|add|mul|silu|gelu|sigmoid|exp|softplus|div|sub|where|fill|zero|neg|pow|'
+                    r'triton_poi|unrolled|vectorized'),
+]
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--model', default='mlla-t', choices=list(PROFILED_MODELS))
+    parser.add_argument('--size', default='800x1344', help='HxW of the input')
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--dtype', default='bf16', choices=['bf16', 'fp32'])
+    parser.add_argument('--impl', default='mlla_dense', choices=['mlla_dense', 'eager-reference'])
+    parser.add_argument('--forward-only', action='store_true', help='profile the forward alone (no_grad)')
+    parser.add_argument('--iters', type=int, default=3, help='profiled iterations (after 3 warm-up ones)')
+    parser.add_argument('--top', type=int, default=15, help='kernels listed by name')
+    parser.add_argument('--trace', action='store_true', help='also write a Chrome trace')
+    parser.add_argument('--out', default='benchmarks/results')
+    parser.add_argument('--name', help='stem of the output files (default: profile_MODEL_SIZE_DTYPE_IMPL)')
+    args = parser.parse_args()
+    if not re.fullmatch(r'\d+x\d+', args.size):
+        parser.error(f'--size must be HxW, e.g. 800x1344, not {args.size!r}')
+    if args.dtype == 'bf16' and not torch.cuda.is_available():
+        parser.error('--dtype bf16 profiles the CUDA autocast path and needs a GPU; use --dtype fp32 on CPU')
+    if args.iters < 1:
+        parser.error('--iters must be at least 1')
+    return args
+
+
+def category(name: str) -> str:
+    lowered = name.lower()
+    return next((cat for cat, pattern in CATEGORIES if re.search(pattern, lowered)), 'other')
+
+
+def make_step(model, x, dtype, forward_only):
+    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=dtype == 'bf16')
+
+    def step():
+        if forward_only:
+            with torch.no_grad(), autocast:
+                model(x)
+            return
+        with autocast:
+            outs = model(x)
+        sum(o.float().sum() for o in outs).backward()
+    return step
+
+
+def synchronize(device):
+    if device == 'cuda':
+        torch.cuda.synchronize()
+
+
+def wall_ms(step, device, iters):
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    synchronize(device)
+    return (time.perf_counter() - start) * 1e3 / iters
+
+
+def profile_rows(step, device, iters, trace_path):
+    """(name, self ms per iteration, calls per iteration) of every kernel (GPU) or op (CPU) that took time."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == 'cuda' else [])
+    with profile(activities=activities) as prof:
+        for _ in range(iters):
+            step()
+        synchronize(device)
+    if trace_path:
+        prof.export_chrome_trace(trace_path)
+    rows = []
+    for row in prof.key_averages():
+        if device == 'cuda':  # the kernels' own rows (an op's row repeats the time of the kernels it launched)
+            us = row.device_time_total if row.device_type == DeviceType.CUDA else 0
+        else:
+            us = row.self_cpu_time_total
+        if us > 0:
+            rows.append((row.key, us / 1e3 / iters, row.count / iters))
+    if not rows:
+        raise SystemExit('the profiler recorded no kernel or op times')
+    return sorted(rows, key=lambda r: -r[1])
+
+
+def plot(categories, title, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    names = list(categories)[::-1]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.barh(names, [categories[n] for n in names], color='tab:blue')
+    ax.set(xlabel='ms per iteration', title=title)
+    ax.grid(True, axis='x', alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main():
+    args = parse_args()
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    height, width = map(int, args.size.split('x'))
+    name = args.name or f'profile_{args.model}_{args.size}_{args.dtype}_{args.impl}'
+    with forced_backend(IMPLS[args.impl]):
+        model = MODELS.build(PROFILED_MODELS[args.model]).to(device).train()
+        x = torch.randn(args.batch, 3, height, width, device=device)
+        step = make_step(model, x, args.dtype, args.forward_only)
+        for _ in range(3):
+            step()
+        wall = wall_ms(step, device, args.iters)
+        os.makedirs(args.out, exist_ok=True)
+        trace = os.path.join(args.out, f'{name}.trace.json') if args.trace else None
+        rows = profile_rows(step, device, args.iters, trace)
+    categories = {}
+    for kernel, ms, _ in rows:
+        categories[category(kernel)] = categories.get(category(kernel), 0.0) + ms
+    categories = {k: round(v, 3) for k, v in sorted(categories.items(), key=lambda kv: -kv[1])}
+    busy = sum(ms for _, ms, _ in rows)
+    top = [dict(name=k, ms=round(ms, 3), calls=round(calls, 1), category=category(k))
+           for k, ms, calls in rows[:args.top]]
+    record = dict(run_info(), model=args.model, impl=args.impl, dtype=args.dtype, batch=args.batch, height=height,
+                  width=width, pass_='forward' if args.forward_only else 'forward+backward', iters=args.iters,
+                  wall_ms=round(wall, 3), busy_ms=round(busy, 3), busy_fraction=round(busy / wall, 3),
+                  time_basis='kernel time' if device == 'cuda' else 'self CPU time of ops',
+                  categories=categories, top=top)
+    write_json(os.path.join(args.out, f'{name}.json'), record)
+    print_table([dict(category=k, ms=v, percent=round(100 * v / busy, 1)) for k, v in categories.items()],
+                ['category', 'ms', 'percent'])
+    print()
+    print_table([dict(t, name=t['name'][:90]) for t in top], ['name', 'ms', 'calls', 'category'])
+    what = 'device busy' if device == 'cuda' else 'ops (self CPU time)'
+    print(f'\n{what}: {busy:.2f} ms of {wall:.2f} ms wall per iteration ({100 * busy / wall:.0f}%)')
+    plot(categories, f"{args.model} {args.size} B={args.batch} {args.dtype} {args.impl} {record['pass_']}: "
+                     f'{busy:.1f} of {wall:.1f} ms busy', os.path.join(args.out, f'{name}.png'))
+
+
+if __name__ == '__main__':
+    main()
