@@ -46,11 +46,11 @@ def parse_args():
     return parser.parse_args()
 
 
-def bench_one(model, batch, height, width, dtype, graphs):
-    """Times in ms and peak MB; with ``graphs`` also the CUDA-graph replay times (or the capture's error)."""
-    x = torch.randn(batch, 3, height, width, device='cuda')
-    # no autocast weight cache: a captured graph must not read casts freed after the capture
-    autocast = torch.autocast('cuda', dtype=torch.bfloat16, enabled=dtype == 'bf16', cache_enabled=False)
+def backbone_steps(model, x, dtype):
+    """Closures of one forward (no_grad) and one forward+backward (sum of the outputs) of ``model`` on ``x``,
+    under bfloat16 autocast for dtype 'bf16'."""
+    # no autocast weight cache: a captured CUDA graph must not read casts freed after the capture
+    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=dtype == 'bf16', cache_enabled=False)
 
     def forward():
         with torch.no_grad(), autocast:
@@ -60,7 +60,12 @@ def bench_one(model, batch, height, width, dtype, graphs):
         with autocast:
             outs = model(x)
         sum(o.float().sum() for o in outs).backward()
+    return forward, forward_backward
 
+
+def bench_one(model, batch, height, width, dtype, graphs):
+    """Times in ms and peak MB; with ``graphs`` also the CUDA-graph replay times (or the capture's error)."""
+    forward, forward_backward = backbone_steps(model, torch.randn(batch, 3, height, width, device='cuda'), dtype)
     fwd = time_ms(forward)
     model.zero_grad(set_to_none=True)
     torch.cuda.reset_peak_memory_stats()

@@ -22,10 +22,10 @@ from torch.profiler import ProfilerActivity, profile
 
 import mlla_dense  # noqa: F401  (registers the backbones)
 from mlla_dense.kernels.backend import forced_backend
-from mlla_dense.utils.benchmarking import print_table, run_info, write_json
+from mlla_dense.utils.benchmarking import print_table, run_info, time_ms, write_json
 from mmdet.registry import MODELS
 
-from benchmark import IMPLS, MODELS_TO_RUN
+from benchmark import IMPLS, MODELS_TO_RUN, backbone_steps
 
 PROFILED_MODELS = dict(MODELS_TO_RUN, **{'mlla-nano': dict(type='MLLA', arch='nano')})
 # (category, pattern on the lower-cased kernel or op name); the first match wins.
@@ -51,7 +51,7 @@ def parse_args():
     parser.add_argument('--dtype', default='bf16', choices=['bf16', 'fp32'])
     parser.add_argument('--impl', default='mlla_dense', choices=['mlla_dense', 'eager-reference'])
     parser.add_argument('--forward-only', action='store_true', help='profile the forward alone (no_grad)')
-    parser.add_argument('--iters', type=int, default=3, help='profiled iterations (after 3 warm-up ones)')
+    parser.add_argument('--iters', type=int, default=3, help='profiled iterations (after the timed ones)')
     parser.add_argument('--top', type=int, default=15, help='kernels listed by name')
     parser.add_argument('--trace', action='store_true', help='also write a Chrome trace')
     parser.add_argument('--out', default='benchmarks/results')
@@ -71,32 +71,9 @@ def category(name: str) -> str:
     return next((cat for cat, pattern in CATEGORIES if re.search(pattern, lowered)), 'other')
 
 
-def make_step(model, x, dtype, forward_only):
-    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=dtype == 'bf16')
-
-    def step():
-        if forward_only:
-            with torch.no_grad(), autocast:
-                model(x)
-            return
-        with autocast:
-            outs = model(x)
-        sum(o.float().sum() for o in outs).backward()
-    return step
-
-
 def synchronize(device):
     if device == 'cuda':
         torch.cuda.synchronize()
-
-
-def wall_ms(step, device, iters):
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(iters):
-        step()
-    synchronize(device)
-    return (time.perf_counter() - start) * 1e3 / iters
 
 
 def profile_rows(step, device, iters, trace_path):
@@ -142,10 +119,9 @@ def main():
     with forced_backend(IMPLS[args.impl]):
         model = MODELS.build(PROFILED_MODELS[args.model]).to(device).train()
         x = torch.randn(args.batch, 3, height, width, device=device)
-        step = make_step(model, x, args.dtype, args.forward_only)
-        for _ in range(3):
-            step()
-        wall = wall_ms(step, device, args.iters)
+        forward, forward_backward = backbone_steps(model, x, args.dtype)
+        step = forward if args.forward_only else forward_backward
+        wall = time_ms(step)  # median, after warm-up calls
         os.makedirs(args.out, exist_ok=True)
         trace = os.path.join(args.out, f'{name}.trace.json') if args.trace else None
         rows = profile_rows(step, device, args.iters, trace)
