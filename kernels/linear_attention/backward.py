@@ -1,146 +1,197 @@
-"""Backward kernels, both chunked over tokens per (batch, head) so that their reductions stay partial.
+"""Backward kernels, both chunked over tokens per (batch, channel group) so that their reductions stay partial.
 
-Pass 1 reads q and dO and writes dq plus partials of dkv = sum_n z_n R(phi(q_n))^T dO_n and of
-d mean(phi(k)); one small kernel sums them. Pass 2 reads k, v and the nine transposed LePE taps of dO and
-writes dk and dv; the same taps times v give the partials of the LePE weight and bias gradients.
+Pass 1 reads q and dO and writes dq plus chunk partials of dkv = sum_n z_n rope(phi(q_n))^T dO_n and of
+d mean(phi(k)); the pair-swapping sum of pass 1 of the forward turns them into ``grads``. Pass 2 reads k,
+v and the nine transposed LePE taps of dO and writes dk and dv; the same taps times v give the partials of
+the LePE weight and bias gradients.
 
-The transpose of ``rope(x) = x * cos + partner(x) * sin`` is ``g * cos + partner(g * sin)``.
+The transpose of ``rope(x) = x * cos - partner(x * ssin)`` is ``g * cos - partner(g) * ssin``, and
+``partner(a @ M^T) = a @ swap(M)^T``: both products come from the plain and the row-swapped matrix.
 """
 import torch
 import triton
 import triton.language as tl
 
-from .common import EPS, lepe_tap, pair_swap_matrix, phi, phi_grad, rope_tile, swap_pairs
-from .launch import chunking, launch_config, precision, sum_chunks
+from .common import (EPS, block_diagonal, group_lanes, head_sum, lepe_grad_tap, load_pair, phi, phi_grad,
+                     rope_tile)
+from .launch import Layout, chunking, finish_pairs, sum_chunks
 
 
 @triton.jit
 def _grad_q_kernel(qk_ptr, do_ptr, cos_ptr, sin_ptr, stats_ptr, dqk_ptr, part_ptr,
-                   N, H, W, C, NUM_HEADS, D, TOKENS_PER_CHUNK, BH,
+                   N, H, W, TOKENS_PER_CHUNK, NUM_GROUPS,
                    s_qk_b, s_qk_n, s_do_b, s_do_n, s_dqk_b, s_dqk_n,
-                   BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+                   C: tl.constexpr, D: tl.constexpr, G: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, DOT_DTYPE: tl.constexpr,
+                   PRECISION: tl.constexpr, SUM_PRECISION: tl.constexpr):
     chunk = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // NUM_HEADS
-    head = bh % NUM_HEADS
-    d = tl.arange(0, BLOCK_D)
-    d_mask = d < D
-    dd_mask = d_mask[:, None] & d_mask[None, :]
-    channel = head * D + d
-    stats = stats_ptr + bh.to(tl.int64) * (D * D + D)
-    kv = tl.load(stats + d[:, None] * D + d[None, :], mask=dd_mask, other=0.)
-    kmean = tl.load(stats + D * D + d, mask=d_mask, other=0.)
-    swap = pair_swap_matrix(BLOCK_D)
-    q_base = qk_ptr + b.to(tl.int64) * s_qk_b + head * D
-    do_base = do_ptr + b.to(tl.int64) * s_do_b + head * D
-    dq_base = dqk_ptr + b.to(tl.int64) * s_dqk_b + head * D
-    dkv = tl.zeros((BLOCK_D, BLOCK_D), tl.float32)
-    dkmean = tl.zeros((BLOCK_D,), tl.float32)
+    bg = tl.program_id(1)
+    b = bg // NUM_GROUPS
+    lane, channel, valid, first, last = group_lanes(bg % NUM_GROUPS, C, D, G, BLOCK_C)
+    stats = stats_ptr + bg.to(tl.int64) * (BLOCK_C * BLOCK_C + BLOCK_C)
+    kv, kv_swapped = load_pair(stats, lane, valid, BLOCK_C)
+    kv = kv.to(DOT_DTYPE)
+    kv_swapped = kv_swapped.to(DOT_DTYPE)
+    kmean = tl.load(stats + BLOCK_C * BLOCK_C + lane, mask=valid, other=0.)
+    ones = block_diagonal(lane, valid, D).to(tl.float32)
+    local = tl.arange(0, BLOCK_N)
+    rel_q = local[:, None] * s_qk_n + channel[None, :]
+    rel_do = local[:, None] * s_do_n + channel[None, :]
+    rel_dq = local[:, None] * s_dqk_n + channel[None, :]
+    q_batch = qk_ptr + b.to(tl.int64) * s_qk_b
+    do_batch = do_ptr + b.to(tl.int64) * s_do_b
+    dq_batch = dqk_ptr + b.to(tl.int64) * s_dqk_b
+    dkv_cos = tl.zeros((BLOCK_C, BLOCK_C), tl.float32)
+    dkv_sin = tl.zeros((BLOCK_C, BLOCK_C), tl.float32)
+    dkmean = tl.zeros((BLOCK_C,), tl.float32)
     start = chunk * TOKENS_PER_CHUNK
     end = tl.minimum(start + TOKENS_PER_CHUNK, N)
+    tok = start.to(tl.int64)
     for off in range(start, end, BLOCK_N):
-        n = off + tl.arange(0, BLOCK_N)
-        n_mask = n < end
-        mask = n_mask[:, None] & d_mask[None, :]
-        rows = n.to(tl.int64)[:, None]
-        q32 = tl.load(q_base + rows * s_qk_n + d[None, :], mask=mask, other=0.).to(tl.float32)
-        q = tl.where(mask, phi(q32), 0.)
-        q_partner = tl.where(mask, phi(swap_pairs(q32, swap, PRECISION)), 0.)
-        do = tl.load(do_base + rows * s_do_n + d[None, :], mask=mask, other=0.).to(tl.float32)
-        z = 1.0 / (tl.sum(q * kmean[None, :], axis=1) + EPS)
-        cos, sin = rope_tile(cos_ptr, sin_ptr, n, H, W, C, channel, mask)
-        q_rot = q * cos + q_partner * sin
-        g = -z * z * tl.sum(do * tl.dot(q_rot, kv, input_precision=PRECISION), axis=1)
-        dq_rot = tl.dot(do, tl.trans(kv), input_precision=PRECISION) * z[:, None]
-        dq = dq_rot * cos + swap_pairs(dq_rot * sin, swap, PRECISION) + g[:, None] * kmean[None, :]
-        tl.store(dq_base + rows * s_dqk_n + d[None, :], (dq * phi_grad(q32)).to(dqk_ptr.dtype.element_ty),
+        n = off + local
+        mask = (n < end)[:, None] & valid[None, :]
+        q32 = tl.load(q_batch + tok * s_qk_n + rel_q, mask=mask, other=float('-inf')).to(tl.float32)
+        q = phi(q32)
+        do = tl.load(do_batch + tok * s_do_n + rel_do, mask=mask, other=0.)
+        cos, sin = rope_tile(cos_ptr, sin_ptr, n, W, H, C, channel, mask, first, last)
+        z = 1.0 / (head_sum(q * kmean[None, :], ones, G, SUM_PRECISION) + EPS)
+        attn = (tl.dot((q * cos).to(DOT_DTYPE), kv, input_precision=PRECISION)
+                - tl.dot((q * sin).to(DOT_DTYPE), kv_swapped, input_precision=PRECISION))
+        g = -z * z * head_sum(do.to(tl.float32) * attn, ones, G, SUM_PRECISION)
+        do = do.to(DOT_DTYPE)
+        d_rot = tl.dot(do, tl.trans(kv), input_precision=PRECISION)
+        d_partner = tl.dot(do, tl.trans(kv_swapped), input_precision=PRECISION)
+        dq = (d_rot * cos - d_partner * sin) * z + g * kmean[None, :]
+        tl.store(dq_batch + tok * s_dqk_n + rel_dq, (dq * phi_grad(q32)).to(dqk_ptr.dtype.element_ty),
                  mask=mask)
-        dkv += tl.dot(tl.trans(q_rot * z[:, None]), do, input_precision=PRECISION)
-        dkmean += tl.sum(g[:, None] * q, axis=0)
-    base = part_ptr + (chunk * BH + bh).to(tl.int64) * (D * D + D)
-    tl.store(base + d[:, None] * D + d[None, :], dkv, mask=dd_mask)
-    tl.store(base + D * D + d, dkmean, mask=d_mask)
+        dkv_cos += tl.dot(tl.trans((q * cos * z).to(DOT_DTYPE)), do, input_precision=PRECISION)
+        dkv_sin += tl.dot(tl.trans((q * sin * z).to(DOT_DTYPE)), do, input_precision=PRECISION)
+        dkmean += tl.sum(g * q, axis=0)
+        tok += BLOCK_N
+    base = part_ptr + (chunk * tl.num_programs(1) + bg).to(tl.int64) * (2 * BLOCK_C * BLOCK_C + BLOCK_C)
+    square = lane[:, None] * BLOCK_C + lane[None, :]
+    tl.store(base + square, dkv_cos)
+    tl.store(base + BLOCK_C * BLOCK_C + square, dkv_sin)
+    tl.store(base + 2 * BLOCK_C * BLOCK_C + lane, dkmean)
 
 
 @triton.jit
 def _grad_kv_kernel(qk_ptr, v_ptr, do_ptr, cos_ptr, sin_ptr, grads_ptr, lepe_w_ptr, dqk_ptr, dv_ptr,
                     lepe_part_ptr,
-                    N, H, W, C, NUM_HEADS, D, TOKENS_PER_CHUNK, BH,
+                    N, H, W, TOKENS_PER_CHUNK, NUM_GROUPS,
                     s_qk_b, s_qk_n, s_v_b, s_v_n, s_do_b, s_do_n, s_dqk_b, s_dqk_n, s_dv_b, s_dv_n,
-                    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+                    C: tl.constexpr, D: tl.constexpr, G: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, DOT_DTYPE: tl.constexpr,
+                    PRECISION: tl.constexpr):
     chunk = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // NUM_HEADS
-    head = bh % NUM_HEADS
-    d = tl.arange(0, BLOCK_D)
-    d_mask = d < D
-    channel = head * D + d
+    bg = tl.program_id(1)
+    b = bg // NUM_GROUPS
+    lane, channel, valid, first, last = group_lanes(bg % NUM_GROUPS, C, D, G, BLOCK_C)
     inv_n = 1.0 / N
-    grads = grads_ptr + bh.to(tl.int64) * (D * D + D)
-    dkv = tl.load(grads + d[:, None] * D + d[None, :], mask=d_mask[:, None] & d_mask[None, :], other=0.)
-    dkmean = tl.load(grads + D * D + d, mask=d_mask, other=0.) * inv_n
-    swap = pair_swap_matrix(BLOCK_D)
-    k_base = qk_ptr + b.to(tl.int64) * s_qk_b + C + head * D
-    dk_base = dqk_ptr + b.to(tl.int64) * s_dqk_b + C + head * D
-    v_base = v_ptr + b.to(tl.int64) * s_v_b + head * D
-    do_base = do_ptr + b.to(tl.int64) * s_do_b + head * D
-    dv_base = dv_ptr + b.to(tl.int64) * s_dv_b + head * D
-    taps = tl.arange(0, 16)
-    dlepe = tl.zeros((16, BLOCK_D), tl.float32)
+    grads = grads_ptr + bg.to(tl.int64) * (BLOCK_C * BLOCK_C + BLOCK_C)
+    dkv, dkv_swapped = load_pair(grads, lane, valid, BLOCK_C)
+    dkv = (dkv * inv_n).to(DOT_DTYPE)
+    dkv_swapped = (dkv_swapped * inv_n).to(DOT_DTYPE)
+    dkmean = tl.load(grads + BLOCK_C * BLOCK_C + lane, mask=valid, other=0.) * inv_n
+    local = tl.arange(0, BLOCK_N)
+    rel_k = local[:, None] * s_qk_n + channel[None, :]
+    rel_v = local[:, None] * s_v_n + channel[None, :]
+    rel_do = local[:, None] * s_do_n + channel[None, :]
+    rel_dk = local[:, None] * s_dqk_n + channel[None, :]
+    rel_dv = local[:, None] * s_dv_n + channel[None, :]
+    k_batch = qk_ptr + b.to(tl.int64) * s_qk_b + C
+    dk_batch = dqk_ptr + b.to(tl.int64) * s_dqk_b + C
+    v_batch = v_ptr + b.to(tl.int64) * s_v_b
+    do_batch = do_ptr + b.to(tl.int64) * s_do_b
+    dv_batch = dv_ptr + b.to(tl.int64) * s_dv_b
+    g0 = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
+    g1 = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
+    g2 = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
+    g3 = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
+    g4 = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
+    g5 = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
+    g6 = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
+    g7 = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
+    g8 = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
+    g_bias = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
     start = chunk * TOKENS_PER_CHUNK
     end = tl.minimum(start + TOKENS_PER_CHUNK, N)
+    tok = start.to(tl.int64)
     for off in range(start, end, BLOCK_N):
-        n = off + tl.arange(0, BLOCK_N)
-        n_mask = n < end
-        mask = n_mask[:, None] & d_mask[None, :]
-        rows = n.to(tl.int64)[:, None]
-        k32 = tl.load(k_base + rows * s_qk_n + d[None, :], mask=mask, other=0.).to(tl.float32)
-        k = tl.where(mask, phi(k32), 0.)
-        k_partner = tl.where(mask, phi(swap_pairs(k32, swap, PRECISION)), 0.)
-        v = tl.load(v_base + rows * s_v_n + d[None, :], mask=mask, other=0.).to(tl.float32)
-        cos, sin = rope_tile(cos_ptr, sin_ptr, n, H, W, C, channel, mask)
-        dk_rot = tl.dot(v, tl.trans(dkv), input_precision=PRECISION) * inv_n
-        dk = dk_rot * cos + swap_pairs(dk_rot * sin, swap, PRECISION) + dkmean[None, :]
-        tl.store(dk_base + rows * s_dqk_n + d[None, :], (dk * phi_grad(k32)).to(dqk_ptr.dtype.element_ty),
-                 mask=mask)
-        dv = tl.dot(k * cos + k_partner * sin, dkv, input_precision=PRECISION) * inv_n
-        for tap in tl.static_range(9):
-            do_tap = lepe_tap(do_base, n, W, H, tap, s_do_n, d, d_mask, n_mask, -1)
-            weight = tl.load(lepe_w_ptr + channel * 9 + tap, mask=d_mask, other=0.).to(tl.float32)
-            dv += weight[None, :] * do_tap
-            dlepe += tl.where(taps[:, None] == tap, tl.sum(v * do_tap, axis=0)[None, :], 0.)
-            if tap == 4:
-                dlepe += tl.where(taps[:, None] == 9, tl.sum(do_tap, axis=0)[None, :], 0.)
-        tl.store(dv_base + rows * s_dv_n + d[None, :], dv.to(dv_ptr.dtype.element_ty), mask=mask)
-    tl.store(lepe_part_ptr + (chunk * BH + bh).to(tl.int64) * 10 * D + taps[:, None] * D + d[None, :], dlepe,
-             mask=(taps < 10)[:, None] & d_mask[None, :])
+        n = off + local
+        mask = (n < end)[:, None] & valid[None, :]
+        k32 = tl.load(k_batch + tok * s_qk_n + rel_k, mask=mask, other=float('-inf')).to(tl.float32)
+        k = phi(k32)
+        v = tl.load(v_batch + tok * s_v_n + rel_v, mask=mask, other=0.)
+        cos, sin = rope_tile(cos_ptr, sin_ptr, n, W, H, C, channel, mask, first, last)
+        v_dot = v.to(DOT_DTYPE)
+        d_rot = tl.dot(v_dot, tl.trans(dkv), input_precision=PRECISION)
+        d_partner = tl.dot(v_dot, tl.trans(dkv_swapped), input_precision=PRECISION)
+        dk = d_rot * cos - d_partner * sin + dkmean[None, :]
+        tl.store(dk_batch + tok * s_dqk_n + rel_dk, (dk * phi_grad(k32)).to(dqk_ptr.dtype.element_ty), mask=mask)
+        dv_attn = (tl.dot((k * cos).to(DOT_DTYPE), dkv, input_precision=PRECISION)
+                   - tl.dot((k * sin).to(DOT_DTYPE), dkv_swapped, input_precision=PRECISION))
+        # The LePE transpose accumulates in the layout of the loads (the attention term joins it once, at the
+        # end); each tap's weight gradient sums v * dO(tap) elementwise here and over the tokens after the loop.
+        v = v.to(tl.float32)
+        row = n // W
+        col = n % W
+        do_tile = do_batch + tok * s_do_n
+        dv = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
+        dv, g0 = lepe_grad_tap(do_tile, rel_do, row, col, W, H, 0, s_do_n, mask, lepe_w_ptr, channel, valid, v, dv, g0)
+        dv, g1 = lepe_grad_tap(do_tile, rel_do, row, col, W, H, 1, s_do_n, mask, lepe_w_ptr, channel, valid, v, dv, g1)
+        dv, g2 = lepe_grad_tap(do_tile, rel_do, row, col, W, H, 2, s_do_n, mask, lepe_w_ptr, channel, valid, v, dv, g2)
+        dv, g3 = lepe_grad_tap(do_tile, rel_do, row, col, W, H, 3, s_do_n, mask, lepe_w_ptr, channel, valid, v, dv, g3)
+        dv, g4 = lepe_grad_tap(do_tile, rel_do, row, col, W, H, 4, s_do_n, mask, lepe_w_ptr, channel, valid, v, dv, g4)
+        dv, g5 = lepe_grad_tap(do_tile, rel_do, row, col, W, H, 5, s_do_n, mask, lepe_w_ptr, channel, valid, v, dv, g5)
+        dv, g6 = lepe_grad_tap(do_tile, rel_do, row, col, W, H, 6, s_do_n, mask, lepe_w_ptr, channel, valid, v, dv, g6)
+        dv, g7 = lepe_grad_tap(do_tile, rel_do, row, col, W, H, 7, s_do_n, mask, lepe_w_ptr, channel, valid, v, dv, g7)
+        dv, g8 = lepe_grad_tap(do_tile, rel_do, row, col, W, H, 8, s_do_n, mask, lepe_w_ptr, channel, valid, v, dv, g8)
+        g_bias += tl.load(do_tile + rel_do, mask=mask, other=0.).to(tl.float32)
+        dv += dv_attn
+        tl.store(dv_batch + tok * s_dv_n + rel_dv, dv.to(dv_ptr.dtype.element_ty), mask=mask)
+        tok += BLOCK_N
+    part = lepe_part_ptr + (chunk * tl.num_programs(1) + bg).to(tl.int64) * 10 * BLOCK_C + lane
+    tl.store(part, tl.sum(g0, axis=0))
+    tl.store(part + BLOCK_C, tl.sum(g1, axis=0))
+    tl.store(part + 2 * BLOCK_C, tl.sum(g2, axis=0))
+    tl.store(part + 3 * BLOCK_C, tl.sum(g3, axis=0))
+    tl.store(part + 4 * BLOCK_C, tl.sum(g4, axis=0))
+    tl.store(part + 5 * BLOCK_C, tl.sum(g5, axis=0))
+    tl.store(part + 6 * BLOCK_C, tl.sum(g6, axis=0))
+    tl.store(part + 7 * BLOCK_C, tl.sum(g7, axis=0))
+    tl.store(part + 8 * BLOCK_C, tl.sum(g8, axis=0))
+    tl.store(part + 9 * BLOCK_C, tl.sum(g_bias, axis=0))
 
 
 def linear_attention_backward(grad_out, qk, v, rope_cos, rope_sin, hw_shape, num_heads, lepe_weight, stats):
     """Triton backward; returns (d qk, d v, d lepe_weight, d lepe_bias)."""
     b, n, c = v.shape
     h, w = hw_shape
-    d = c // num_heads
-    bh = b * num_heads
-    meta = launch_config(d)
-    prec = precision(qk, v, grad_out)
-    num_chunks, tokens_per_chunk = chunking(n, bh, qk.device)
+    lay = Layout(c, num_heads, qk, v, grad_out)
+    rows = b * lay.num_groups
+    num_chunks, tokens_per_chunk = chunking(n, rows, qk.device, lay.backward_programs_per_sm,
+                                          max(lay.block_n, lay.grad_kv_block_n))
     dqk = torch.empty(qk.shape, dtype=qk.dtype, device=qk.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
-    part = torch.empty((num_chunks, bh, d * d + d), dtype=torch.float32, device=qk.device)
-    _grad_q_kernel[(num_chunks, bh)](
-        qk, grad_out, rope_cos, rope_sin, stats, dqk, part, n, h, w, c, num_heads, d, tokens_per_chunk, bh,
+    part = torch.empty((num_chunks, rows, 2 * lay.block_c ** 2 + lay.block_c), dtype=torch.float32,
+                       device=qk.device)
+    _grad_q_kernel[(num_chunks, rows)](
+        qk, grad_out, rope_cos, rope_sin, stats, dqk, part, n, h, w, tokens_per_chunk, lay.num_groups,
         qk.stride(0), qk.stride(1), grad_out.stride(0), grad_out.stride(1), dqk.stride(0), dqk.stride(1),
-        PRECISION=prec, **meta)
-    grads = sum_chunks(part, 1.0)
-    lepe_part = torch.empty((num_chunks, bh, 10, d), dtype=torch.float32, device=qk.device)
-    _grad_kv_kernel[(num_chunks, bh)](
+        SUM_PRECISION=lay.sum_precision, **lay.meta())
+    grads = finish_pairs(part, 1.0, lay)
+    lepe_part = torch.empty((num_chunks, rows, 10, lay.block_c), dtype=torch.float32, device=qk.device)
+    _grad_kv_kernel[(num_chunks, rows)](
         qk, v, grad_out, rope_cos, rope_sin, grads, lepe_weight, dqk, dv, lepe_part,
-        n, h, w, c, num_heads, d, tokens_per_chunk, bh,
+        n, h, w, tokens_per_chunk, lay.num_groups,
         qk.stride(0), qk.stride(1), v.stride(0), v.stride(1), grad_out.stride(0), grad_out.stride(1),
-        dqk.stride(0), dqk.stride(1), dv.stride(0), dv.stride(1), PRECISION=prec, **meta)
-    # (chunks, B*heads, 10, D) -> per channel (heads*D): 9 weight taps and the bias, summed over chunks, batch.
-    lepe = sum_chunks(lepe_part.view(num_chunks * b, num_heads, 10 * d), 1.0).view(num_heads, 10, d)
-    d_weight = lepe[:, :9].permute(0, 2, 1).reshape(c, 1, 3, 3)
-    d_bias = lepe[:, 9].reshape(c)
-    return dqk, dv, d_weight.to(lepe_weight.dtype), d_bias.to(lepe_weight.dtype)
+        dqk.stride(0), dqk.stride(1), dv.stride(0), dv.stride(1), **lay.meta(lay.grad_kv_block_n, lay.grad_kv_warps))
+    # (chunks, B * groups, 10, BLOCK_C) -> per channel: 9 weight taps and the bias, summed over chunks and batch.
+    lepe = sum_chunks(lepe_part.view(num_chunks * b, lay.num_groups, 10 * lay.block_c), 1.0)
+    lepe = lepe.view(lay.num_groups, 10, lay.block_c)[:, :, :lay.group_channels].permute(1, 0, 2)
+    lepe = lepe.reshape(10, -1)[:, :c]
+    # copies: custom-op outputs must not share storage (both would be views of ``lepe``)
+    d_weight = lepe[:9].t().reshape(c, 1, 3, 3).to(lepe_weight.dtype, copy=True)
+    d_bias = lepe[9].to(lepe_weight.dtype, copy=True)
+    return dqk, dv, d_weight, d_bias

@@ -1,9 +1,15 @@
 """Triton helpers shared by the forward and backward kernels.
 
-Tiles are a head's (BLOCK_N tokens, BLOCK_D channels), loaded contiguously. RoPE needs each channel's pair
-partner (x[2p] <-> x[2p+1]); the swap is a product with a constant 0/1 permutation matrix on the tensor
-cores, so no tile is ever loaded with a stride or reshuffled element by element. The product is exact for
-loaded inputs (16-bit values are exact in tf32; fp32 inputs use ieee precision).
+A program owns a channel group: G whole heads of D channels, BLOCK_C >= G * D lanes, loaded as contiguous
+(BLOCK_N tokens, BLOCK_C channels) tiles. Products that belong to one head (kv, dkv) are accumulated as full
+(BLOCK_C, BLOCK_C) matrices and masked to their block diagonal; per-head sums over channels are a product
+with the block-diagonal ones matrix (or a plain row sum when G = 1).
+
+RoPE without moving a channel: with ``ssin`` the signed sine table (see rope.py), pair partners share one
+angle with opposite signs, so ``rope(x) = x * cos - partner(x * ssin)``, and ``partner(x) @ M = x @ swap(M)``
+where ``swap`` exchanges the rows 2p and 2p+1. Every pair swap therefore lands on a small (BLOCK_C, BLOCK_C)
+matrix outside the token loop (a permuted load of kv, or a permuted sum of accumulators) instead of on the
+token tiles.
 """
 import triton
 import triton.language as tl
@@ -24,47 +30,118 @@ def phi_grad(x):
 
 
 @triton.jit
-def pair_swap_matrix(BLOCK_D: tl.constexpr):
-    """(BLOCK_D, BLOCK_D) float32 permutation: (x @ S)[2p] = x[2p+1], (x @ S)[2p+1] = x[2p]."""
-    i = tl.arange(0, BLOCK_D)[:, None]
-    j = tl.arange(0, BLOCK_D)[None, :]
-    return tl.where(i == (j ^ 1), 1.0, 0.0)
+def group_lanes(group, C: tl.constexpr, D: tl.constexpr, G: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Lanes of a program's channel group: (lane index, global channel, valid lane mask, first channel,
+    end of its channels)."""
+    lane = tl.arange(0, BLOCK_C)
+    first = group * (G * D)
+    channel = first + lane
+    return lane, channel, (lane < G * D) & (channel < C), first, tl.minimum(first + G * D, C)
 
 
 @triton.jit
-def swap_pairs(x, swap, PRECISION: tl.constexpr):
-    return tl.dot(x, swap, input_precision=PRECISION)
+def block_diagonal(lane, valid, D: tl.constexpr):
+    """(BLOCK_C, BLOCK_C) mask of the lane pairs that belong to one head."""
+    return (lane[:, None] // D == lane[None, :] // D) & valid[:, None] & valid[None, :]
 
 
 @triton.jit
-def rope_tile(cos_ptr, sin_ptr, n, H, W, C, channel, mask):
-    """cos and signed sin (BLOCK_N, BLOCK_D) of tokens ``n`` for global channels ``channel``.
+def head_sum(x, ones, G: tl.constexpr, PRECISION: tl.constexpr):
+    """Per token, the sum of ``x`` over each head's channels: (BLOCK_N, 1) for one head per program, else
+    (BLOCK_N, BLOCK_C) with the sum repeated on every channel of the head."""
+    if G == 1:
+        total = tl.sum(x, axis=1)[:, None]
+    else:
+        total = tl.dot(x, ones, input_precision=PRECISION)
+    return total
 
-    Tables are (H + W, C) with row-angle values in rows [0, H) and column-angle values in rows [H, H + W),
-    each zero where the other applies (see rope.py), so one value is the sum of two contiguous loads.
+
+@triton.jit
+def rope_tile(cos_ptr, sin_ptr, n, W, H, C: tl.constexpr, channel, mask, first, last):
+    """cos and signed sin (BLOCK_N, BLOCK_C) of tokens ``n`` for a group of channels ``first..last - 1``.
+
+    The first C/2 channels turn with the token's row (table rows 0..H-1), the others with its column (rows
+    H..H+W-1); each table is zero where the other half applies. A group inside one half reads one table row
+    per token; a group across the middle reads both and adds them. Both are contiguous (vector) loads.
     """
     row = (n // W).to(tl.int64)[:, None] * C + channel[None, :]
     col = (H + n % W).to(tl.int64)[:, None] * C + channel[None, :]
-    cos = tl.load(cos_ptr + row, mask=mask, other=0.) + tl.load(cos_ptr + col, mask=mask, other=0.)
-    sin = tl.load(sin_ptr + row, mask=mask, other=0.) + tl.load(sin_ptr + col, mask=mask, other=0.)
+    if last <= C // 2:
+        cos = tl.load(cos_ptr + row, mask=mask, other=0.)
+        sin = tl.load(sin_ptr + row, mask=mask, other=0.)
+    elif first >= C // 2:
+        cos = tl.load(cos_ptr + col, mask=mask, other=0.)
+        sin = tl.load(sin_ptr + col, mask=mask, other=0.)
+    else:
+        cos = tl.load(cos_ptr + row, mask=mask, other=0.) + tl.load(cos_ptr + col, mask=mask, other=0.)
+        sin = tl.load(sin_ptr + row, mask=mask, other=0.) + tl.load(sin_ptr + col, mask=mask, other=0.)
     return cos, sin
 
 
 @triton.jit
-def lepe_tap(base_ptr, n, W, H, tap: tl.constexpr, stride_n, d, d_mask, n_mask, SIGN: tl.constexpr):
-    """Rows of ``base_ptr`` (batch and head offsets applied) at the 3x3 neighbour ``tap`` of tokens ``n``.
+def load_pair(ptr, lane, valid, BLOCK_C: tl.constexpr):
+    """A (BLOCK_C, BLOCK_C) float32 matrix and its row-swapped copy (rows 2p <-> 2p+1)."""
+    cols = lane[None, :]
+    mask = valid[:, None] & valid[None, :]
+    plain = tl.load(ptr + lane[:, None] * BLOCK_C + cols, mask=mask, other=0.)
+    swapped = tl.load(ptr + (lane ^ 1)[:, None] * BLOCK_C + cols, mask=mask, other=0.)
+    return plain, swapped
+
+
+@triton.jit
+def lepe_tap(tile_ptr, rel, row, col, W, H, tap, stride_n, mask, SIGN: tl.constexpr):
+    """The tile at the 3x3 neighbour ``tap`` of a token tile: ``tile_ptr + rel`` addresses the tile itself
+    (rel: int32 offsets), ``row``/``col`` are its tokens' grid positions. The neighbour tile is the same
+    offsets shifted by a scalar; out-of-grid neighbours read as 0.
 
     SIGN=1 reads neighbour (row + dy, col + dx) (the convolution), SIGN=-1 reads (row - dy, col - dx)
-    (its transpose). Out-of-grid neighbours read as 0.
+    (its transpose).
     """
-    dy = tap // 3 - 1
-    dx = tap % 3 - 1
-    row = n // W + SIGN * dy
-    col = n % W + SIGN * dx
-    valid = n_mask & (row >= 0) & (row < H) & (col >= 0) & (col < W)
-    offs = (row * W + col).to(tl.int64)
-    return tl.load(base_ptr + offs[:, None] * stride_n + d[None, :], mask=valid[:, None] & d_mask[None, :],
-                   other=0.).to(tl.float32)
+    dy = SIGN * (tap // 3 - 1)
+    dx = SIGN * (tap % 3 - 1)
+    inside = (row + dy >= 0) & (row + dy < H) & (col + dx >= 0) & (col + dx < W)
+    return tl.load(tile_ptr + (dy * W + dx) * stride_n + rel, mask=mask & inside[:, None], other=0.).to(tl.float32)
+
+
+@triton.jit
+def lepe_grad_tap(do_tile, rel, row, col, W, H, tap: tl.constexpr, stride_n, mask, w_ptr, channel, valid, v, dv, acc):
+    """One tap of the LePE transpose: returns dv + w[tap] * dO(tap) and acc + v * dO(tap), the elementwise
+    terms of the tap's weight gradient."""
+    do_tap = lepe_tap(do_tile, rel, row, col, W, H, tap, stride_n, mask, -1)
+    weight = tl.load(w_ptr + channel * 9 + tap, mask=valid, other=0.).to(tl.float32)
+    return dv + weight[None, :] * do_tap, acc + v * do_tap
+
+
+@triton.jit
+def finish_pairs_kernel(part_ptr, out_ptr, NUM_CHUNKS, scale, BLOCK_C: tl.constexpr, D: tl.constexpr,
+                        BLOCK_K: tl.constexpr):
+    """Sum chunk partials of a paired product into one block-diagonal matrix, in a fixed order.
+
+    part: (chunks, R, 2 * BLOCK_C^2 + BLOCK_C) float32, per chunk and row r the accumulators P (cos part),
+    S (signed-sine part) and a vector; out: (R, BLOCK_C^2 + BLOCK_C) = scale * (sum P - swap(sum S), sum vec),
+    masked to the block diagonal (heads of D channels). Program (r, i) writes row i of the matrix, i =
+    BLOCK_C writes the vector.
+    """
+    r = tl.program_id(0)
+    i = tl.program_id(1)
+    rows = tl.num_programs(0)
+    lane = tl.arange(0, BLOCK_C)
+    size = BLOCK_C * BLOCK_C
+    part_row = 2 * size + BLOCK_C
+    acc = tl.zeros((BLOCK_C,), tl.float32)
+    for k0 in range(0, NUM_CHUNKS, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        base = part_ptr + (k[:, None] * rows + r).to(tl.int64) * part_row + lane[None, :]
+        ok = k[:, None] < NUM_CHUNKS
+        if i < BLOCK_C:
+            acc += tl.sum(tl.load(base + i * BLOCK_C, mask=ok, other=0.), 0)
+            acc -= tl.sum(tl.load(base + size + (i ^ 1) * BLOCK_C, mask=ok, other=0.), 0)
+        else:
+            acc += tl.sum(tl.load(base + 2 * size, mask=ok, other=0.), 0)
+    out = out_ptr + r.to(tl.int64) * (size + BLOCK_C) + i * BLOCK_C + lane
+    if i < BLOCK_C:
+        acc = tl.where(lane // D == i // D, acc, 0.)
+    tl.store(out, acc * scale)
 
 
 @triton.jit

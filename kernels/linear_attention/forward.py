@@ -1,105 +1,123 @@
 """Forward kernels: (1) per-chunk partials of kv and sum(phi(k)); (2) per-token output with fused LePE.
 
-Pass 1 reads k and v once; the chunk partials are summed by one small kernel (deterministic, no atomics).
-Pass 2 reads q and v (v nine times, the 3x3 LePE taps, mostly from cache) and writes the output once.
-``stats`` holds, per batch and head, kv (D x D) and mean(phi(k)) (D) in float32: D*D + D values.
+Pass 1 reads k and v once; one small kernel sums the chunk partials (deterministic, no atomics) into
+``stats``: per batch and channel group, kv (BLOCK_C x BLOCK_C, block diagonal: each head's D x D kv) and
+mean(phi(k)) (BLOCK_C), float32. Pass 2 reads q and v (v nine times, the 3x3 LePE taps, mostly from cache)
+and writes the output once.
 """
 import torch
 import triton
 import triton.language as tl
 
-from .common import EPS, lepe_tap, pair_swap_matrix, phi, rope_tile, swap_pairs
-from .launch import chunking, launch_config, precision, sum_chunks
+from .common import EPS, block_diagonal, group_lanes, head_sum, lepe_tap, load_pair, phi, rope_tile
+from .launch import Layout, chunking, finish_pairs
 
 
 @triton.jit
 def _reduce_kv_kernel(qk_ptr, v_ptr, cos_ptr, sin_ptr, part_ptr,
-                      N, H, W, C, NUM_HEADS, D, TOKENS_PER_CHUNK, BH,
+                      N, H, W, TOKENS_PER_CHUNK, NUM_GROUPS,
                       s_qk_b, s_qk_n, s_v_b, s_v_n,
-                      BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+                      C: tl.constexpr, D: tl.constexpr, G: tl.constexpr,
+                      BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, DOT_DTYPE: tl.constexpr,
+                      PRECISION: tl.constexpr):
     chunk = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // NUM_HEADS
-    head = bh % NUM_HEADS
-    d = tl.arange(0, BLOCK_D)
-    d_mask = d < D
-    channel = head * D + d
-    k_base = qk_ptr + b.to(tl.int64) * s_qk_b + C + head * D
-    v_base = v_ptr + b.to(tl.int64) * s_v_b + head * D
-    swap = pair_swap_matrix(BLOCK_D)
-    kv = tl.zeros((BLOCK_D, BLOCK_D), tl.float32)
-    ksum = tl.zeros((BLOCK_D,), tl.float32)
+    bg = tl.program_id(1)
+    b = bg // NUM_GROUPS
+    lane, channel, valid, first, last = group_lanes(bg % NUM_GROUPS, C, D, G, BLOCK_C)
+    local = tl.arange(0, BLOCK_N)
+    rel_k = local[:, None] * s_qk_n + channel[None, :]
+    rel_v = local[:, None] * s_v_n + channel[None, :]
+    k_batch = qk_ptr + b.to(tl.int64) * s_qk_b + C
+    v_batch = v_ptr + b.to(tl.int64) * s_v_b
+    kv_cos = tl.zeros((BLOCK_C, BLOCK_C), tl.float32)
+    kv_sin = tl.zeros((BLOCK_C, BLOCK_C), tl.float32)
+    ksum = tl.zeros((BLOCK_C,), tl.float32)
     start = chunk * TOKENS_PER_CHUNK
     end = tl.minimum(start + TOKENS_PER_CHUNK, N)
+    tok = start.to(tl.int64)
     for off in range(start, end, BLOCK_N):
-        n = off + tl.arange(0, BLOCK_N)
-        n_mask = n < end
-        mask = n_mask[:, None] & d_mask[None, :]
-        rows = n.to(tl.int64)[:, None]
-        k32 = tl.load(k_base + rows * s_qk_n + d[None, :], mask=mask, other=0.).to(tl.float32)
-        k = tl.where(mask, phi(k32), 0.)
-        k_partner = tl.where(mask, phi(swap_pairs(k32, swap, PRECISION)), 0.)
-        v = tl.load(v_base + rows * s_v_n + d[None, :], mask=mask, other=0.).to(tl.float32)
-        cos, sin = rope_tile(cos_ptr, sin_ptr, n, H, W, C, channel, mask)
-        kv += tl.dot(tl.trans(k * cos + k_partner * sin), v, input_precision=PRECISION)
+        n = off + local
+        mask = (n < end)[:, None] & valid[None, :]
+        k = phi(tl.load(k_batch + tok * s_qk_n + rel_k, mask=mask, other=float('-inf')).to(tl.float32))
+        v = tl.load(v_batch + tok * s_v_n + rel_v, mask=mask, other=0.).to(DOT_DTYPE)
+        cos, sin = rope_tile(cos_ptr, sin_ptr, n, W, H, C, channel, mask, first, last)
+        kv_cos += tl.dot(tl.trans((k * cos).to(DOT_DTYPE)), v, input_precision=PRECISION)
+        kv_sin += tl.dot(tl.trans((k * sin).to(DOT_DTYPE)), v, input_precision=PRECISION)
         ksum += tl.sum(k, axis=0)
-    base = part_ptr + (chunk * BH + bh).to(tl.int64) * (D * D + D)
-    tl.store(base + d[:, None] * D + d[None, :], kv, mask=d_mask[:, None] & d_mask[None, :])
-    tl.store(base + D * D + d, ksum, mask=d_mask)
+        tok += BLOCK_N
+    base = part_ptr + (chunk * tl.num_programs(1) + bg).to(tl.int64) * (2 * BLOCK_C * BLOCK_C + BLOCK_C)
+    square = lane[:, None] * BLOCK_C + lane[None, :]
+    tl.store(base + square, kv_cos)
+    tl.store(base + BLOCK_C * BLOCK_C + square, kv_sin)
+    tl.store(base + 2 * BLOCK_C * BLOCK_C + lane, ksum)
 
 
 @triton.jit
 def _output_kernel(qk_ptr, v_ptr, cos_ptr, sin_ptr, stats_ptr, lepe_w_ptr, lepe_b_ptr, out_ptr,
-                   N, H, W, C, NUM_HEADS, D,
+                   N, H, W, TOKENS_PER_PROGRAM, NUM_GROUPS,
                    s_qk_b, s_qk_n, s_v_b, s_v_n, s_o_b, s_o_n,
-                   BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
-    bh = tl.program_id(1)
-    b = bh // NUM_HEADS
-    head = bh % NUM_HEADS
-    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_mask = n < N
-    d = tl.arange(0, BLOCK_D)
-    d_mask = d < D
-    channel = head * D + d
-    mask = n_mask[:, None] & d_mask[None, :]
-    rows = n.to(tl.int64)[:, None]
-    stats = stats_ptr + bh.to(tl.int64) * (D * D + D)
-    kv = tl.load(stats + d[:, None] * D + d[None, :], mask=d_mask[:, None] & d_mask[None, :], other=0.)
-    kmean = tl.load(stats + D * D + d, mask=d_mask, other=0.)
-    swap = pair_swap_matrix(BLOCK_D)
-    q32 = tl.load(qk_ptr + b.to(tl.int64) * s_qk_b + head * D + rows * s_qk_n + d[None, :], mask=mask,
-                  other=0.).to(tl.float32)
-    q = tl.where(mask, phi(q32), 0.)
-    q_partner = tl.where(mask, phi(swap_pairs(q32, swap, PRECISION)), 0.)
-    z = 1.0 / (tl.sum(q * kmean[None, :], axis=1) + EPS)
-    cos, sin = rope_tile(cos_ptr, sin_ptr, n, H, W, C, channel, mask)
-    out = tl.dot(q * cos + q_partner * sin, kv, input_precision=PRECISION) * z[:, None]
-    out += tl.load(lepe_b_ptr + channel, mask=d_mask, other=0.).to(tl.float32)[None, :]
-    v_base = v_ptr + b.to(tl.int64) * s_v_b + head * D
-    for tap in tl.static_range(9):
-        weight = tl.load(lepe_w_ptr + channel * 9 + tap, mask=d_mask, other=0.).to(tl.float32)
-        out += weight[None, :] * lepe_tap(v_base, n, W, H, tap, s_v_n, d, d_mask, n_mask, 1)
-    tl.store(out_ptr + b.to(tl.int64) * s_o_b + head * D + rows * s_o_n + d[None, :],
-             out.to(out_ptr.dtype.element_ty), mask=mask)
+                   C: tl.constexpr, D: tl.constexpr, G: tl.constexpr,
+                   BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, DOT_DTYPE: tl.constexpr,
+                   PRECISION: tl.constexpr, SUM_PRECISION: tl.constexpr, LEPE_UNROLL: tl.constexpr):
+    bg = tl.program_id(1)
+    b = bg // NUM_GROUPS
+    lane, channel, valid, first, last = group_lanes(bg % NUM_GROUPS, C, D, G, BLOCK_C)
+    stats = stats_ptr + bg.to(tl.int64) * (BLOCK_C * BLOCK_C + BLOCK_C)
+    kv, kv_swapped = load_pair(stats, lane, valid, BLOCK_C)
+    kv = kv.to(DOT_DTYPE)
+    kv_swapped = kv_swapped.to(DOT_DTYPE)
+    kmean = tl.load(stats + BLOCK_C * BLOCK_C + lane, mask=valid, other=0.)
+    ones = block_diagonal(lane, valid, D).to(tl.float32)
+    bias = tl.load(lepe_b_ptr + channel, mask=valid, other=0.).to(tl.float32)
+    local = tl.arange(0, BLOCK_N)
+    rel_q = local[:, None] * s_qk_n + channel[None, :]
+    rel_v = local[:, None] * s_v_n + channel[None, :]
+    rel_o = local[:, None] * s_o_n + channel[None, :]
+    q_batch = qk_ptr + b.to(tl.int64) * s_qk_b
+    v_batch = v_ptr + b.to(tl.int64) * s_v_b
+    o_batch = out_ptr + b.to(tl.int64) * s_o_b
+    start = tl.program_id(0) * TOKENS_PER_PROGRAM
+    end = tl.minimum(start + TOKENS_PER_PROGRAM, N)
+    tok = start.to(tl.int64)
+    for off in range(start, end, BLOCK_N):
+        n = off + local
+        mask = (n < end)[:, None] & valid[None, :]
+        q = phi(tl.load(q_batch + tok * s_qk_n + rel_q, mask=mask, other=float('-inf'))
+                .to(tl.float32))
+        cos, sin = rope_tile(cos_ptr, sin_ptr, n, W, H, C, channel, mask, first, last)
+        attn = tl.dot((q * cos).to(DOT_DTYPE), kv, input_precision=PRECISION)
+        attn -= tl.dot((q * sin).to(DOT_DTYPE), kv_swapped, input_precision=PRECISION)
+        attn = attn * (1.0 / (head_sum(q * kmean[None, :], ones, G, SUM_PRECISION) + EPS))
+        # LePE accumulates in the layout of the loads; the attention term joins it once, at the end.
+        row = n // W
+        col = n % W
+        v_tile = v_batch + tok * s_v_n
+        out = tl.zeros((BLOCK_N, BLOCK_C), tl.float32) + bias[None, :]
+        for tap in tl.range(9, loop_unroll_factor=LEPE_UNROLL):
+            weight = tl.load(lepe_w_ptr + channel * 9 + tap, mask=valid, other=0.).to(tl.float32)
+            out += weight[None, :] * lepe_tap(v_tile, rel_v, row, col, W, H, tap, s_v_n, mask, 1)
+        out += attn
+        tl.store(o_batch + tok * s_o_n + rel_o, out.to(out_ptr.dtype.element_ty), mask=mask)
+        tok += BLOCK_N
 
 
 def linear_attention_forward(qk, v, rope_cos, rope_sin, hw_shape, num_heads, lepe_weight, lepe_bias):
-    """Triton forward. Returns (out (B, N, C) in qk's dtype, stats (B*heads, D*D + D) float32)."""
+    """Triton forward. Returns (out (B, N, C) in qk's dtype, stats (B * groups, BLOCK_C^2 + BLOCK_C) float32)."""
     b, n, c = v.shape
     h, w = hw_shape
-    d = c // num_heads
-    bh = b * num_heads
-    meta = launch_config(d)
-    num_chunks, tokens_per_chunk = chunking(n, bh, qk.device)
-    part = torch.empty((num_chunks, bh, d * d + d), dtype=torch.float32, device=qk.device)
-    prec = precision(qk, v)
-    _reduce_kv_kernel[(num_chunks, bh)](
-        qk, v, rope_cos, rope_sin, part, n, h, w, c, num_heads, d, tokens_per_chunk, bh,
-        qk.stride(0), qk.stride(1), v.stride(0), v.stride(1), PRECISION=prec, **meta)
-    stats = sum_chunks(part, 1.0 / n)
+    lay = Layout(c, num_heads, qk, v)
+    rows = b * lay.num_groups
+    num_chunks, tokens_per_chunk = chunking(n, rows, qk.device, lay.reduce_programs_per_sm, lay.block_n)
+    part = torch.empty((num_chunks, rows, 2 * lay.block_c ** 2 + lay.block_c), dtype=torch.float32,
+                       device=qk.device)
+    _reduce_kv_kernel[(num_chunks, rows)](
+        qk, v, rope_cos, rope_sin, part, n, h, w, tokens_per_chunk, lay.num_groups,
+        qk.stride(0), qk.stride(1), v.stride(0), v.stride(1), **lay.meta())
+    stats = finish_pairs(part, 1.0 / n, lay)
     out = torch.empty((b, n, c), dtype=qk.dtype, device=qk.device)
-    _output_kernel[(triton.cdiv(n, meta['BLOCK_N']), bh)](
-        qk, v, rope_cos, rope_sin, stats, lepe_weight, lepe_bias, out, n, h, w, c, num_heads, d,
-        qk.stride(0), qk.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        PRECISION=prec, **meta)
+    tokens_per_program = lay.block_n * lay.output_tiles
+    _output_kernel[(triton.cdiv(n, tokens_per_program), rows)](
+        qk, v, rope_cos, rope_sin, stats, lepe_weight, lepe_bias, out, n, h, w, tokens_per_program,
+        lay.num_groups, qk.stride(0), qk.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+        SUM_PRECISION=lay.sum_precision, LEPE_UNROLL=lay.lepe_unroll, **lay.meta())
     return out, stats

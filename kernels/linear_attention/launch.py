@@ -1,45 +1,91 @@
 """Launch-size choices and small launch helpers shared by the forward and backward passes."""
 import torch
 import triton
+import triton.language as tl
 
-from .common import sum_chunks_kernel
+from .common import finish_pairs_kernel, sum_chunks_kernel
 
-# Tokens per tile and warps per program, measured on an H100 (tools/benchmark_kernels.py).
-TILE = dict(BLOCK_N=64, num_warps=4)
-
-
-def launch_config(head_dim: int) -> dict:
-    """Meta-parameters of every kernel launch: token tile and channel tile width (tl.dot needs >= 16);
-    one pipeline stage for wide heads, whose staged tiles would not fit in shared memory."""
-    block_d = max(16, triton.next_power_of_2(head_dim))
-    return dict(TILE, BLOCK_D=block_d, num_stages=1 if block_d > 64 else 2)
+# Measured on an H100 (tools/benchmark_kernels.py, benchmarks/NOTES.md): channels per program, tokens per
+# tile, warps, token tiles per program of the output pass, and programs per SM of the chunked passes.
+TUNING = dict(group_width=32, block_n=64, num_warps=4, output_tiles=1, reduce_programs_per_sm=2,
+              backward_programs_per_sm=2, dot_16bit=True, lepe_unroll=3, grad_kv_block_n=32, grad_kv_warps=4)
 
 
-def chunking(n_tokens: int, n_programs_per_chunk: int, device):
-    """Split N tokens into chunks (multiples of the token tile) so that a chunked grid fills the device.
+class Layout:
+    """How the heads of one call map onto programs and which arithmetic their products use.
 
-    Returns (num_chunks, tokens_per_chunk). Aims for ~2 programs per SM on CUDA; a few chunks on CPU.
+    A program covers G = max(1, group_width // D) whole heads (BLOCK_C = next power of 2 of G * D lanes).
+    fp32 inputs multiply in full fp32 ('ieee'); 16-bit inputs in tf32 on float32 operands, or with
+    ``dot_16bit`` in their own dtype (fp32 accumulation either way). Per-head sums of 16-bit inputs use
+    'tf32x3' (fp32-accurate on the tensor cores). CPU tensors (the Triton interpreter) always multiply
+    float32 operands: the Triton 3.6 interpreter multiplies bfloat16 tiles as raw integers.
+    """
+
+    def __init__(self, channels: int, num_heads: int, *tensors, tuning: dict = None):
+        t = dict(TUNING, **(tuning or {}))
+        self.head_dim = channels // num_heads
+        self.heads_per_group = max(1, min(num_heads, t['group_width'] // self.head_dim))
+        self.group_channels = self.heads_per_group * self.head_dim
+        self.num_groups = triton.cdiv(num_heads, self.heads_per_group)
+        self.block_c = max(16, triton.next_power_of_2(self.group_channels))
+        self.block_n = t['block_n']
+        self.output_tiles = t['output_tiles']
+        self.reduce_programs_per_sm = t['reduce_programs_per_sm']
+        self.backward_programs_per_sm = t['backward_programs_per_sm']
+        self.num_warps = t['num_warps']
+        self.lepe_unroll = t['lepe_unroll']
+        self.grad_kv_block_n = t['grad_kv_block_n']
+        self.grad_kv_warps = t['grad_kv_warps']
+        self.channels = channels
+        dtype = tensors[0].dtype
+        full = all(x.dtype == torch.float32 for x in tensors)
+        self.precision = 'ieee' if full else 'tf32'
+        self.sum_precision = 'ieee' if full else 'tf32x3'
+        if full or not t['dot_16bit'] or not tensors[0].is_cuda:
+            self.dot_dtype = tl.float32
+        else:
+            self.dot_dtype = tl.bfloat16 if dtype == torch.bfloat16 else tl.float16
+
+    def meta(self, block_n: int = None, num_warps: int = None) -> dict:
+        """Meta-parameters shared by the launches (token tile and warps of the default unless given); one
+        pipeline stage for wide groups, whose staged tiles would not fit in shared memory."""
+        return dict(C=self.channels, D=self.head_dim, G=self.heads_per_group, BLOCK_N=block_n or self.block_n,
+                    BLOCK_C=self.block_c, DOT_DTYPE=self.dot_dtype, PRECISION=self.precision,
+                    num_warps=num_warps or self.num_warps, num_stages=1 if self.block_c > 64 else 2)
+
+
+def chunking(n_tokens: int, n_rows: int, device, programs_per_sm: int, block_n: int):
+    """Split N tokens into chunks (multiples of the token tile) so that a chunked grid of ``n_rows`` rows
+    fills the device with ~``programs_per_sm`` programs per SM (a few chunks on CPU).
+
+    Returns (num_chunks, tokens_per_chunk).
     """
     if device.type == 'cuda':
-        target = 2 * torch.cuda.get_device_properties(device).multi_processor_count
+        target = programs_per_sm * torch.cuda.get_device_properties(device).multi_processor_count
     else:
         target = 4
-    block_n = TILE['BLOCK_N']
     max_chunks = triton.cdiv(n_tokens, block_n)
-    num_chunks = max(1, min(max_chunks, triton.cdiv(target, n_programs_per_chunk)))
+    num_chunks = max(1, min(max_chunks, triton.cdiv(target, n_rows)))
     tokens_per_chunk = triton.cdiv(triton.cdiv(n_tokens, num_chunks), block_n) * block_n
     return triton.cdiv(n_tokens, tokens_per_chunk), tokens_per_chunk
 
 
-def sum_chunks(part: torch.Tensor, scale: float) -> torch.Tensor:
-    """(chunks, R, ROW) float32 partials -> (R, ROW) = scale * sum over chunks, in one launch."""
-    num_chunks, rows, row = part.shape
-    out = torch.empty((rows, row), dtype=torch.float32, device=part.device)
-    block = min(256, triton.next_power_of_2(row))
-    sum_chunks_kernel[(rows, triton.cdiv(row, block))](part, out, num_chunks, row, scale, BLOCK_C=16, BLOCK=block)
+def finish_pairs(part: torch.Tensor, scale: float, lay: Layout) -> torch.Tensor:
+    """Chunk partials (chunks, R, 2 BLOCK_C^2 + BLOCK_C) -> (R, BLOCK_C^2 + BLOCK_C): the block-diagonal matrix
+    ``scale * (sum cos part - swap(sum sine part))`` and the summed vector (see finish_pairs_kernel)."""
+    num_chunks, rows, _ = part.shape
+    out = torch.empty((rows, lay.block_c ** 2 + lay.block_c), dtype=torch.float32, device=part.device)
+    finish_pairs_kernel[(rows, lay.block_c + 1)](part, out, num_chunks, scale, BLOCK_C=lay.block_c,
+                                                 D=lay.head_dim, BLOCK_K=min(128, triton.next_power_of_2(num_chunks)))
     return out
 
 
-def precision(*tensors) -> str:
-    """tl.dot input precision: full fp32 for fp32 inputs, tf32 (ample for 16-bit inputs) otherwise."""
-    return 'ieee' if all(t.dtype == torch.float32 for t in tensors) else 'tf32'
+def sum_chunks(part: torch.Tensor, scale: float) -> torch.Tensor:
+    """(chunks, R, ROW) float32 partials -> (R, ROW) = scale * sum over chunks, in one launch (narrow column
+    blocks and up to 128 chunks per step: many short programs, as the sum is latency-bound)."""
+    num_chunks, rows, row = part.shape
+    out = torch.empty((rows, row), dtype=torch.float32, device=part.device)
+    block = min(32, triton.next_power_of_2(row))
+    sum_chunks_kernel[(rows, triton.cdiv(row, block))](part, out, num_chunks, row, scale,
+                                                       BLOCK_C=min(128, triton.next_power_of_2(num_chunks)), BLOCK=block)
+    return out

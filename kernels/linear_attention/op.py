@@ -1,6 +1,7 @@
 """Autograd for the Triton path, as a plain autograd.Function in eager mode and as torch custom ops
 (``mlla_dense::linear_attention_fwd`` / ``_bwd``) under torch.compile, so that compiled graphs do not break
-at the kernels. The forward saves only its inputs plus ``stats``: the per-head kv and mean(phi(k)).
+at the kernels. The forward saves only its inputs plus
+``stats``: the per-head kv (block-diagonal matrices of head groups) and mean(phi(k)).
 """
 from typing import Tuple
 
@@ -9,6 +10,7 @@ from torch import Tensor
 
 from .backward import linear_attention_backward
 from .forward import linear_attention_forward
+from .launch import Layout
 from .rope import rope_tables
 
 
@@ -55,8 +57,9 @@ def linear_attention_fwd(qk: Tensor, v: Tensor, height: int, width: int, num_hea
 @linear_attention_fwd.register_fake
 def _(qk, v, height, width, num_heads, lepe_weight, lepe_bias):
     b, n, c = v.shape
-    d = c // num_heads
-    return qk.new_empty((b, n, c)), qk.new_empty((b * num_heads, d * d + d), dtype=torch.float32)
+    lay = Layout(c, num_heads, qk, v)
+    return qk.new_empty((b, n, c)), qk.new_empty((b * lay.num_groups, lay.block_c ** 2 + lay.block_c),
+                                                 dtype=torch.float32)
 
 
 @torch.library.custom_op('mlla_dense::linear_attention_bwd', mutates_args=())

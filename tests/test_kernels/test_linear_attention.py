@@ -69,6 +69,20 @@ def test_matches_reference(triton_backend, shape, dtype, tol):
     check(*shape, dtype, tol)
 
 
+# Program layouts other than the default (one head per program): several heads per program with block-diagonal
+# products (G = 2 with a last group of one head; G = 4 of 16-channel heads), and token tiles that differ between
+# the passes.
+TUNINGS = [({'group_width': 64}, (1, 5, 6, 96, 3)), ({'group_width': 64}, (3, 4, 4, 64, 4)),
+           ({'block_n': 32, 'grad_kv_block_n': 64, 'output_tiles': 3}, (2, 7, 9, 64, 2))]
+
+
+@pytest.mark.parametrize('tuning,shape', TUNINGS)
+def test_program_layouts_match_reference(triton_backend, monkeypatch, tuning, shape):
+    from mlla_dense.kernels.linear_attention import launch
+    monkeypatch.setattr(launch, 'TUNING', dict(launch.TUNING, **tuning))
+    check(*shape, torch.float32, 1e-5)
+
+
 def test_fp16_large_activations_stay_finite(triton_backend):
     """fp16 inputs whose k are large and negative: phi(k) underflows to ~0, the normalizer must not blow up."""
     qk, v, weight, bias = make_inputs(1, 6, 5, 32, torch.float16)
