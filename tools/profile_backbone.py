@@ -1,7 +1,7 @@
 """Where a backbone's time goes: torch.profiler over its forward or forward+backward.
 
-Reports the time per iteration by category (our Triton linear attention and selective scan, convolution,
-matmul, normalization, elementwise, copies and layout changes, reductions, other) and the top kernels by
+Reports the time per iteration by category (our Triton linear attention, depthwise convs and selective scan,
+convolution, matmul, normalization, elementwise, copies and layout changes, reductions, other) and the top kernels by
 their own names, so that a category can be checked. On a GPU the times are kernel times, and their sum (the
 device's busy time) is set against the wall-clock time per iteration measured without the profiler: an
 eager model whose device waits between kernels is host-bound. On CPU the times are the ops' self CPU times.
@@ -30,7 +30,9 @@ from benchmark import IMPLS, MODELS_TO_RUN, backbone_steps
 PROFILED_MODELS = dict(MODELS_TO_RUN, **{'mlla-nano': dict(type='MLLA', arch='nano')})
 # (category, pattern on the lower-cased kernel or op name); the first match wins.
 CATEGORIES = [
-    ('linear attention (Triton)', r'_reduce_kv_kernel|_output_kernel|_grad_q_kernel|_grad_kv_kernel|sum_chunks_kernel'),
+    ('linear attention (Triton)',
+     r'_reduce_kv_kernel|_output_kernel|_grad_q_kernel|_grad_kv_kernel|finish_pairs_kernel'),
+    ('depthwise conv (Triton)', r'_dwconv_'),
     ('selective scan (Triton)', r'_scan_forward_kernel|_scan_backward_kernel'),
     ('convolution', r'conv|cudnn|depthwise|dgrad|wgrad|fprop'),
     ('matmul', r'gemm|matmul|addmm|aten::mm\b|aten::bmm|aten::linear|cutlass|cublas|nvjet'),

@@ -12,9 +12,10 @@ import torch
 import triton
 import triton.language as tl
 
+from ..partial_sums import chunking, sum_chunks
 from .common import (EPS, block_diagonal, group_lanes, head_sum, lepe_grad_tap, load_pair, phi, phi_grad,
                      rope_tile)
-from .launch import Layout, chunking, finish_pairs, sum_chunks
+from .launch import Layout, finish_pairs
 
 
 @triton.jit

@@ -14,6 +14,8 @@ token tiles.
 import triton
 import triton.language as tl
 
+from ..grid_taps import grid_tap
+
 EPS = tl.constexpr(1e-6)
 
 
@@ -89,25 +91,10 @@ def load_pair(ptr, lane, valid, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
-def lepe_tap(tile_ptr, rel, row, col, W, H, tap, stride_n, mask, SIGN: tl.constexpr):
-    """The tile at the 3x3 neighbour ``tap`` of a token tile: ``tile_ptr + rel`` addresses the tile itself
-    (rel: int32 offsets), ``row``/``col`` are its tokens' grid positions. The neighbour tile is the same
-    offsets shifted by a scalar; out-of-grid neighbours read as 0.
-
-    SIGN=1 reads neighbour (row + dy, col + dx) (the convolution), SIGN=-1 reads (row - dy, col - dx)
-    (its transpose).
-    """
-    dy = SIGN * (tap // 3 - 1)
-    dx = SIGN * (tap % 3 - 1)
-    inside = (row + dy >= 0) & (row + dy < H) & (col + dx >= 0) & (col + dx < W)
-    return tl.load(tile_ptr + (dy * W + dx) * stride_n + rel, mask=mask & inside[:, None], other=0.).to(tl.float32)
-
-
-@triton.jit
 def lepe_grad_tap(do_tile, rel, row, col, W, H, tap: tl.constexpr, stride_n, mask, w_ptr, channel, valid, v, dv, acc):
     """One tap of the LePE transpose: returns dv + w[tap] * dO(tap) and acc + v * dO(tap), the elementwise
     terms of the tap's weight gradient."""
-    do_tap = lepe_tap(do_tile, rel, row, col, W, H, tap, stride_n, mask, -1)
+    do_tap = grid_tap(do_tile, rel, row, col, W, H, tap, stride_n, mask, -1)
     weight = tl.load(w_ptr + channel * 9 + tap, mask=valid, other=0.).to(tl.float32)
     return dv + weight[None, :] * do_tap, acc + v * do_tap
 
@@ -142,17 +129,3 @@ def finish_pairs_kernel(part_ptr, out_ptr, NUM_CHUNKS, scale, BLOCK_C: tl.conste
     if i < BLOCK_C:
         acc = tl.where(lane // D == i // D, acc, 0.)
     tl.store(out, acc * scale)
-
-
-@triton.jit
-def sum_chunks_kernel(part_ptr, out_ptr, NUM_CHUNKS, ROW, scale, BLOCK_C: tl.constexpr, BLOCK: tl.constexpr):
-    """out[r, i] = scale * sum_c part[c, r, i] over the chunk partials (deterministic order)."""
-    r = tl.program_id(0)
-    i = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    rows = tl.num_programs(0)
-    acc = tl.zeros((BLOCK,), tl.float32)
-    for c0 in range(0, NUM_CHUNKS, BLOCK_C):
-        c = c0 + tl.arange(0, BLOCK_C)
-        offs = (c[:, None] * rows + r).to(tl.int64) * ROW + i[None, :]
-        acc += tl.sum(tl.load(part_ptr + offs, mask=(c[:, None] < NUM_CHUNKS) & (i[None, :] < ROW), other=0.), 0)
-    tl.store(out_ptr + r.to(tl.int64) * ROW + i, acc * scale, mask=i < ROW)

@@ -9,8 +9,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import EPS, block_diagonal, group_lanes, head_sum, lepe_tap, load_pair, phi, rope_tile
-from .launch import Layout, chunking, finish_pairs
+from ..grid_taps import grid_tap
+from ..partial_sums import chunking
+from .common import EPS, block_diagonal, group_lanes, head_sum, load_pair, phi, rope_tile
+from .launch import Layout, finish_pairs
 
 
 @triton.jit
@@ -95,7 +97,7 @@ def _output_kernel(qk_ptr, v_ptr, cos_ptr, sin_ptr, stats_ptr, lepe_w_ptr, lepe_
         out = tl.zeros((BLOCK_N, BLOCK_C), tl.float32) + bias[None, :]
         for tap in tl.range(9, loop_unroll_factor=LEPE_UNROLL):
             weight = tl.load(lepe_w_ptr + channel * 9 + tap, mask=valid, other=0.).to(tl.float32)
-            out += weight[None, :] * lepe_tap(v_tile, rel_v, row, col, W, H, tap, s_v_n, mask, 1)
+            out += weight[None, :] * grid_tap(v_tile, rel_v, row, col, W, H, tap, s_v_n, mask, 1)
         out += attn
         tl.store(o_batch + tok * s_o_n + rel_o, out.to(out_ptr.dtype.element_ty), mask=mask)
         tok += BLOCK_N

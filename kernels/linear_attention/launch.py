@@ -3,7 +3,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import finish_pairs_kernel, sum_chunks_kernel
+from .common import finish_pairs_kernel
 
 # Measured on an H100 (tools/benchmark_kernels.py, benchmarks/NOTES.md): channels per program, tokens per
 # tile, warps, token tiles per program of the output pass, and programs per SM of the chunked passes.
@@ -54,22 +54,6 @@ class Layout:
                     num_warps=num_warps or self.num_warps, num_stages=1 if self.block_c > 64 else 2)
 
 
-def chunking(n_tokens: int, n_rows: int, device, programs_per_sm: int, block_n: int):
-    """Split N tokens into chunks (multiples of the token tile) so that a chunked grid of ``n_rows`` rows
-    fills the device with ~``programs_per_sm`` programs per SM (a few chunks on CPU).
-
-    Returns (num_chunks, tokens_per_chunk).
-    """
-    if device.type == 'cuda':
-        target = programs_per_sm * torch.cuda.get_device_properties(device).multi_processor_count
-    else:
-        target = 4
-    max_chunks = triton.cdiv(n_tokens, block_n)
-    num_chunks = max(1, min(max_chunks, triton.cdiv(target, n_rows)))
-    tokens_per_chunk = triton.cdiv(triton.cdiv(n_tokens, num_chunks), block_n) * block_n
-    return triton.cdiv(n_tokens, tokens_per_chunk), tokens_per_chunk
-
-
 def finish_pairs(part: torch.Tensor, scale: float, lay: Layout) -> torch.Tensor:
     """Chunk partials (chunks, R, 2 BLOCK_C^2 + BLOCK_C) -> (R, BLOCK_C^2 + BLOCK_C): the block-diagonal matrix
     ``scale * (sum cos part - swap(sum sine part))`` and the summed vector (see finish_pairs_kernel)."""
@@ -77,15 +61,4 @@ def finish_pairs(part: torch.Tensor, scale: float, lay: Layout) -> torch.Tensor:
     out = torch.empty((rows, lay.block_c ** 2 + lay.block_c), dtype=torch.float32, device=part.device)
     finish_pairs_kernel[(rows, lay.block_c + 1)](part, out, num_chunks, scale, BLOCK_C=lay.block_c,
                                                  D=lay.head_dim, BLOCK_K=min(128, triton.next_power_of_2(num_chunks)))
-    return out
-
-
-def sum_chunks(part: torch.Tensor, scale: float) -> torch.Tensor:
-    """(chunks, R, ROW) float32 partials -> (R, ROW) = scale * sum over chunks, in one launch (narrow column
-    blocks and up to 128 chunks per step: many short programs, as the sum is latency-bound)."""
-    num_chunks, rows, row = part.shape
-    out = torch.empty((rows, row), dtype=torch.float32, device=part.device)
-    block = min(32, triton.next_power_of_2(row))
-    sum_chunks_kernel[(rows, triton.cdiv(row, block))](part, out, num_chunks, row, scale,
-                                                       BLOCK_C=min(128, triton.next_power_of_2(num_chunks)), BLOCK=block)
     return out

@@ -16,6 +16,7 @@ TOOL = 'tools/profile_backbone.py'
 @pytest.mark.parametrize('name,expected', [
     ('_output_kernel', 'linear attention (Triton)'),
     ('_grad_kv_kernel', 'linear attention (Triton)'),
+    ('_dwconv_grad_weight_kernel', 'depthwise conv (Triton)'),
     ('_scan_backward_kernel', 'selective scan (Triton)'),
     ('cudnn_infer_ampere_scudnn_128x32_relu_small_nn_v1', 'convolution'),
     ('aten::mkldnn_convolution', 'convolution'),

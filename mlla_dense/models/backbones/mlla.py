@@ -3,8 +3,9 @@
 Numerically the official downstream backbone (LeapLabTHU/MLLA, downstream/detection/mmdet/models/
 backbones/mlla.py) with the same parameter names, so official ImageNet and detection/segmentation
 checkpoints load unchanged. Differences: RoPE tables are cached per grid instead of rebuilt per call (and
-the unused fixed-size ``rope.rotations`` buffers are gone), the linear attention runs as a Triton kernel on
-CUDA, and OpenMMLab conventions are added (arch presets, frozen_stages, norm_eval, with_cp, init_cfg).
+the unused fixed-size ``rope.rotations`` buffers are gone), the linear attention and the blocks' depthwise
+convs run as Triton kernels on CUDA, and OpenMMLab conventions are added (arch presets, frozen_stages,
+norm_eval, with_cp, init_cfg).
 """
 from typing import Optional, Sequence
 
@@ -13,6 +14,7 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from torch import nn
 
+from mlla_dense.kernels.depthwise_conv import depthwise_conv
 from mlla_dense.registry import register_backbone
 from .pretrained_backbone import PretrainedBackbone
 from ..layers.linear_attention import LinearAttention
@@ -32,16 +34,10 @@ IGNORED_CHECKPOINT_KEYS = (r'head\..*', r'norm\.(weight|bias)', r'.*\.attn\.rope
 NEW_LAYERS = (r'norm\d\..*',)
 
 
-def dwconv_tokens(conv: nn.Conv2d, x: torch.Tensor, hw_shape) -> torch.Tensor:
-    """Apply a depthwise conv to tokens (B, H*W, C) laid out on an ``hw_shape`` grid."""
-    b, n, c = x.shape
-    grid = x.reshape(b, *hw_shape, c).permute(0, 3, 1, 2)
-    return conv(grid).permute(0, 2, 3, 1).reshape(b, n, c)
-
-
 class MLLABlock(nn.Module):
     """x += cpe1(x); x += out_proj(attn(SiLU(dwc(in_proj(LN(x))))) * SiLU(act_proj(LN(x)))); x += cpe2(x);
-    x += MLP(LN(x)). cpe1, cpe2 and dwc are 3x3 depthwise convs over the token grid."""
+    x += MLP(LN(x)). cpe1, cpe2 and dwc are 3x3 depthwise convs over the token grid, run on the tokens in
+    place (no permute to channels-first) with their residual or SiLU fused (:func:`depthwise_conv`)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
                  drop: float = 0., drop_path: float = 0.):
@@ -60,14 +56,14 @@ class MLLABlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
     def forward(self, x: torch.Tensor, hw_shape) -> torch.Tensor:
-        x = x + dwconv_tokens(self.cpe1, x, hw_shape)
+        x = depthwise_conv(x, hw_shape, self.cpe1.weight, self.cpe1.bias, residual=True)
         shortcut = x
         x = self.norm1(x)
         gate = self.act(self.act_proj(x))
-        x = self.act(dwconv_tokens(self.dwc, self.in_proj(x), hw_shape))
+        x = depthwise_conv(self.in_proj(x), hw_shape, self.dwc.weight, self.dwc.bias, activation='silu')
         x = self.attn(x, hw_shape)
         x = shortcut + self.drop_path(self.out_proj(x * gate))
-        x = x + dwconv_tokens(self.cpe2, x, hw_shape)
+        x = depthwise_conv(x, hw_shape, self.cpe2.weight, self.cpe2.bias, residual=True)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 

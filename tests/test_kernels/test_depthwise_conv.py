@@ -1,0 +1,129 @@
+"""Triton depthwise convolution of tokens vs its PyTorch reference: forward and every gradient.
+
+CPU: through the Triton interpreter (TRITON_INTERPRET=1, set by conftest) on small odd shapes.
+GPU (marker `gpu`): MLLA-T's stage shapes of a 2x3x800x1344 input.
+"""
+import pytest
+import torch
+
+from mlla_dense.kernels.depthwise_conv import depthwise_conv, depthwise_conv_reference
+from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_fwd
+
+DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
+VARIANTS = [dict(residual=True), dict(activation='silu'), dict()]
+
+
+@pytest.fixture
+def triton_backend(monkeypatch):
+    monkeypatch.setenv('MLLA_DENSE_BACKEND', 'triton')
+
+
+def make_inputs(b, h, w, c, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, h * w, c, generator=gen).to(DEVICE, dtype)
+    weight = (torch.randn(c, 1, 3, 3, generator=gen) * 0.3).to(DEVICE)
+    bias = torch.randn(c, generator=gen).to(DEVICE)
+    grad = torch.randn(b, h * w, c, generator=gen).to(DEVICE, dtype)
+    return x, weight, bias, grad
+
+
+def rel_err(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def check(b, h, w, c, dtype, tol, options):
+    x, weight, bias, grad = make_inputs(b, h, w, c, dtype)
+    leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
+    out = depthwise_conv(leaves[0], (h, w), leaves[1], leaves[2], **options)
+    grads = torch.autograd.grad(out, leaves, grad)
+    ref_leaves = [t.detach().double().requires_grad_() for t in (x, weight, bias)]
+    ref = depthwise_conv_reference(ref_leaves[0], (h, w), *ref_leaves[1:], **options)
+    ref_grads = torch.autograd.grad(ref, ref_leaves, grad.double())
+    assert out.dtype == dtype and out.shape == x.shape
+    errors = {'out': rel_err(out, ref)}
+    errors.update({name: rel_err(g, r) for name, g, r in zip(('dx', 'dweight', 'dbias'), grads, ref_grads)})
+    assert all(e < tol for e in errors.values()), errors
+
+
+# odd grids, a channel count that is not a multiple of the channel block, a single row and a single column
+CPU_SHAPES = [(2, 5, 7, 32), (1, 9, 6, 48), (1, 1, 13, 16), (2, 11, 1, 64), (1, 6, 6, 96)]
+
+
+@pytest.mark.parametrize('shape', CPU_SHAPES)
+@pytest.mark.parametrize('options', VARIANTS, ids=['residual', 'silu', 'plain'])
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+def test_matches_reference(triton_backend, shape, options, dtype, tol):
+    check(*shape, dtype, tol, options)
+
+
+def test_no_bias_and_strided_input(triton_backend):
+    """bias=None is a zero bias; a token view with a non-contiguous batch/token stride is read in place."""
+    x, weight, _, _ = make_inputs(2, 4, 5, 32, torch.float32)
+    big = torch.randn(2, 20, 80, device=DEVICE)
+    view = big[:, :, 8:40]
+    view.copy_(x)
+    out = depthwise_conv(view, (4, 5), weight, None, activation='silu')
+    ref = depthwise_conv_reference(x, (4, 5), weight, None, activation='silu')
+    assert rel_err(out, ref) < 1e-5
+
+
+def test_deterministic(triton_backend):
+    x, weight, bias, grad = make_inputs(1, 9, 10, 32, torch.float32)
+    runs = []
+    for _ in range(2):
+        leaves = [t.detach().clone().requires_grad_() for t in (x, weight, bias)]
+        out = depthwise_conv(leaves[0], (9, 10), leaves[1], leaves[2], activation='silu')
+        runs.append((out, *torch.autograd.grad(out, leaves, grad)))
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+def test_bad_inputs_raise(triton_backend):
+    x, weight, bias, _ = make_inputs(1, 4, 4, 32, torch.float32)
+    with pytest.raises(ValueError, match='4x5 grid'):
+        depthwise_conv(x, (4, 5), weight, bias)
+    with pytest.raises(ValueError, match='3x3 depthwise'):
+        depthwise_conv(x, (4, 4), weight[:16], bias)
+    with pytest.raises(ValueError, match='activation'):
+        depthwise_conv(x, (4, 4), weight, bias, activation='gelu')
+
+
+def test_torch_compile_without_graph_breaks(triton_backend):
+    """Under torch.compile the kernels are custom ops: one graph, same output and gradients as eager (inductor
+    on the GPU, aot_eager on CPU, which runs dynamo and AOT autograd on the fake implementations)."""
+    cuda = DEVICE == 'cuda'
+    x, weight, bias, _ = make_inputs(2, 6, 7, 32, torch.bfloat16 if cuda else torch.float32)
+
+    def fn(x, weight, bias):
+        y = depthwise_conv(x, (6, 7), weight, bias, residual=True)
+        return depthwise_conv(y, (6, 7), weight, bias, activation='silu').float().square().sum()
+
+    explanation = torch._dynamo.explain(fn)(x, weight, bias)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    leaves = [t.requires_grad_() for t in (x, weight, bias)]
+    eager = torch.autograd.grad(fn(*leaves), leaves)
+    compiled = torch.autograd.grad(torch.compile(fn, fullgraph=True, backend='inductor' if cuda else 'aot_eager')(
+        *leaves), leaves)
+    for a, b in zip(eager, compiled):
+        assert rel_err(b, a) < 1e-3
+
+
+def test_custom_op_registration(triton_backend):
+    """torch.library.opcheck: schema, fake implementation against the real one, autograd registration."""
+    x, weight, bias, _ = make_inputs(1, 3, 5, 16, torch.float32)
+    args = [t.requires_grad_() for t in (x, weight, bias)]
+    for residual, silu in ((True, False), (False, True)):
+        results = torch.library.opcheck(depthwise_conv_fwd, (args[0], 3, 5, args[1], args[2], residual, silu))
+        assert set(results.values()) == {'SUCCESS'}, results
+
+
+# MLLA-T's stages for a 2x3x800x1344 input (tokens, channels)
+GPU_SHAPES = [(2, 200, 336, 64), (2, 100, 168, 128), (2, 50, 84, 256), (2, 25, 42, 512)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('shape', GPU_SHAPES)
+@pytest.mark.parametrize('options', VARIANTS[:2], ids=['residual', 'silu'])
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+def test_gpu_matches_fp64_reference(shape, options, dtype, tol):
+    """Real shapes: fp32 within 1e-5 and bf16 within 1e-2 relative L2 of float64."""
+    check(*shape, dtype, tol, options)
