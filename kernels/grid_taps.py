@@ -1,7 +1,12 @@
-"""Triton helpers for 3x3 neighbourhoods of tokens stored row-major on an H x W grid ((B, H*W, C) tensors),
-shared by the linear attention's LePE and the depthwise convolutions."""
+"""3x3 neighbourhoods of tokens stored row-major on an H x W grid ((B, H*W, C) tensors), shared by the linear
+attention's LePE and the depthwise convolutions: the neighbour loads, and the weight and bias gradients of a
+3x3 depthwise kernel summed as ten elementwise accumulators per program (nine taps and the bias) that are
+reduced over tokens once, at the end of the program, then over programs by a deterministic sum."""
+import torch
 import triton
 import triton.language as tl
+
+from .partial_sums import sum_chunks
 
 
 @triton.jit
@@ -17,3 +22,50 @@ def grid_tap(tile_ptr, rel, row, col, W, H, tap, stride_n, mask, SIGN: tl.conste
     dx = SIGN * (tap % 3 - 1)
     inside = (row + dy >= 0) & (row + dy < H) & (col + dx >= 0) & (col + dx < W)
     return tl.load(tile_ptr + (dy * W + dx) * stride_n + rel, mask=mask & inside[:, None], other=0.).to(tl.float32)
+
+
+@triton.jit
+def token_tile(start, BLOCK_N: tl.constexpr, N, W, valid):
+    """Tokens ``start..start + BLOCK_N - 1`` of a program: (indices, tile mask with the lanes ``valid``, grid
+    rows, grid columns)."""
+    n = start + tl.arange(0, BLOCK_N)
+    return n, (n < N)[:, None] & valid[None, :], n // W, n % W
+
+
+@triton.jit
+def zero_tap_sums(BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Ten zero (BLOCK_N, BLOCK_C) float32 accumulators: nine taps and the bias."""
+    z = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
+    return z, z, z, z, z, z, z, z, z, z
+
+
+@triton.jit
+def store_tap_sums(ptr, BLOCK_C: tl.constexpr, a0, a1, a2, a3, a4, a5, a6, a7, a8, a_bias):
+    """Reduce the ten accumulators over their tokens and store them as rows 0..9 of BLOCK_C values at ``ptr``
+    (a (BLOCK_C,) block of pointers)."""
+    tl.store(ptr, tl.sum(a0, axis=0))
+    tl.store(ptr + BLOCK_C, tl.sum(a1, axis=0))
+    tl.store(ptr + 2 * BLOCK_C, tl.sum(a2, axis=0))
+    tl.store(ptr + 3 * BLOCK_C, tl.sum(a3, axis=0))
+    tl.store(ptr + 4 * BLOCK_C, tl.sum(a4, axis=0))
+    tl.store(ptr + 5 * BLOCK_C, tl.sum(a5, axis=0))
+    tl.store(ptr + 6 * BLOCK_C, tl.sum(a6, axis=0))
+    tl.store(ptr + 7 * BLOCK_C, tl.sum(a7, axis=0))
+    tl.store(ptr + 8 * BLOCK_C, tl.sum(a8, axis=0))
+    tl.store(ptr + 9 * BLOCK_C, tl.sum(a_bias, axis=0))
+
+
+def tap_gradients(part: torch.Tensor, batch: int, block_width: int, weight: torch.Tensor):
+    """Per-program tap sums (chunks, batch * blocks, 10, BLOCK_C) -> (d weight (C, 1, 3, 3), d bias (C,)).
+
+    Program rows are batch-major over channel blocks whose first ``block_width`` lanes are channels. The results
+    are fresh contiguous tensors in the weight's dtype (torch custom ops must not return views of one buffer).
+    """
+    num_chunks, rows, _, block_c = part.shape
+    blocks = rows // batch
+    channels = weight.shape[0]
+    sums = sum_chunks(part.view(num_chunks * batch, blocks, 10 * block_c)).view(blocks, 10, block_c)
+    sums = sums[:, :, :block_width].permute(1, 0, 2).reshape(10, -1)[:, :channels]
+    d_weight = torch.empty_like(weight).copy_(sums[:9].t().reshape(channels, 1, 3, 3))
+    d_bias = weight.new_empty(channels).copy_(sums[9])
+    return d_weight, d_bias

@@ -130,9 +130,12 @@ def plot(records, path):
                 pts = sorted((r for r in records if r['model'] == model and r['impl'] == impl
                               and r['dtype'] == dtype), key=lambda r: r['height'] * r['width'])
                 if pts:
+                    # device time (CUDA-graph replay) where it was measured: wall clock is the host's launch rate
+                    wall = any('graph_fwd_ms' not in r for r in pts)
                     ax.plot([f"{r['height']}x{r['width']}" for r in pts],
-                            [1e3 * r['batch'] / r['fwd_ms'] for r in pts], style, label=f'{model} {impl}')
-        ax.set(yscale='log', xlabel='input resolution', ylabel='images / s (forward)',
+                            [1e3 * r['batch'] / (r['fwd_ms'] if wall else r['graph_fwd_ms']) for r in pts], style,
+                            label=f"{model} {impl}{' (wall clock)' if wall else ''}")
+        ax.set(yscale='log', xlabel='input resolution', ylabel='images / s (forward, device time)',
                title=f'backbone inference throughput, {dtype}')
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)

@@ -1,36 +1,37 @@
-"""Forward kernel: one (token tile, batch, channel block) per program; nine neighbour loads (mostly cache
-hits), bias, activation and residual fused, float32 arithmetic."""
+"""The tap-sum kernel: out = act(sum over the 3x3 taps of w[tap] * src(tap) + bias) + residual, one (token tile,
+batch, channel block) per program; nine neighbour loads (mostly cache hits), float32 arithmetic. The forward
+runs it on x (taps at +offsets, bias, optional SiLU, optional residual x); the input gradient on g with the
+transposed taps (-offsets) and dy as the residual."""
 import triton
 import triton.language as tl
 
-from ..grid_taps import grid_tap
+from ..grid_taps import grid_tap, token_tile
 
 
 @triton.jit
-def _dwconv_forward_kernel(x_ptr, w_ptr, b_ptr, out_ptr, N, H, W, C, NUM_CBLOCKS,
-                           s_x_b, s_x_n, s_o_b, s_o_n,
-                           RESIDUAL: tl.constexpr, SILU: tl.constexpr,
-                           BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, TAP_UNROLL: tl.constexpr):
+def _tap_sum_kernel(src_ptr, w_ptr, b_ptr, res_ptr, out_ptr, N, H, W, C, NUM_CBLOCKS,
+                    s_src_b, s_src_n, s_res_b, s_res_n, s_o_b, s_o_n,
+                    SIGN: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, RESIDUAL: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, TAP_UNROLL: tl.constexpr):
     bc = tl.program_id(1)
     b = bc // NUM_CBLOCKS
     channel = (bc % NUM_CBLOCKS) * BLOCK_C + tl.arange(0, BLOCK_C)
     valid = channel < C
     start = tl.program_id(0) * BLOCK_N
-    n = start + tl.arange(0, BLOCK_N)
-    mask = (n < N)[:, None] & valid[None, :]
+    n, mask, row, col = token_tile(start, BLOCK_N, N, W, valid)
     local = tl.arange(0, BLOCK_N)[:, None]
-    rel_x = local * s_x_n + channel[None, :]
-    x_tile = x_ptr + b.to(tl.int64) * s_x_b + start.to(tl.int64) * s_x_n
-    row = n // W
-    col = n % W
-    bias = tl.load(b_ptr + channel, mask=valid, other=0.).to(tl.float32)
-    acc = tl.zeros((BLOCK_N, BLOCK_C), tl.float32) + bias[None, :]
+    rel_src = local * s_src_n + channel[None, :]
+    src_tile = src_ptr + b.to(tl.int64) * s_src_b + start.to(tl.int64) * s_src_n
+    acc = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + channel, mask=valid, other=0.).to(tl.float32)[None, :]
     for tap in tl.range(9, loop_unroll_factor=TAP_UNROLL):
         weight = tl.load(w_ptr + channel * 9 + tap, mask=valid, other=0.).to(tl.float32)
-        acc += weight[None, :] * grid_tap(x_tile, rel_x, row, col, W, H, tap, s_x_n, mask, 1)
+        acc += weight[None, :] * grid_tap(src_tile, rel_src, row, col, W, H, tap, s_src_n, mask, SIGN)
     if SILU:
         acc = acc * tl.sigmoid(acc)
     if RESIDUAL:
-        acc += tl.load(x_tile + rel_x, mask=mask, other=0.).to(tl.float32)
+        res = res_ptr + b.to(tl.int64) * s_res_b + start.to(tl.int64) * s_res_n + local * s_res_n + channel[None, :]
+        acc += tl.load(res, mask=mask, other=0.).to(tl.float32)
     out = out_ptr + b.to(tl.int64) * s_o_b + start.to(tl.int64) * s_o_n + local * s_o_n + channel[None, :]
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)

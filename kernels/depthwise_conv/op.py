@@ -6,9 +6,10 @@ import torch
 import triton
 from torch import Tensor
 
-from ..partial_sums import chunking, sum_chunks
-from .backward import _dwconv_grad_input_kernel, _dwconv_grad_weight_kernel
-from .forward import _dwconv_forward_kernel
+from ..grid_taps import tap_gradients
+from ..partial_sums import chunking
+from .backward import _dwconv_grad_weight_kernel
+from .forward import _tap_sum_kernel
 
 # Measured on an H100 (benchmarks/NOTES.md): tile of the forward and input-gradient passes, tile and programs
 # per SM of the weight-gradient pass (ten per-tap accumulators per program), unrolling of the tap loops.
@@ -21,17 +22,24 @@ def _rows(t: Tensor) -> Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def _forward(x, height, width, weight, bias, residual, silu):
-    x = _rows(x)
-    b, n, c = x.shape
+def _tap_sum(src, height, width, weight, bias, residual, sign, silu):
+    """Launch the tap-sum kernel over tokens ``src`` (B, N, C); ``bias`` and ``residual`` may be None."""
+    b, n, c = src.shape
     t = TUNING
     ncb = triton.cdiv(c, t['block_c'])
-    out = torch.empty((b, n, c), dtype=x.dtype, device=x.device)
-    _dwconv_forward_kernel[(triton.cdiv(n, t['block_n']), b * ncb)](
-        x, weight.contiguous(), bias.contiguous(), out, n, height, width, c, ncb,
-        x.stride(0), x.stride(1), out.stride(0), out.stride(1), RESIDUAL=residual, SILU=silu,
+    out = torch.empty((b, n, c), dtype=src.dtype, device=src.device)
+    res = src if residual is None else residual
+    _tap_sum_kernel[(triton.cdiv(n, t['block_n']), b * ncb)](
+        src, weight, weight if bias is None else bias, res, out, n, height, width, c, ncb,
+        src.stride(0), src.stride(1), res.stride(0), res.stride(1), out.stride(0), out.stride(1),
+        SIGN=sign, HAS_BIAS=bias is not None, SILU=silu, RESIDUAL=residual is not None,
         BLOCK_N=t['block_n'], BLOCK_C=t['block_c'], TAP_UNROLL=t['tap_unroll'], num_warps=t['num_warps'])
     return out
+
+
+def _forward(x, height, width, weight, bias, residual, silu):
+    x = _rows(x)
+    return _tap_sum(x, height, width, weight.contiguous(), bias.contiguous(), x if residual else None, 1, silu)
 
 
 def _backward(dy, x, height, width, weight, bias, residual, silu):
@@ -46,17 +54,8 @@ def _backward(dy, x, height, width, weight, bias, residual, silu):
         x, dy, weight, bias.contiguous(), g, part, n, height, width, c, ncb, tokens_per_chunk,
         x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), g.stride(0), g.stride(1), SILU=silu,
         BLOCK_N=t['grad_block_n'], BLOCK_C=t['grad_block_c'], num_warps=t['grad_warps'])
-    # (chunks * B, channel blocks, 10 x BLOCK_C) -> per channel: 9 weight taps and the bias
-    sums = sum_chunks(part.view(num_chunks * b, ncb, 10 * t['grad_block_c']))
-    sums = sums.view(ncb, 10, t['grad_block_c']).permute(1, 0, 2).reshape(10, -1)[:, :c]
-    dw = sums[:9].t().reshape(c, 1, 3, 3).to(weight.dtype, copy=True)
-    db = sums[9].to(bias.dtype, copy=True)
-    dx = torch.empty_like(x)
-    ncb = triton.cdiv(c, t['block_c'])
-    _dwconv_grad_input_kernel[(triton.cdiv(n, t['block_n']), b * ncb)](
-        g, dy, weight, dx, n, height, width, c, ncb, g.stride(0), g.stride(1), dy.stride(0), dy.stride(1),
-        dx.stride(0), dx.stride(1), RESIDUAL=residual, BLOCK_N=t['block_n'], BLOCK_C=t['block_c'],
-        TAP_UNROLL=t['tap_unroll'], num_warps=t['num_warps'])
+    dw, db = tap_gradients(part, b, t['grad_block_c'], weight)
+    dx = _tap_sum(g, height, width, weight, None, dy if residual else None, -1, False)
     return dx, dw, db
 
 

@@ -7,7 +7,6 @@ Tokens ``x`` (B, H*W, C) lie row-major on an H x W grid; with zero padding of on
 act is the identity or SiLU. MLLA's blocks use it three times: ``x + cpe(x)`` twice (residual) and
 ``SiLU(dwc(x))`` once (activation).
 """
-import torch
 import torch.nn.functional as F
 
 ACTIVATIONS = (None, 'silu')

@@ -12,9 +12,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..partial_sums import chunking, sum_chunks
-from .common import (EPS, block_diagonal, group_lanes, head_sum, lepe_grad_tap, load_pair, phi, phi_grad,
-                     rope_tile)
+from ..grid_taps import store_tap_sums, tap_gradients, zero_tap_sums
+from ..partial_sums import chunking
+from .common import EPS, group_lanes, head_sum, lepe_grad_tap, load_pair, load_stats, phi, phi_grad, rope_tile
 from .launch import Layout, finish_pairs
 
 
@@ -29,12 +29,7 @@ def _grad_q_kernel(qk_ptr, do_ptr, cos_ptr, sin_ptr, stats_ptr, dqk_ptr, part_pt
     bg = tl.program_id(1)
     b = bg // NUM_GROUPS
     lane, channel, valid, first, last = group_lanes(bg % NUM_GROUPS, C, D, G, BLOCK_C)
-    stats = stats_ptr + bg.to(tl.int64) * (BLOCK_C * BLOCK_C + BLOCK_C)
-    kv, kv_swapped = load_pair(stats, lane, valid, BLOCK_C)
-    kv = kv.to(DOT_DTYPE)
-    kv_swapped = kv_swapped.to(DOT_DTYPE)
-    kmean = tl.load(stats + BLOCK_C * BLOCK_C + lane, mask=valid, other=0.)
-    ones = block_diagonal(lane, valid, D).to(tl.float32)
+    kv, kv_swapped, kmean, ones = load_stats(stats_ptr, bg, lane, valid, D, BLOCK_C, DOT_DTYPE)
     local = tl.arange(0, BLOCK_N)
     rel_q = local[:, None] * s_qk_n + channel[None, :]
     rel_do = local[:, None] * s_do_n + channel[None, :]
@@ -105,16 +100,7 @@ def _grad_kv_kernel(qk_ptr, v_ptr, do_ptr, cos_ptr, sin_ptr, grads_ptr, lepe_w_p
     v_batch = v_ptr + b.to(tl.int64) * s_v_b
     do_batch = do_ptr + b.to(tl.int64) * s_do_b
     dv_batch = dv_ptr + b.to(tl.int64) * s_dv_b
-    g0 = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
-    g1 = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
-    g2 = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
-    g3 = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
-    g4 = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
-    g5 = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
-    g6 = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
-    g7 = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
-    g8 = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
-    g_bias = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
+    g0, g1, g2, g3, g4, g5, g6, g7, g8, g_bias = zero_tap_sums(BLOCK_N, BLOCK_C)
     start = chunk * TOKENS_PER_CHUNK
     end = tl.minimum(start + TOKENS_PER_CHUNK, N)
     tok = start.to(tl.int64)
@@ -153,16 +139,7 @@ def _grad_kv_kernel(qk_ptr, v_ptr, do_ptr, cos_ptr, sin_ptr, grads_ptr, lepe_w_p
         tl.store(dv_batch + tok * s_dv_n + rel_dv, dv.to(dv_ptr.dtype.element_ty), mask=mask)
         tok += BLOCK_N
     part = lepe_part_ptr + (chunk * tl.num_programs(1) + bg).to(tl.int64) * 10 * BLOCK_C + lane
-    tl.store(part, tl.sum(g0, axis=0))
-    tl.store(part + BLOCK_C, tl.sum(g1, axis=0))
-    tl.store(part + 2 * BLOCK_C, tl.sum(g2, axis=0))
-    tl.store(part + 3 * BLOCK_C, tl.sum(g3, axis=0))
-    tl.store(part + 4 * BLOCK_C, tl.sum(g4, axis=0))
-    tl.store(part + 5 * BLOCK_C, tl.sum(g5, axis=0))
-    tl.store(part + 6 * BLOCK_C, tl.sum(g6, axis=0))
-    tl.store(part + 7 * BLOCK_C, tl.sum(g7, axis=0))
-    tl.store(part + 8 * BLOCK_C, tl.sum(g8, axis=0))
-    tl.store(part + 9 * BLOCK_C, tl.sum(g_bias, axis=0))
+    store_tap_sums(part, BLOCK_C, g0, g1, g2, g3, g4, g5, g6, g7, g8, g_bias)
 
 
 def linear_attention_backward(grad_out, qk, v, rope_cos, rope_sin, hw_shape, num_heads, lepe_weight, stats):
@@ -188,11 +165,5 @@ def linear_attention_backward(grad_out, qk, v, rope_cos, rope_sin, hw_shape, num
         n, h, w, tokens_per_chunk, lay.num_groups,
         qk.stride(0), qk.stride(1), v.stride(0), v.stride(1), grad_out.stride(0), grad_out.stride(1),
         dqk.stride(0), dqk.stride(1), dv.stride(0), dv.stride(1), **lay.meta(lay.grad_kv_block_n, lay.grad_kv_warps))
-    # (chunks, B * groups, 10, BLOCK_C) -> per channel: 9 weight taps and the bias, summed over chunks and batch.
-    lepe = sum_chunks(lepe_part.view(num_chunks * b, lay.num_groups, 10 * lay.block_c), 1.0)
-    lepe = lepe.view(lay.num_groups, 10, lay.block_c)[:, :, :lay.group_channels].permute(1, 0, 2)
-    lepe = lepe.reshape(10, -1)[:, :c]
-    # copies: custom-op outputs must not share storage (both would be views of ``lepe``)
-    d_weight = lepe[:9].t().reshape(c, 1, 3, 3).to(lepe_weight.dtype, copy=True)
-    d_bias = lepe[9].to(lepe_weight.dtype, copy=True)
+    d_weight, d_bias = tap_gradients(lepe_part, b, lay.group_channels, lepe_weight)
     return dqk, dv, d_weight, d_bias

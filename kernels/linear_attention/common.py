@@ -91,6 +91,17 @@ def load_pair(ptr, lane, valid, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
+def load_stats(stats_ptr, bg, lane, valid, D: tl.constexpr, BLOCK_C: tl.constexpr, DOT_DTYPE: tl.constexpr):
+    """A program's forward statistics: kv and its row-swapped copy (as product operands), mean(phi(k)), and
+    the block-diagonal ones matrix of its heads."""
+    stats = stats_ptr + bg.to(tl.int64) * (BLOCK_C * BLOCK_C + BLOCK_C)
+    kv, kv_swapped = load_pair(stats, lane, valid, BLOCK_C)
+    kmean = tl.load(stats + BLOCK_C * BLOCK_C + lane, mask=valid, other=0.)
+    ones = block_diagonal(lane, valid, D).to(tl.float32)
+    return kv.to(DOT_DTYPE), kv_swapped.to(DOT_DTYPE), kmean, ones
+
+
+@triton.jit
 def lepe_grad_tap(do_tile, rel, row, col, W, H, tap: tl.constexpr, stride_n, mask, w_ptr, channel, valid, v, dv, acc):
     """One tap of the LePE transpose: returns dv + w[tap] * dO(tap) and acc + v * dO(tap), the elementwise
     terms of the tap's weight gradient."""

@@ -11,7 +11,7 @@ import triton.language as tl
 
 from ..grid_taps import grid_tap
 from ..partial_sums import chunking
-from .common import EPS, block_diagonal, group_lanes, head_sum, load_pair, phi, rope_tile
+from .common import EPS, group_lanes, head_sum, load_stats, phi, rope_tile
 from .launch import Layout, finish_pairs
 
 
@@ -64,12 +64,7 @@ def _output_kernel(qk_ptr, v_ptr, cos_ptr, sin_ptr, stats_ptr, lepe_w_ptr, lepe_
     bg = tl.program_id(1)
     b = bg // NUM_GROUPS
     lane, channel, valid, first, last = group_lanes(bg % NUM_GROUPS, C, D, G, BLOCK_C)
-    stats = stats_ptr + bg.to(tl.int64) * (BLOCK_C * BLOCK_C + BLOCK_C)
-    kv, kv_swapped = load_pair(stats, lane, valid, BLOCK_C)
-    kv = kv.to(DOT_DTYPE)
-    kv_swapped = kv_swapped.to(DOT_DTYPE)
-    kmean = tl.load(stats + BLOCK_C * BLOCK_C + lane, mask=valid, other=0.)
-    ones = block_diagonal(lane, valid, D).to(tl.float32)
+    kv, kv_swapped, kmean, ones = load_stats(stats_ptr, bg, lane, valid, D, BLOCK_C, DOT_DTYPE)
     bias = tl.load(lepe_b_ptr + channel, mask=valid, other=0.).to(tl.float32)
     local = tl.arange(0, BLOCK_N)
     rel_q = local[:, None] * s_qk_n + channel[None, :]
