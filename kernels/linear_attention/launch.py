@@ -5,8 +5,9 @@ import triton.language as tl
 
 from .common import finish_pairs_kernel
 
-# Measured on an H100 (tools/benchmark_kernels.py, benchmarks/NOTES.md): channels per program, tokens per
-# tile, warps, token tiles per program of the output pass, and programs per SM of the chunked passes.
+# Measured on an H100 (benchmarks/NOTES.md, kernel v4): channels per program, tokens per tile, warps, token
+# tiles per program of the output pass, programs per SM of the chunked passes, 16-bit products, unrolling of
+# the output pass's LePE taps, and the tile and warps of the dk/dv pass (ten per-tap accumulators).
 TUNING = dict(group_width=32, block_n=64, num_warps=4, output_tiles=1, reduce_programs_per_sm=2,
               backward_programs_per_sm=2, dot_16bit=True, lepe_unroll=3, grad_kv_block_n=32, grad_kv_warps=4)
 
@@ -21,8 +22,8 @@ class Layout:
     float32 operands: the Triton 3.6 interpreter multiplies bfloat16 tiles as raw integers.
     """
 
-    def __init__(self, channels: int, num_heads: int, *tensors, tuning: dict = None):
-        t = dict(TUNING, **(tuning or {}))
+    def __init__(self, channels: int, num_heads: int, *tensors):
+        t = TUNING
         self.head_dim = channels // num_heads
         self.heads_per_group = max(1, min(num_heads, t['group_width'] // self.head_dim))
         self.group_channels = self.heads_per_group * self.head_dim
