@@ -6,8 +6,6 @@ import torch
 import triton
 import triton.language as tl
 
-from .partial_sums import sum_chunks
-
 
 @triton.jit
 def grid_tap(tile_ptr, rel, row, col, W, H, tap, stride_n, mask, SIGN: tl.constexpr):
@@ -55,17 +53,38 @@ def store_tap_sums(ptr, BLOCK_C: tl.constexpr, a0, a1, a2, a3, a4, a5, a6, a7, a
     tl.store(ptr + 9 * BLOCK_C, tl.sum(a_bias, axis=0))
 
 
+@triton.jit
+def _tap_gradients_kernel(part_ptr, d_weight_ptr, d_bias_ptr, NUM_ROWS, BLOCKS, C, BLOCK_WIDTH,
+                          BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Program (channel block, tap): the sum over chunks and batch of row ``tap`` of the partials, stored as
+    d_weight[c, 0, tap // 3, tap % 3] (taps 0..8) or d_bias[c] (tap 9) in their dtype (deterministic order)."""
+    block = tl.program_id(0)
+    tap = tl.program_id(1)
+    lane = tl.arange(0, BLOCK_C)
+    channel = block * BLOCK_WIDTH + lane
+    valid = (lane < BLOCK_WIDTH) & (channel < C)
+    acc = tl.zeros((BLOCK_C,), tl.float32)
+    for r0 in range(0, NUM_ROWS, BLOCK_R):
+        r = r0 + tl.arange(0, BLOCK_R)
+        offs = ((r[:, None] * BLOCKS + block).to(tl.int64) * 10 + tap) * BLOCK_C + lane[None, :]
+        acc += tl.sum(tl.load(part_ptr + offs, mask=(r < NUM_ROWS)[:, None], other=0.), 0)
+    tl.store(d_weight_ptr + channel * 9 + tap, acc.to(d_weight_ptr.dtype.element_ty), mask=valid & (tap < 9))
+    tl.store(d_bias_ptr + channel, acc.to(d_bias_ptr.dtype.element_ty), mask=valid & (tap == 9))
+
+
 def tap_gradients(part: torch.Tensor, batch: int, block_width: int, weight: torch.Tensor):
     """Per-program tap sums (chunks, batch * blocks, 10, BLOCK_C) -> (d weight (C, 1, 3, 3), d bias (C,)).
 
-    Program rows are batch-major over channel blocks whose first ``block_width`` lanes are channels. The results
-    are fresh contiguous tensors in the weight's dtype (torch custom ops must not return views of one buffer).
+    Program rows are batch-major over channel blocks whose first ``block_width`` lanes are channels. One launch
+    writes both results as fresh contiguous tensors in the weight's dtype (torch custom ops must not return
+    views of one buffer).
     """
     num_chunks, rows, _, block_c = part.shape
     blocks = rows // batch
     channels = weight.shape[0]
-    sums = sum_chunks(part.view(num_chunks * batch, blocks, 10 * block_c)).view(blocks, 10, block_c)
-    sums = sums[:, :, :block_width].permute(1, 0, 2).reshape(10, -1)[:, :channels]
-    d_weight = torch.empty_like(weight).copy_(sums[:9].t().reshape(channels, 1, 3, 3))
-    d_bias = weight.new_empty(channels).copy_(sums[9])
+    d_weight = torch.empty((channels, 1, 3, 3), dtype=weight.dtype, device=weight.device)
+    d_bias = weight.new_empty(channels)
+    num_rows = num_chunks * batch
+    _tap_gradients_kernel[(blocks, 10)](part, d_weight, d_bias, num_rows, blocks, channels, block_width,
+                                        BLOCK_C=block_c, BLOCK_R=min(32, triton.next_power_of_2(num_rows)))
     return d_weight, d_bias

@@ -40,8 +40,8 @@ class Layout:
         self.channels = channels
         dtype = tensors[0].dtype
         full = all(x.dtype == torch.float32 for x in tensors)
-        self.precision = 'ieee' if full else 'tf32'
-        self.sum_precision = 'ieee' if full else 'tf32x3'
+        self.precision = 'tf32x3' if full else 'tf32'
+        self.sum_precision = 'tf32x3'
         if full or not t['dot_16bit'] or not tensors[0].is_cuda:
             self.dot_dtype = tl.float32
         else:

@@ -5,7 +5,7 @@ import json
 from helpers import run
 
 KERNELS = {'_reduce_kv_kernel', 'finish_pairs_kernel', '_output_kernel', '_grad_q_kernel', '_grad_kv_kernel',
-           'sum_chunks_kernel', '_tap_sum_kernel', '_dwconv_grad_weight_kernel', '_scan_forward_kernel',
+           '_tap_gradients_kernel', '_tap_sum_kernel', '_dwconv_grad_weight_kernel', '_scan_forward_kernel',
            '_scan_backward_kernel'}
 
 

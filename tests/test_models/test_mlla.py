@@ -177,3 +177,23 @@ def test_unsupported_official_options_raise():
         MLLA(arch='tiny', patch_size=2)
     with pytest.raises(ValueError, match='ape'):
         MLLA(arch='tiny', ape=True)
+
+
+def test_recompute_wide_same_gradients_and_saves_memory():
+    torch.manual_seed(0)
+    stored = randomize(MLLA(**SMALL, recompute_wide=False, drop_path_rate=0.0))
+    recomputed = MLLA(**SMALL, recompute_wide=True, drop_path_rate=0.0)
+    recomputed.load_state_dict(stored.state_dict())
+    image = torch.randn(2, 3, 48, 40)
+    grads, saved = [], []
+    for model in (stored, recomputed):
+        model.train()
+        nbytes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: nbytes.append(t.numel()) or t, lambda t: t):
+            outs = model(image)
+        sum(o.square().mean() for o in outs).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+        saved.append(sum(nbytes))
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-5, atol=1e-6, msg=name)
+    assert saved[1] < 0.75 * saved[0]

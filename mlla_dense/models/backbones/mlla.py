@@ -20,6 +20,7 @@ from .pretrained_backbone import PretrainedBackbone
 from ..layers.linear_attention import LinearAttention
 from ..layers.mlla_stem import PatchMerging, Stem
 from ..layers.mlp import Mlp
+from ..layers.silu_gate import silu_gate
 
 ARCH_SETTINGS = {
     'nano': dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8)),  # for the CPU demo, not released
@@ -37,17 +38,23 @@ NEW_LAYERS = (r'norm\d\..*',)
 class MLLABlock(nn.Module):
     """x += cpe1(x); x += out_proj(attn(SiLU(dwc(in_proj(LN(x))))) * SiLU(act_proj(LN(x)))); x += cpe2(x);
     x += MLP(LN(x)). cpe1, cpe2 and dwc are 3x3 depthwise convs over the token grid, run on the tokens in
-    place (no permute to channels-first) with their residual or SiLU fused (:func:`depthwise_conv`)."""
+    place (no permute to channels-first) with their residual or SiLU fused (:func:`depthwise_conv`); the gate
+    multiply stores its inputs but not SiLU(gate) (:func:`silu_gate`).
+
+    With ``recompute_mlp`` the MLP branch keeps only its input for the backward and runs its forward again
+    there: its LayerNorm output and the 4x wider hidden activations (before and after GELU), 9 of the block's
+    22 token-sized saved tensors, are not stored (benchmarks/NOTES.md: memory and time).
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
-                 drop: float = 0., drop_path: float = 0.):
+                 drop: float = 0., drop_path: float = 0., recompute_mlp: bool = False):
         super().__init__()
+        self.recompute_mlp = recompute_mlp
         self.cpe1 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = nn.LayerNorm(dim)
         self.in_proj = nn.Linear(dim, dim)
         self.act_proj = nn.Linear(dim, dim)
         self.dwc = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.act = nn.SiLU()
         self.attn = LinearAttention(dim, num_heads, qkv_bias=qkv_bias)
         self.out_proj = nn.Linear(dim, dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -59,24 +66,30 @@ class MLLABlock(nn.Module):
         x = depthwise_conv(x, hw_shape, self.cpe1.weight, self.cpe1.bias, residual=True)
         shortcut = x
         x = self.norm1(x)
-        gate = self.act(self.act_proj(x))
+        gate = self.act_proj(x)
         x = depthwise_conv(self.in_proj(x), hw_shape, self.dwc.weight, self.dwc.bias, activation='silu')
         x = self.attn(x, hw_shape)
-        x = shortcut + self.drop_path(self.out_proj(x * gate))
+        x = shortcut + self.drop_path(self.out_proj(silu_gate(x, gate)))
         x = depthwise_conv(x, hw_shape, self.cpe2.weight, self.cpe2.bias, residual=True)
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        if self.recompute_mlp and x.requires_grad:
+            return x + self.drop_path(cp.checkpoint(self._mlp_branch, x, use_reentrant=False))
+        return x + self.drop_path(self._mlp_branch(x))
+
+    def _mlp_branch(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.norm2(x))
 
 
 class MLLAStage(nn.Module):
     """``depth`` MLLA blocks, then (except in the last stage) patch merging to half the resolution."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool,
-                 drop: float, drop_path: Sequence[float], downsample: bool, with_cp: bool):
+                 drop: float, drop_path: Sequence[float], downsample: bool, with_cp: bool, recompute_wide: bool):
         super().__init__()
         self.with_cp = with_cp
         self.blocks = nn.ModuleList(
-            MLLABlock(dim, num_heads, mlp_ratio, qkv_bias, drop, drop_path[i]) for i in range(depth))
-        self.downsample = PatchMerging(dim) if downsample else None
+            MLLABlock(dim, num_heads, mlp_ratio, qkv_bias, drop, drop_path[i], recompute_wide and not with_cp)
+            for i in range(depth))
+        self.downsample = PatchMerging(dim, recompute_expansion=recompute_wide) if downsample else None
 
     def forward(self, x, hw_shape):
         """Returns (stage output, its grid, input of the next stage, its grid)."""
@@ -111,6 +124,11 @@ class MLLA(PretrainedBackbone):
             output norms). Default -1.
         norm_eval (bool): keep the BatchNorms (stem, patch merging) in eval mode while training. Default False.
         with_cp (bool): gradient checkpointing of each block (less memory, more compute). Default False.
+        recompute_wide (bool): recompute the wide activations in the backward instead of storing them: each
+            block's MLP branch (LayerNorm, fc1, GELU, fc2: 4C-channel hidden tensors) and the 8C-channel
+            expansion of patch merging. MLLA-T at 2x800x1344 bf16 on an H100: peak memory 4.1 -> 2.? GB for
+            5% more device time (benchmarks/NOTES.md). Default True; no effect without gradients or with
+            ``with_cp``.
         use_checkpoint (bool): the official name of ``with_cp``.
         img_size, patch_size, num_classes, qk_scale, ape: accepted so that official configs run unchanged;
             img_size, num_classes and qk_scale have no effect on the dense backbone, patch_size must be 4
@@ -130,8 +148,8 @@ class MLLA(PretrainedBackbone):
                  mlp_ratio: float = 4., qkv_bias: bool = True, drop_rate: float = 0.,
                  drop_path_rate: float = 0.1, out_indices: Sequence[int] = (0, 1, 2, 3), in_chans: int = 3,
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
-                 use_checkpoint: bool = False, img_size=224, patch_size: int = 4, num_classes: int = 1000,
-                 qk_scale=None, ape: bool = False, init_cfg: Optional[dict] = None):
+                 recompute_wide: bool = True, use_checkpoint: bool = False, img_size=224, patch_size: int = 4,
+                 num_classes: int = 1000, qk_scale=None, ape: bool = False, init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         embed_dim, depths, num_heads = self._resolve_arch(arch, embed_dim, depths, num_heads)
         if patch_size != 4:
@@ -161,7 +179,8 @@ class MLLA(PretrainedBackbone):
             start = sum(depths[:i])
             self.layers.append(MLLAStage(
                 self.num_features[i], depth, num_heads[i], mlp_ratio, qkv_bias, drop_rate,
-                dpr[start:start + depth], downsample=i < num_stages - 1, with_cp=with_cp or use_checkpoint))
+                dpr[start:start + depth], downsample=i < num_stages - 1, with_cp=with_cp or use_checkpoint,
+                recompute_wide=recompute_wide))
         for i in out_indices:
             self.add_module(f'norm{i}', nn.LayerNorm(self.num_features[i]))
         self.apply(self._init_layer)
