@@ -16,9 +16,10 @@ class Layout:
     """How the heads of one call map onto programs and which arithmetic their products use.
 
     A program covers G = max(1, group_width // D) whole heads (BLOCK_C = next power of 2 of G * D lanes).
-    fp32 inputs multiply in full fp32 ('ieee'); 16-bit inputs in tf32 on float32 operands, or with
-    ``dot_16bit`` in their own dtype (fp32 accumulation either way). Per-head sums of 16-bit inputs use
-    'tf32x3' (fp32-accurate on the tensor cores). CPU tensors (the Triton interpreter) always multiply
+    fp32 inputs multiply in 'tf32x3' (three tf32 tensor-core products, fp32-accurate: 1e-5 relative to float64
+    in the GPU tests; 'ieee' spilled registers and was 1.5x slower end to end, benchmarks/NOTES.md); 16-bit
+    inputs in tf32 on float32 operands, or with ``dot_16bit`` in their own dtype (fp32 accumulation either
+    way). Per-head sums use 'tf32x3'. CPU tensors (the Triton interpreter) always multiply
     float32 operands: the Triton 3.6 interpreter multiplies bfloat16 tiles as raw integers.
     """
 

@@ -73,6 +73,7 @@ def backward_through(out, *leaves):
 
 def compile_all():
     from mlla_dense.kernels.depthwise_conv.op import DepthwiseConvFunction
+    from mlla_dense.kernels.layer_norm.op import LayerNormFunction
     from mlla_dense.kernels.linear_attention.op import LinearAttentionFunction
     from mlla_dense.kernels.selective_scan.op import SelectiveScanFunction
 
@@ -87,6 +88,9 @@ def compile_all():
             for residual, silu in ((True, False), (False, True)):
                 x, w, b = randn(2, 30, c), randn(c, 1, 3, 3, low=False), randn(c, low=False)
                 backward_through(DepthwiseConvFunction.apply(x, 5, 6, w, b, residual, silu), x, w, b)
+        for c in (64, 768):
+            x, w, b = randn(2, 30, c), randn(c, low=False), randn(c, low=False)
+            backward_through(LayerNormFunction.apply(x, w, b, 1e-5, torch.bfloat16), x, w, b)
         if dtype == torch.float16:
             continue  # the scan takes bf16 or fp32
         for n_state in (1, 16):

@@ -3,18 +3,21 @@
 Numerically the official downstream backbone (LeapLabTHU/MLLA, downstream/detection/mmdet/models/
 backbones/mlla.py) with the same parameter names, so official ImageNet and detection/segmentation
 checkpoints load unchanged. Differences: RoPE tables are cached per grid instead of rebuilt per call (and
-the unused fixed-size ``rope.rotations`` buffers are gone), the linear attention and the blocks' depthwise
-convs run as Triton kernels on CUDA, and OpenMMLab conventions are added (arch presets, frozen_stages,
+the unused fixed-size ``rope.rotations`` buffers are gone), the linear attention, the blocks' depthwise convs
+and LayerNorms run as Triton kernels on CUDA, the stem runs channels-last, the wide activations are recomputed
+in the backward (``recompute_wide``), and OpenMMLab conventions are added (arch presets, frozen_stages,
 norm_eval, with_cp, init_cfg).
 """
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from torch import nn
 
 from mlla_dense.kernels.depthwise_conv import depthwise_conv
+from mlla_dense.kernels.layer_norm import layer_norm
 from mlla_dense.registry import register_backbone
 from .pretrained_backbone import PretrainedBackbone
 from ..layers.linear_attention import LinearAttention
@@ -39,7 +42,8 @@ class MLLABlock(nn.Module):
     """x += cpe1(x); x += out_proj(attn(SiLU(dwc(in_proj(LN(x))))) * SiLU(act_proj(LN(x)))); x += cpe2(x);
     x += MLP(LN(x)). cpe1, cpe2 and dwc are 3x3 depthwise convs over the token grid, run on the tokens in
     place (no permute to channels-first) with their residual or SiLU fused (:func:`depthwise_conv`); the gate
-    multiply stores its inputs but not SiLU(gate) (:func:`silu_gate`).
+    multiply stores its inputs but not SiLU(gate) (:func:`silu_gate`); act_proj and in_proj run as one product;
+    the LayerNorms write the dtype their Linears consume (:func:`layer_norm`).
 
     With ``recompute_mlp`` the MLP branch keeps only its input for the backward and runs its forward again
     there: its LayerNorm output and the 4x wider hidden activations (before and after GELU), 9 of the block's
@@ -65,9 +69,8 @@ class MLLABlock(nn.Module):
     def forward(self, x: torch.Tensor, hw_shape) -> torch.Tensor:
         x = depthwise_conv(x, hw_shape, self.cpe1.weight, self.cpe1.bias, residual=True)
         shortcut = x
-        x = self.norm1(x)
-        gate = self.act_proj(x)
-        x = depthwise_conv(self.in_proj(x), hw_shape, self.dwc.weight, self.dwc.bias, activation='silu')
+        gate, x = self._gate_and_input(self._norm(self.norm1, x))
+        x = depthwise_conv(x, hw_shape, self.dwc.weight, self.dwc.bias, activation='silu')
         x = self.attn(x, hw_shape)
         x = shortcut + self.drop_path(self.out_proj(silu_gate(x, gate)))
         x = depthwise_conv(x, hw_shape, self.cpe2.weight, self.cpe2.bias, residual=True)
@@ -75,8 +78,23 @@ class MLLABlock(nn.Module):
             return x + self.drop_path(cp.checkpoint(self._mlp_branch, x, use_reentrant=False))
         return x + self.drop_path(self._mlp_branch(x))
 
+    def _gate_and_input(self, x: torch.Tensor):
+        """(act_proj(x), in_proj(x)) as views of one product: one GEMM, and its input (cast once under
+        autocast) is stored once for the backward instead of twice."""
+        weight = torch.cat((self.act_proj.weight, self.in_proj.weight))
+        bias = torch.cat((self.act_proj.bias, self.in_proj.bias))
+        return F.linear(x, weight, bias).chunk(2, dim=-1)
+
     def _mlp_branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.norm2(x))
+        return self.mlp(self._norm(self.norm2, x))
+
+    @staticmethod
+    def _norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+        """``norm(x)`` in float32, returned in the dtype the next Linear computes in (the autocast dtype under
+        autocast: the same values as autocast's float32 LayerNorm and the Linear's cast, in one pass)."""
+        kind = x.device.type
+        out_dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+        return layer_norm(x, norm.weight, norm.bias, norm.eps, out_dtype)
 
 
 class MLLAStage(nn.Module):
@@ -126,9 +144,9 @@ class MLLA(PretrainedBackbone):
         with_cp (bool): gradient checkpointing of each block (less memory, more compute). Default False.
         recompute_wide (bool): recompute the wide activations in the backward instead of storing them: each
             block's MLP branch (LayerNorm, fc1, GELU, fc2: 4C-channel hidden tensors) and the 8C-channel
-            expansion of patch merging. MLLA-T at 2x800x1344 bf16 on an H100: peak memory 4.1 -> 2.? GB for
-            5% more device time (benchmarks/NOTES.md). Default True; no effect without gradients or with
-            ``with_cp``.
+            expansion of patch merging. MLLA-T at 2x800x1344 bf16 on an H100: peak memory 3.6 -> 2.4 GiB for
+            8% more device time in forward+backward (benchmarks/NOTES.md). Default True; no effect without
+            gradients; with ``with_cp`` only the patch mergings recompute (the blocks already do).
         use_checkpoint (bool): the official name of ``with_cp``.
         img_size, patch_size, num_classes, qk_scale, ape: accepted so that official configs run unchanged;
             img_size, num_classes and qk_scale have no effect on the dense backbone, patch_size must be 4

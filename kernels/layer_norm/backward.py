@@ -1,0 +1,57 @@
+"""LayerNorm backward: input gradient per token, and weight/bias gradients as per-program partial sums
+(elementwise accumulators reduced once per program) that a second kernel adds up in a fixed order."""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _layer_norm_bwd_kernel(x_ptr, dy_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, part_ptr, M, C, ROWS_PER_CHUNK,
+                           s_x, s_dy, s_dx, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Rows of chunk pid: dx = rstd * (w dy - mean_c(w dy) - xhat * mean_c(w dy xhat)); part[pid] holds
+    (sum dy * xhat, sum dy) over the chunk's rows."""
+    chunk = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_C)
+    valid = cols < C
+    w = tl.load(w_ptr + cols, mask=valid, other=0.).to(tl.float32)
+    d_w = tl.zeros((BLOCK_M, BLOCK_C), tl.float32)
+    d_b = tl.zeros((BLOCK_M, BLOCK_C), tl.float32)
+    start = chunk * ROWS_PER_CHUNK
+    end = tl.minimum(start + ROWS_PER_CHUNK, M)
+    for off in range(start, end, BLOCK_M):
+        rows = off + tl.arange(0, BLOCK_M)
+        in_rows = rows < end
+        mask = in_rows[:, None] & valid[None, :]
+        base = rows.to(tl.int64)[:, None]
+        x = tl.load(x_ptr + base * s_x + cols[None, :], mask=mask, other=0.).to(tl.float32)
+        dy = tl.load(dy_ptr + base * s_dy + cols[None, :], mask=mask, other=0.).to(tl.float32)
+        mean = tl.load(mean_ptr + rows, mask=in_rows, other=0.)
+        rstd = tl.load(rstd_ptr + rows, mask=in_rows, other=0.)
+        xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.)
+        wdy = w[None, :] * dy
+        mean_wdy = tl.sum(wdy, axis=1) / C
+        mean_wdy_xhat = tl.sum(wdy * xhat, axis=1) / C
+        dx = (wdy - mean_wdy[:, None] - xhat * mean_wdy_xhat[:, None]) * rstd[:, None]
+        tl.store(dx_ptr + base * s_dx + cols[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        d_w += dy * xhat
+        d_b += dy
+    part = part_ptr + chunk.to(tl.int64) * 2 * BLOCK_C + cols
+    tl.store(part, tl.sum(d_w, axis=0))
+    tl.store(part + BLOCK_C, tl.sum(d_b, axis=0))
+
+
+@triton.jit
+def _layer_norm_param_grad_kernel(part_ptr, dw_ptr, db_ptr, NUM_CHUNKS, C, BLOCK_K: tl.constexpr,
+                                  BLOCK_C: tl.constexpr, PART_C: tl.constexpr):
+    """Program (column block, which): d weight (which = 0) or d bias (1) of the block's channels, the chunk
+    partials summed in chunk order, stored in the parameter's dtype."""
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    which = tl.program_id(1)
+    valid = cols < C
+    acc = tl.zeros((BLOCK_C,), tl.float32)
+    for k0 in range(0, NUM_CHUNKS, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        mask = (k < NUM_CHUNKS)[:, None] & valid[None, :]
+        rows = part_ptr + (k.to(tl.int64)[:, None] * 2 + which) * PART_C + cols[None, :]
+        acc += tl.sum(tl.load(rows, mask=mask, other=0.), axis=0)
+    tl.store(dw_ptr + cols, acc.to(dw_ptr.dtype.element_ty), mask=valid & (which == 0))
+    tl.store(db_ptr + cols, acc.to(db_ptr.dtype.element_ty), mask=valid & (which == 1))
