@@ -33,7 +33,7 @@ CATEGORIES = [
     ('linear attention (Triton)',
      r'_reduce_kv_kernel|_output_kernel|_grad_q_kernel|_grad_kv_kernel|finish_pairs_kernel'),
     ('depthwise conv (Triton)', r'_dwconv_|_tap_sum_kernel|_tap_gradients_kernel'),
-    ('layer norm (Triton)', r'_layer_norm_'),
+    ('layer norm (Triton)', r'_layer_norm_fwd_kernel|_layer_norm_bwd_kernel|_layer_norm_param_grad_kernel'),
     ('selective scan (Triton)', r'_scan_forward_kernel|_scan_backward_kernel'),
     ('convolution', r'conv|cudnn|depthwise|dgrad|wgrad|fprop'),
     ('matmul', r'gemm|matmul|addmm|aten::mm\b|aten::bmm|aten::linear|cutlass|cublas|nvjet'),

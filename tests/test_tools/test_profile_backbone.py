@@ -24,6 +24,8 @@ TOOL = 'tools/profile_backbone.py'
     ('nvjet_tst_128x64_64x8_1x2_h_bz_coopA_NTT', 'matmul'),
     ('aten::addmm', 'matmul'),
     ('void at::native::(anonymous namespace)::vectorized_layer_norm_kernel<float, float>', 'normalization'),
+    ('_layer_norm_bwd_kernel', 'layer norm (Triton)'),
+    ('_tap_sum_kernel', 'depthwise conv (Triton)'),
     ('void at::native::elementwise_kernel<128, 2, direct_copy_kernel_cuda>', 'copies and layout'),
     ('Memcpy DtoD (Device -> Device)', 'copies and layout'),
     ('void at::native::vectorized_elementwise_kernel<4, at::native::silu_kernel_cuda>', 'elementwise'),
