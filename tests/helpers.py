@@ -35,3 +35,16 @@ def run(args, cwd=ROOT, env=None, timeout=900):
     if args[0] == 'python':
         args = [sys.executable] + args[1:]
     return subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_graph_matching_eager(fn, inputs, backend):
+    """``fn(*inputs)`` (a scalar) traces into one torch.compile graph without breaks, and the gradients of its
+    compiled version (``backend``, fullgraph) equal eager's within 1e-3 relative L2."""
+    import torch
+    explanation = torch._dynamo.explain(fn)(*inputs)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+    leaves = [t.requires_grad_() for t in inputs]
+    eager = torch.autograd.grad(fn(*leaves), leaves)
+    compiled = torch.autograd.grad(torch.compile(fn, fullgraph=True, backend=backend)(*leaves), leaves)
+    for a, b in zip(eager, compiled):
+        assert ((b.double() - a.double()).norm() / a.double().norm()).item() < 1e-3

@@ -10,6 +10,11 @@ MLLA-T stage shapes of a 2x3x800x1344 input; the reference permutes the tokens t
 conv2d and back, as the official block does. The roofline counts reading x and writing the output forward,
 plus reading dy and x and writing dx backward. Writes depthwise_conv.json and .png.
 
+``--op layer_norm``: the MLLA blocks' LayerNorms at the MLLA-T stage shapes of a 2x3x800x1344 input, output in
+the input's dtype; the reference is PyTorch's float32 layer_norm with the casts around it, as under autocast.
+The roofline counts reading x and writing the output forward, plus reading dy and x and writing dx backward.
+Writes layer_norm.json and .png.
+
 ``--op selective_scan``: the four SS2D paths of VMamba-T's stages for a 2x3x800x1344 input (d_state 1); the
 roofline counts the inputs (the two shared sequences, delta, B, C) and the float32 output forward, plus the
 inputs, dy and every input gradient backward. The reference is a Python loop over positions: it and its
@@ -22,6 +27,7 @@ runs tiny shapes on any device (on CPU with TRITON_INTERPRET=1) to check the too
 
     python tools/benchmark_kernels.py --op linear_attention --out benchmarks/results
     python tools/benchmark_kernels.py --op depthwise_conv --out benchmarks/results
+    python tools/benchmark_kernels.py --op layer_norm --out benchmarks/results
     python tools/benchmark_kernels.py --op selective_scan --out benchmarks/results
 """
 import argparse
@@ -31,6 +37,8 @@ import torch
 
 from mlla_dense.kernels.depthwise_conv import depthwise_conv_reference
 from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_triton
+from mlla_dense.kernels.layer_norm import layer_norm_reference
+from mlla_dense.kernels.layer_norm.op import layer_norm_triton
 from mlla_dense.kernels.linear_attention import linear_attention_reference
 from mlla_dense.kernels.linear_attention.op import linear_attention_triton
 from mlla_dense.kernels.selective_scan import ss2d_paths_reference, ss2d_paths_triton
@@ -40,14 +48,14 @@ from mlla_dense.utils.benchmarking import copy_bandwidth_gbs, print_table, run_i
 ATTENTION_SHAPES = [('800x1344 stage1', 2, 200, 336, 64, 2), ('800x1344 stage2', 2, 100, 168, 128, 4),
                     ('800x1344 stage3', 2, 50, 84, 256, 8), ('800x1344 stage4', 2, 25, 42, 512, 16),
                     ('8x512x512 stage1', 8, 128, 128, 64, 2), ('64x224x224 stage1', 64, 56, 56, 64, 2)]
-# (name, B, H, W, C): MLLA-T stages
-CONV_SHAPES = [('800x1344 stage1', 2, 200, 336, 64), ('800x1344 stage2', 2, 100, 168, 128),
+# (name, B, H, W, C): MLLA-T stages (depthwise convs and LayerNorms)
+STAGE_SHAPES = [('800x1344 stage1', 2, 200, 336, 64), ('800x1344 stage2', 2, 100, 168, 128),
                ('800x1344 stage3', 2, 50, 84, 256), ('800x1344 stage4', 2, 25, 42, 512)]
 # (name, B, D, L, N): VMamba-T (ssm_ratio 1: D = stage channels) on 800x1344.
 SCAN_SHAPES = [('800x1344 stage1', 2, 96, 200 * 336, 1), ('800x1344 stage2', 2, 192, 100 * 168, 1),
                ('800x1344 stage3', 2, 384, 50 * 84, 1), ('800x1344 stage4', 2, 768, 25 * 42, 1)]
 SMOKE_SHAPES = {'linear_attention': [('smoke', 1, 5, 7, 32, 2)], 'selective_scan': [('smoke', 1, 4, 24, 1)],
-                'depthwise_conv': [('smoke', 1, 5, 7, 32)]}
+                'depthwise_conv': [('smoke', 1, 5, 7, 32)], 'layer_norm': [('smoke', 1, 5, 7, 32)]}
 
 
 def parse_args():
@@ -96,6 +104,22 @@ def conv_case(shape, dtype, device):
     return tensors, run, size, {'forward': 2 * size * elem, 'forward+backward': 5 * size * elem}
 
 
+def norm_case(shape, dtype, device):
+    """(inputs, runner, elements, {pass: bytes}) of one LayerNorm shape (the blocks' norm1 / norm2)."""
+    _, b, h, w, c = shape
+    gen = torch.Generator(device=device).manual_seed(0)
+    tensors = dict(x=torch.randn(b, h * w, c, device=device, dtype=dtype, generator=gen),
+                   weight=1 + 0.1 * torch.randn(c, device=device, generator=gen),
+                   bias=torch.randn(c, device=device, generator=gen))
+
+    def run(fn, t):
+        return fn(t['x'], t['weight'], t['bias'], 1e-5, dtype)
+
+    elem = torch.finfo(dtype).bits // 8
+    size = b * h * w * c
+    return tensors, run, size, {'forward': 2 * size * elem, 'forward+backward': 5 * size * elem}
+
+
 def scan_case(shape, dtype, device):
     """(inputs, runner, elements, {pass: bytes}) of the four SS2D paths at one stage shape."""
     _, b, d, length, n = shape
@@ -119,7 +143,8 @@ def scan_case(shape, dtype, device):
 
 OPS = {'linear_attention': (ATTENTION_SHAPES, attention_case, linear_attention_reference, linear_attention_triton),
        'selective_scan': (SCAN_SHAPES, scan_case, ss2d_paths_reference, ss2d_paths_triton),
-       'depthwise_conv': (CONV_SHAPES, conv_case, depthwise_conv_reference, depthwise_conv_triton)}
+       'depthwise_conv': (STAGE_SHAPES, conv_case, depthwise_conv_reference, depthwise_conv_triton),
+       'layer_norm': (STAGE_SHAPES, norm_case, layer_norm_reference, layer_norm_triton)}
 
 
 def measure(fn, tensors, run, backward, cuda):

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from ..grid_taps import tap_gradients
 from ..partial_sums import chunking
+from ..strides import unit_last_stride
 from .backward import _dwconv_grad_weight_kernel
 from .forward import _tap_sum_kernel
 
@@ -15,11 +16,6 @@ from .forward import _tap_sum_kernel
 # per SM of the weight-gradient pass (ten per-tap accumulators per program), unrolling of the tap loops.
 TUNING = dict(block_n=64, block_c=64, num_warps=4, tap_unroll=3, grad_block_n=32, grad_block_c=32, grad_warps=4,
               grad_programs_per_sm=2)
-
-
-def _rows(t: Tensor) -> Tensor:
-    """The kernels take any batch and token strides but need a unit channel stride."""
-    return t if t.stride(-1) == 1 else t.contiguous()
 
 
 def _tap_sum(src, height, width, weight, bias, residual, sign, silu):
@@ -38,12 +34,12 @@ def _tap_sum(src, height, width, weight, bias, residual, sign, silu):
 
 
 def _forward(x, height, width, weight, bias, residual, silu):
-    x = _rows(x)
+    x = unit_last_stride(x)
     return _tap_sum(x, height, width, weight.contiguous(), bias.contiguous(), x if residual else None, 1, silu)
 
 
 def _backward(dy, x, height, width, weight, bias, residual, silu):
-    dy, x, weight = _rows(dy), _rows(x), weight.contiguous()
+    dy, x, weight = unit_last_stride(dy), unit_last_stride(x), weight.contiguous()
     b, n, c = x.shape
     t = TUNING
     ncb = triton.cdiv(c, t['grad_block_c'])

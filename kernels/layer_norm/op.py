@@ -8,6 +8,7 @@ import triton
 from torch import Tensor
 
 from ..partial_sums import chunking
+from ..strides import unit_last_stride
 from .backward import _layer_norm_bwd_kernel, _layer_norm_param_grad_kernel
 from .forward import _layer_norm_fwd_kernel
 
@@ -24,8 +25,7 @@ def _tile(c: int, tile: int):
 
 def _rows(t: Tensor, c: int) -> Tensor:
     """(tokens, C) with a unit channel stride (a view where the layout allows)."""
-    t = t.reshape(-1, c)
-    return t if t.stride(-1) == 1 else t.contiguous()
+    return unit_last_stride(t.reshape(-1, c))
 
 
 def _forward(x, weight, bias, eps, out_dtype):

@@ -8,27 +8,23 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
+from ..strides import unit_last_stride
 from .backward import linear_attention_backward
 from .forward import linear_attention_forward
 from .launch import Layout
 from .rope import rope_tables
 
 
-def _rows(t: Tensor) -> Tensor:
-    """The kernels take any batch and token strides but need a unit channel stride."""
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
 def _forward(qk, v, height, width, num_heads, lepe_weight, lepe_bias):
     cos, sin = rope_tables(height, width, v.shape[-1], v.device)
-    return linear_attention_forward(_rows(qk), _rows(v), cos, sin, (height, width), num_heads,
-                                    lepe_weight.contiguous(), lepe_bias.contiguous())
+    return linear_attention_forward(unit_last_stride(qk), unit_last_stride(v), cos, sin, (height, width),
+                                    num_heads, lepe_weight.contiguous(), lepe_bias.contiguous())
 
 
 def _backward(grad_out, qk, v, height, width, num_heads, lepe_weight, stats):
     cos, sin = rope_tables(height, width, v.shape[-1], v.device)
-    return linear_attention_backward(_rows(grad_out), _rows(qk), _rows(v), cos, sin, (height, width), num_heads,
-                                     lepe_weight.contiguous(), stats)
+    return linear_attention_backward(unit_last_stride(grad_out), unit_last_stride(qk), unit_last_stride(v), cos,
+                                     sin, (height, width), num_heads, lepe_weight.contiguous(), stats)
 
 
 class LinearAttentionFunction(torch.autograd.Function):

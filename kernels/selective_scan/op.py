@@ -12,24 +12,22 @@ import torch
 import triton
 from torch import Tensor
 
+from ..strides import unit_last_stride
 from .backward import selective_scan_backward
 from .common import launch_config
 from .forward import selective_scan_forward
 
 
-def _rows(t: Tensor) -> Tensor:
-    """The kernels take any batch and channel strides but need a unit stride along the sequence."""
-    return t if t.stride(-1) == 1 else t.contiguous()
-
-
 def _forward(u, delta, A, B, C, D, delta_bias, delta_softplus, reverse_from):
-    return selective_scan_forward(_rows(u), _rows(delta), A.contiguous(), _rows(B), _rows(C), D.contiguous(),
-                                  delta_bias.contiguous(), delta_softplus, reverse_from)
+    return selective_scan_forward(unit_last_stride(u), unit_last_stride(delta), A.contiguous(), unit_last_stride(B),
+                                  unit_last_stride(C), D.contiguous(), delta_bias.contiguous(), delta_softplus,
+                                  reverse_from)
 
 
 def _backward(dy, u, delta, A, B, C, D, delta_bias, states, delta_softplus, reverse_from):
-    return selective_scan_backward(_rows(dy), _rows(u), _rows(delta), A.contiguous(), _rows(B), _rows(C),
-                                   D.contiguous(), delta_bias.contiguous(), states, delta_softplus, reverse_from)
+    return selective_scan_backward(unit_last_stride(dy), unit_last_stride(u), unit_last_stride(delta), A.contiguous(),
+                                   unit_last_stride(B), unit_last_stride(C), D.contiguous(), delta_bias.contiguous(),
+                                   states, delta_softplus, reverse_from)
 
 
 class SelectiveScanFunction(torch.autograd.Function):

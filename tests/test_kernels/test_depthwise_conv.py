@@ -5,6 +5,7 @@ GPU (marker `gpu`): MLLA-T's stage shapes of a 2x3x800x1344 input.
 """
 import pytest
 import torch
+from helpers import assert_one_graph_matching_eager
 
 from mlla_dense.kernels.depthwise_conv import depthwise_conv, depthwise_conv_reference
 from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_bwd, depthwise_conv_fwd
@@ -97,14 +98,7 @@ def test_torch_compile_without_graph_breaks(triton_backend):
         y = depthwise_conv(x, (6, 7), weight, bias, residual=True)
         return depthwise_conv(y, (6, 7), weight, bias, activation='silu').float().square().sum()
 
-    explanation = torch._dynamo.explain(fn)(x, weight, bias)
-    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
-    leaves = [t.requires_grad_() for t in (x, weight, bias)]
-    eager = torch.autograd.grad(fn(*leaves), leaves)
-    compiled = torch.autograd.grad(torch.compile(fn, fullgraph=True, backend='inductor' if cuda else 'aot_eager')(
-        *leaves), leaves)
-    for a, b in zip(eager, compiled):
-        assert rel_err(b, a) < 1e-3
+    assert_one_graph_matching_eager(fn, (x, weight, bias), 'inductor' if cuda else 'aot_eager')
 
 
 def test_custom_op_registration(triton_backend):

@@ -5,6 +5,7 @@ GPU (marker `gpu`): the four MLLA-T stage shapes of a 2x3x800x1344 input and an 
 """
 import pytest
 import torch
+from helpers import assert_one_graph_matching_eager
 
 from mlla_dense.kernels import backend
 from mlla_dense.kernels.linear_attention import linear_attention, linear_attention_reference, rope_tables
@@ -185,14 +186,7 @@ def test_torch_compile_without_graph_breaks(triton_backend):
     def fn(qk, v, weight, bias):
         return linear_attention(qk, v, (h, w), 2, weight, bias).float().square().sum()
 
-    explanation = torch._dynamo.explain(fn)(qk, v, weight, bias)
-    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
-    grad_inputs = [t.requires_grad_() for t in (qk, v, weight, bias)]
-    eager = torch.autograd.grad(fn(*grad_inputs), grad_inputs)
-    compiled_fn = torch.compile(fn, fullgraph=True, backend='inductor' if cuda else 'aot_eager')
-    compiled = torch.autograd.grad(compiled_fn(*grad_inputs), grad_inputs)
-    for a, b in zip(eager, compiled):
-        assert rel_err(b, a) < 1e-3
+    assert_one_graph_matching_eager(fn, (qk, v, weight, bias), 'inductor' if cuda else 'aot_eager')
 
 
 def test_custom_op_registration(triton_backend):

@@ -8,7 +8,7 @@ import torch
 from helpers import run
 
 
-@pytest.mark.parametrize('op', ['linear_attention', 'selective_scan', 'depthwise_conv'])
+@pytest.mark.parametrize('op', ['linear_attention', 'selective_scan', 'depthwise_conv', 'layer_norm'])
 def test_smoke_run_writes_records_and_plot(op, tmp_path):
     result = run(['python', 'tools/benchmark_kernels.py', '--op', op, '--smoke', '--no-compile',
                   '--out', str(tmp_path)], env={'TRITON_INTERPRET': '1'})
