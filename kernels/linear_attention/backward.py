@@ -6,7 +6,10 @@ v and the nine transposed LePE taps of dO and writes dk and dv; the same taps ti
 the LePE weight and bias gradients.
 
 The transpose of ``rope(x) = x * cos - partner(x * ssin)`` is ``g * cos - partner(g) * ssin``, and
-``partner(a @ M^T) = a @ swap(M)^T``: both products come from the plain and the row-swapped matrix.
+``partner(a @ M^T) = a @ swap(M)^T``: both products come from the plain and the row-swapped matrix. Pass 1
+runs each pair as one paired product (common.py); pass 2 keeps two products: at its 32-token tiles the
+paired form pulled the nine LePE taps into the tensor-core layout (a conversion per tap, seen in the
+compiled sm_90 code) and spilled more.
 """
 import torch
 import triton
@@ -14,7 +17,8 @@ import triton.language as tl
 
 from ..grid_taps import store_tap_sums, tap_gradients, zero_tap_sums
 from ..partial_sums import chunking
-from .common import EPS, group_lanes, head_sum, lepe_grad_tap, load_pair, load_stats, phi, phi_grad, rope_tile
+from .common import (EPS, deinterleave, group_lanes, head_sum, interleave, lepe_grad_tap, load_pair, load_stats,
+                     paired_columns, paired_rows, phi, phi_grad, rope_tile, store_paired)
 from .launch import Layout, finish_pairs
 
 
@@ -29,7 +33,9 @@ def _grad_q_kernel(qk_ptr, do_ptr, cos_ptr, sin_ptr, stats_ptr, dqk_ptr, part_pt
     bg = tl.program_id(1)
     b = bg // NUM_GROUPS
     lane, channel, valid, first, last = group_lanes(bg % NUM_GROUPS, C, D, G, BLOCK_C)
-    kv, kv_swapped, kmean, ones = load_stats(stats_ptr, bg, lane, valid, D, BLOCK_C, DOT_DTYPE)
+    stats, kmean, ones = load_stats(stats_ptr, bg, lane, valid, D, BLOCK_C)
+    kv_rows = paired_rows(stats, lane, valid, BLOCK_C).to(DOT_DTYPE)
+    kv_columns = paired_columns(stats, lane, valid, BLOCK_C).to(DOT_DTYPE)
     local = tl.arange(0, BLOCK_N)
     rel_q = local[:, None] * s_qk_n + channel[None, :]
     rel_do = local[:, None] * s_do_n + channel[None, :]
@@ -37,8 +43,7 @@ def _grad_q_kernel(qk_ptr, do_ptr, cos_ptr, sin_ptr, stats_ptr, dqk_ptr, part_pt
     q_batch = qk_ptr + b.to(tl.int64) * s_qk_b
     do_batch = do_ptr + b.to(tl.int64) * s_do_b
     dq_batch = dqk_ptr + b.to(tl.int64) * s_dqk_b
-    dkv_cos = tl.zeros((BLOCK_C, BLOCK_C), tl.float32)
-    dkv_sin = tl.zeros((BLOCK_C, BLOCK_C), tl.float32)
+    dkv = tl.zeros((2 * BLOCK_C, BLOCK_C), tl.float32)
     dkmean = tl.zeros((BLOCK_C,), tl.float32)
     start = chunk * TOKENS_PER_CHUNK
     end = tl.minimum(start + TOKENS_PER_CHUNK, N)
@@ -51,24 +56,19 @@ def _grad_q_kernel(qk_ptr, do_ptr, cos_ptr, sin_ptr, stats_ptr, dqk_ptr, part_pt
         do = tl.load(do_batch + tok * s_do_n + rel_do, mask=mask, other=0.)
         cos, sin = rope_tile(cos_ptr, sin_ptr, n, W, H, C, channel, mask, first, last)
         z = 1.0 / (head_sum(q * kmean[None, :], ones, G, SUM_PRECISION) + EPS)
-        attn = (tl.dot((q * cos).to(DOT_DTYPE), kv, input_precision=PRECISION)
-                - tl.dot((q * sin).to(DOT_DTYPE), kv_swapped, input_precision=PRECISION))
+        attn = tl.dot(interleave(q * cos, q * sin).to(DOT_DTYPE), kv_rows, input_precision=PRECISION)
         g = -z * z * head_sum(do.to(tl.float32) * attn, ones, G, SUM_PRECISION)
         do = do.to(DOT_DTYPE)
-        d_rot = tl.dot(do, tl.trans(kv), input_precision=PRECISION)
-        d_partner = tl.dot(do, tl.trans(kv_swapped), input_precision=PRECISION)
+        d_rot, d_partner = deinterleave(tl.dot(do, kv_columns, input_precision=PRECISION))
         dq = (d_rot * cos - d_partner * sin) * z + g * kmean[None, :]
         tl.store(dq_batch + tok * s_dqk_n + rel_dq, (dq * phi_grad(q32)).to(dqk_ptr.dtype.element_ty),
                  mask=mask)
-        dkv_cos += tl.dot(tl.trans((q * cos * z).to(DOT_DTYPE)), do, input_precision=PRECISION)
-        dkv_sin += tl.dot(tl.trans((q * sin * z).to(DOT_DTYPE)), do, input_precision=PRECISION)
+        qz = q * z
+        dkv += tl.dot(tl.trans(interleave(qz * cos, qz * sin).to(DOT_DTYPE)), do, input_precision=PRECISION)
         dkmean += tl.sum(g * q, axis=0)
         tok += BLOCK_N
     base = part_ptr + (chunk * tl.num_programs(1) + bg).to(tl.int64) * (2 * BLOCK_C * BLOCK_C + BLOCK_C)
-    square = lane[:, None] * BLOCK_C + lane[None, :]
-    tl.store(base + square, dkv_cos)
-    tl.store(base + BLOCK_C * BLOCK_C + square, dkv_sin)
-    tl.store(base + 2 * BLOCK_C * BLOCK_C + lane, dkmean)
+    store_paired(base, dkv, dkmean, BLOCK_C)
 
 
 @triton.jit

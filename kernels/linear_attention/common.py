@@ -10,6 +10,12 @@ angle with opposite signs, so ``rope(x) = x * cos - partner(x * ssin)``, and ``p
 where ``swap`` exchanges the rows 2p and 2p+1. Every pair swap therefore lands on a small (BLOCK_C, BLOCK_C)
 matrix outside the token loop (a permuted load of kv, or a permuted sum of accumulators) instead of on the
 token tiles.
+
+The cos and sine halves of each product run as one product of twice the depth: token tiles side by side with
+``interleave`` (cos term in the even columns, sine term in the odd ones) against a paired matrix whose even
+and odd rows hold the two right-hand sides (``paired_rows``, ``paired_columns``), and paired accumulators go
+back to the (cos part, sine part) halves of a partials row as they are stored (``store_paired``). One
+64-deep product instead of two 32-deep ones per tile: one operand staging, one tensor-core wait.
 """
 import triton
 import triton.language as tl
@@ -81,6 +87,53 @@ def rope_tile(cos_ptr, sin_ptr, n, W, H, C: tl.constexpr, channel, mask, first, 
 
 
 @triton.jit
+def interleave(a, b):
+    """Two (R, K) tiles side by side as one (R, 2K) tile: ``a`` in the even columns, ``b`` in the odd ones."""
+    return tl.reshape(tl.join(a, b), (a.shape[0], 2 * a.shape[1]))
+
+
+@triton.jit
+def deinterleave(x):
+    """The even and the odd columns of an (R, 2K) tile (the inverse of ``interleave``)."""
+    return tl.split(tl.reshape(x, (x.shape[0], x.shape[1] // 2, 2)))
+
+
+@triton.jit
+def paired_sources(valid, BLOCK_C: tl.constexpr):
+    """Index r of a paired operand's 2 BLOCK_C rows (or columns), the row of M each one reads, (r // 2) ^ (r % 2),
+    and whether its lane is valid (pair partners share validity: heads have an even width)."""
+    r = tl.arange(0, 2 * BLOCK_C)
+    return r, (r // 2) ^ (r % 2), tl.reshape(tl.join(valid, valid), (2 * BLOCK_C,))
+
+
+@triton.jit
+def paired_rows(ptr, lane, valid, BLOCK_C: tl.constexpr):
+    """From a (BLOCK_C, BLOCK_C) float32 matrix M, the (2 BLOCK_C, BLOCK_C) operand P with P[2i] = M[i] and
+    P[2i+1] = -M[i ^ 1], so that ``interleave(x cos, x ssin) @ P = x cos @ M - x ssin @ swap(M)``."""
+    r, src, ok = paired_sources(valid, BLOCK_C)
+    m = tl.load(ptr + src[:, None] * BLOCK_C + lane[None, :], mask=ok[:, None] & valid[None, :], other=0.)
+    return tl.where((r % 2 == 0)[:, None], m, -m)
+
+
+@triton.jit
+def paired_columns(ptr, lane, valid, BLOCK_C: tl.constexpr):
+    """From a (BLOCK_C, BLOCK_C) float32 matrix M, the (BLOCK_C, 2 BLOCK_C) operand T with column 2i = row i of
+    M and column 2i+1 = row i ^ 1, so that ``deinterleave(g @ T) = (g @ M^T, g @ swap(M)^T)``."""
+    _, src, ok = paired_sources(valid, BLOCK_C)
+    return tl.load(ptr + src[None, :] * BLOCK_C + lane[:, None], mask=valid[:, None] & ok[None, :], other=0.)
+
+
+@triton.jit
+def store_paired(base, acc, vec, BLOCK_C: tl.constexpr):
+    """Store a paired accumulator (2 BLOCK_C, BLOCK_C), rows 2i / 2i+1 = row i of the cos / sine part, as the
+    partials row (cos part, sine part, vector) that finish_pairs_kernel sums."""
+    r = tl.arange(0, 2 * BLOCK_C)
+    lane = tl.arange(0, BLOCK_C)
+    tl.store(base + ((r % 2) * BLOCK_C * BLOCK_C + (r // 2) * BLOCK_C)[:, None] + lane[None, :], acc)
+    tl.store(base + 2 * BLOCK_C * BLOCK_C + lane, vec)
+
+
+@triton.jit
 def load_pair(ptr, lane, valid, BLOCK_C: tl.constexpr):
     """A (BLOCK_C, BLOCK_C) float32 matrix and its row-swapped copy (rows 2p <-> 2p+1)."""
     cols = lane[None, :]
@@ -91,14 +144,13 @@ def load_pair(ptr, lane, valid, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
-def load_stats(stats_ptr, bg, lane, valid, D: tl.constexpr, BLOCK_C: tl.constexpr, DOT_DTYPE: tl.constexpr):
-    """A program's forward statistics: kv and its row-swapped copy (as product operands), mean(phi(k)), and
-    the block-diagonal ones matrix of its heads."""
+def load_stats(stats_ptr, bg, lane, valid, D: tl.constexpr, BLOCK_C: tl.constexpr):
+    """A program's forward statistics: the address of its kv (for ``paired_rows`` / ``paired_columns``),
+    mean(phi(k)), and the block-diagonal ones matrix of its heads."""
     stats = stats_ptr + bg.to(tl.int64) * (BLOCK_C * BLOCK_C + BLOCK_C)
-    kv, kv_swapped = load_pair(stats, lane, valid, BLOCK_C)
     kmean = tl.load(stats + BLOCK_C * BLOCK_C + lane, mask=valid, other=0.)
     ones = block_diagonal(lane, valid, D).to(tl.float32)
-    return kv.to(DOT_DTYPE), kv_swapped.to(DOT_DTYPE), kmean, ones
+    return stats, kmean, ones
 
 
 @triton.jit

@@ -11,7 +11,8 @@ import triton.language as tl
 
 from ..grid_taps import grid_tap
 from ..partial_sums import chunking
-from .common import EPS, group_lanes, head_sum, load_stats, phi, rope_tile
+from .common import (EPS, group_lanes, head_sum, interleave, load_stats, paired_rows, phi, rope_tile,
+                     store_paired)
 from .launch import Layout, finish_pairs
 
 
@@ -25,14 +26,13 @@ def _reduce_kv_kernel(qk_ptr, v_ptr, cos_ptr, sin_ptr, part_ptr,
     chunk = tl.program_id(0)
     bg = tl.program_id(1)
     b = bg // NUM_GROUPS
-    lane, channel, valid, first, last = group_lanes(bg % NUM_GROUPS, C, D, G, BLOCK_C)
+    _, channel, valid, first, last = group_lanes(bg % NUM_GROUPS, C, D, G, BLOCK_C)
     local = tl.arange(0, BLOCK_N)
     rel_k = local[:, None] * s_qk_n + channel[None, :]
     rel_v = local[:, None] * s_v_n + channel[None, :]
     k_batch = qk_ptr + b.to(tl.int64) * s_qk_b + C
     v_batch = v_ptr + b.to(tl.int64) * s_v_b
-    kv_cos = tl.zeros((BLOCK_C, BLOCK_C), tl.float32)
-    kv_sin = tl.zeros((BLOCK_C, BLOCK_C), tl.float32)
+    kv = tl.zeros((2 * BLOCK_C, BLOCK_C), tl.float32)
     ksum = tl.zeros((BLOCK_C,), tl.float32)
     start = chunk * TOKENS_PER_CHUNK
     end = tl.minimum(start + TOKENS_PER_CHUNK, N)
@@ -43,15 +43,11 @@ def _reduce_kv_kernel(qk_ptr, v_ptr, cos_ptr, sin_ptr, part_ptr,
         k = phi(tl.load(k_batch + tok * s_qk_n + rel_k, mask=mask, other=float('-inf')).to(tl.float32))
         v = tl.load(v_batch + tok * s_v_n + rel_v, mask=mask, other=0.).to(DOT_DTYPE)
         cos, sin = rope_tile(cos_ptr, sin_ptr, n, W, H, C, channel, mask, first, last)
-        kv_cos += tl.dot(tl.trans((k * cos).to(DOT_DTYPE)), v, input_precision=PRECISION)
-        kv_sin += tl.dot(tl.trans((k * sin).to(DOT_DTYPE)), v, input_precision=PRECISION)
+        kv += tl.dot(tl.trans(interleave(k * cos, k * sin).to(DOT_DTYPE)), v, input_precision=PRECISION)
         ksum += tl.sum(k, axis=0)
         tok += BLOCK_N
     base = part_ptr + (chunk * tl.num_programs(1) + bg).to(tl.int64) * (2 * BLOCK_C * BLOCK_C + BLOCK_C)
-    square = lane[:, None] * BLOCK_C + lane[None, :]
-    tl.store(base + square, kv_cos)
-    tl.store(base + BLOCK_C * BLOCK_C + square, kv_sin)
-    tl.store(base + 2 * BLOCK_C * BLOCK_C + lane, ksum)
+    store_paired(base, kv, ksum, BLOCK_C)
 
 
 @triton.jit
@@ -64,7 +60,8 @@ def _output_kernel(qk_ptr, v_ptr, cos_ptr, sin_ptr, stats_ptr, lepe_w_ptr, lepe_
     bg = tl.program_id(1)
     b = bg // NUM_GROUPS
     lane, channel, valid, first, last = group_lanes(bg % NUM_GROUPS, C, D, G, BLOCK_C)
-    kv, kv_swapped, kmean, ones = load_stats(stats_ptr, bg, lane, valid, D, BLOCK_C, DOT_DTYPE)
+    stats, kmean, ones = load_stats(stats_ptr, bg, lane, valid, D, BLOCK_C)
+    kv_rows = paired_rows(stats, lane, valid, BLOCK_C).to(DOT_DTYPE)
     bias = tl.load(lepe_b_ptr + channel, mask=valid, other=0.).to(tl.float32)
     local = tl.arange(0, BLOCK_N)
     rel_q = local[:, None] * s_qk_n + channel[None, :]
@@ -82,8 +79,7 @@ def _output_kernel(qk_ptr, v_ptr, cos_ptr, sin_ptr, stats_ptr, lepe_w_ptr, lepe_
         q = phi(tl.load(q_batch + tok * s_qk_n + rel_q, mask=mask, other=float('-inf'))
                 .to(tl.float32))
         cos, sin = rope_tile(cos_ptr, sin_ptr, n, W, H, C, channel, mask, first, last)
-        attn = tl.dot((q * cos).to(DOT_DTYPE), kv, input_precision=PRECISION)
-        attn -= tl.dot((q * sin).to(DOT_DTYPE), kv_swapped, input_precision=PRECISION)
+        attn = tl.dot(interleave(q * cos, q * sin).to(DOT_DTYPE), kv_rows, input_precision=PRECISION)
         attn = attn * (1.0 / (head_sum(q * kmean[None, :], ones, G, SUM_PRECISION) + EPS))
         # LePE accumulates in the layout of the loads; the attention term joins it once, at the end.
         row = n // W
