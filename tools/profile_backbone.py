@@ -14,7 +14,6 @@ Writes NAME.json, NAME.png (time per category) and, with --trace, a Chrome trace
 import argparse
 import os
 import re
-import time
 
 import torch
 from torch.autograd import DeviceType

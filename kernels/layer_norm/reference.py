@@ -4,7 +4,6 @@
 float32 whatever the input dtype and returned in ``out_dtype``. Under autocast this is what the official
 blocks compute (autocast runs layer_norm in float32) followed by the cast their next Linear makes.
 """
-import torch
 import torch.nn.functional as F
 
 

@@ -1,4 +1,6 @@
 """Launch-size choices and small launch helpers shared by the forward and backward passes."""
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -19,8 +21,9 @@ class Layout:
     fp32 inputs multiply in 'tf32x3' (three tf32 tensor-core products, fp32-accurate: 1e-5 relative to float64
     in the GPU tests; 'ieee' spilled registers and was 1.5x slower end to end, benchmarks/NOTES.md); 16-bit
     inputs in tf32 on float32 operands, or with ``dot_16bit`` in their own dtype (fp32 accumulation either
-    way). Per-head sums use 'tf32x3'. CPU tensors (the Triton interpreter) always multiply
-    float32 operands: the Triton 3.6 interpreter multiplies bfloat16 tiles as raw integers.
+    way). Per-head sums use 'tf32x3'. Under the Triton interpreter (TRITON_INTERPRET=1, the CPU tests) products
+    always take float32 operands: the Triton 3.6 interpreter multiplies bfloat16 tiles as raw integers. Compiling
+    for a GPU from CPU tensors (tests/test_kernels/compile_for_gpu.py) therefore builds the GPU's 16-bit products.
     """
 
     def __init__(self, channels: int, num_heads: int, *tensors):
@@ -43,7 +46,7 @@ class Layout:
         full = all(x.dtype == torch.float32 for x in tensors)
         self.precision = 'tf32x3' if full else 'tf32'
         self.sum_precision = 'tf32x3'
-        if full or not t['dot_16bit'] or not tensors[0].is_cuda:
+        if full or not t['dot_16bit'] or os.environ.get('TRITON_INTERPRET') == '1':
             self.dot_dtype = tl.float32
         else:
             self.dot_dtype = tl.bfloat16 if dtype == torch.bfloat16 else tl.float16
