@@ -14,8 +14,8 @@ token tiles.
 The cos and sine halves of each product run as one product of twice the depth: token tiles side by side with
 ``interleave`` (cos term in the even columns, sine term in the odd ones) against a paired matrix whose even
 and odd rows hold the two right-hand sides (``paired_rows``, ``paired_columns``), and paired accumulators go
-back to the (cos part, sine part) halves of a partials row as they are stored (``store_paired``). One
-64-deep product instead of two 32-deep ones per tile: one operand staging, one tensor-core wait.
+back to the (cos part, sine part) halves of a partials row as they are stored (``store_paired``). One product
+of depth 2 BLOCK_C instead of two of depth BLOCK_C per tile: one operand staging, one tensor-core wait.
 """
 import triton
 import triton.language as tl
