@@ -12,7 +12,6 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from torch import nn
 
@@ -23,6 +22,7 @@ from .pretrained_backbone import PretrainedBackbone
 from ..layers.linear_attention import LinearAttention
 from ..layers.mlla_stem import PatchMerging, Stem
 from ..layers.mlp import Mlp
+from ..layers.recompute import recomputed
 from ..layers.silu_gate import silu_gate
 
 ARCH_SETTINGS = {
@@ -74,9 +74,7 @@ class MLLABlock(nn.Module):
         x = self.attn(x, hw_shape)
         x = shortcut + self.drop_path(self.out_proj(silu_gate(x, gate)))
         x = depthwise_conv(x, hw_shape, self.cpe2.weight, self.cpe2.bias, residual=True)
-        if self.recompute_mlp and x.requires_grad:
-            return x + self.drop_path(cp.checkpoint(self._mlp_branch, x, use_reentrant=False))
-        return x + self.drop_path(self._mlp_branch(x))
+        return x + self.drop_path(recomputed(self._mlp_branch, x, enabled=self.recompute_mlp))
 
     def _gate_and_input(self, x: torch.Tensor):
         """(act_proj(x), in_proj(x)) as views of one product: one GEMM, and its input (cast once under
@@ -112,10 +110,7 @@ class MLLAStage(nn.Module):
     def forward(self, x, hw_shape):
         """Returns (stage output, its grid, input of the next stage, its grid)."""
         for block in self.blocks:
-            if self.with_cp and x.requires_grad:
-                x = cp.checkpoint(block, x, hw_shape, use_reentrant=False)
-            else:
-                x = block(x, hw_shape)
+            x = recomputed(block, x, hw_shape, enabled=self.with_cp)
         if self.downsample is None:
             return x, hw_shape, x, hw_shape
         x_down, down_shape = self.downsample(x, hw_shape)

@@ -10,13 +10,13 @@ from collections import OrderedDict
 from typing import Optional, Sequence
 
 import torch
-import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from torch import nn
 
 from mlla_dense.registry import register_backbone
 from .pretrained_backbone import PretrainedBackbone
 from ..layers.channel_first import LayerNorm2d, Linear2d
+from ..layers.recompute import recomputed
 from ..layers.ss2d import SS2D
 
 ARCH_SETTINGS = {
@@ -62,9 +62,7 @@ class VSSBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def forward(self, x):
-        if self.with_cp and x.requires_grad:
-            return cp.checkpoint(self._forward, x, use_reentrant=False)
-        return self._forward(x)
+        return recomputed(self._forward, x, enabled=self.with_cp)
 
 
 def patch_embed(in_chans: int, dim: int) -> nn.Sequential:

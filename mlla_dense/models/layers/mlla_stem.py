@@ -2,9 +2,9 @@
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .conv_bn_act import ConvBNAct
+from .recompute import recomputed
 
 
 class Stem(nn.Module):
@@ -65,11 +65,7 @@ class PatchMerging(nn.Module):
         if h % 2 or w % 2:
             x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
         x = x.permute(0, 3, 1, 2)
-        if self.recompute_expansion and x.requires_grad:
-            x = checkpoint(self._expand, x, use_reentrant=False)
-        else:
-            x = self._expand(x)
-        x = self.conv[2](x)
+        x = self.conv[2](recomputed(self._expand, x, enabled=self.recompute_expansion))
         return x.flatten(2).transpose(1, 2), tuple(x.shape[-2:])
 
     def _expand(self, x):
