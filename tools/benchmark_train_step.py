@@ -1,19 +1,22 @@
 """Time full training steps (forward, backward, optimizer) of detection or segmentation configs on generated
 data, and check mixed-precision stability.
 
-For each config x impl ('mlla_dense': the default path with the Triton kernels; 'eager-reference':
-MLLA_DENSE_BACKEND=torch) x dtype, runs ``--iters`` steps of ``model.train_step`` on generated images with
-drawn objects (boxes and masks for detection, label maps for segmentation), with the config's optimizer,
-parameter-wise settings, gradient clipping and iteration-based warmup. bf16 and fp16 use mmengine's
+For each config x impl ('mlla_dense': the default path with the Triton kernels; 'mlla_dense-graphed': the same
+with the backbone's training forward and backward replayed as CUDA graphs, ``model.backbone.cuda_graphs=1``;
+'eager-reference': MLLA_DENSE_BACKEND=torch) x dtype, runs ``--iters`` steps of ``model.train_step`` on generated
+images with drawn objects (boxes and masks for detection, label maps for segmentation), with the config's
+optimizer, parameter-wise settings, gradient clipping and iteration-based warmup. bf16 and fp16 use mmengine's
 AmpOptimWrapper (fp16 with dynamic loss scaling), as a config with ``optim_wrapper.type='AmpOptimWrapper'``
-trains; fp32 the config's OptimWrapper. Records the median step time after ``--warmup`` steps, the peak
-memory and every total loss; exits with 1 if any loss is not finite. Writes OUT/NAME.json and OUT/NAME.png
-(the loss curves).
+trains; fp32 the config's OptimWrapper. The impls of a config and dtype take turns, one step each, on the same
+generated batches. Records the median step time after ``--warmup`` steps, the peak memory and every total
+loss; exits with 1 if any loss is not finite. Writes OUT/NAME.json and OUT/NAME.png (the loss curves).
 
     python tools/benchmark_train_step.py configs/mlla/mask-rcnn_mlla-t_fpn_1x_coco.py --size 800x1333 --batch 2
     python tools/benchmark_train_step.py configs/mlla/upernet_mlla-t_8xb2-160k_ade20k-512x512.py --batch 8
     python tools/benchmark_train_step.py configs/mlla/mask-rcnn_mlla-t_fpn_1x_coco.py --impls mlla_dense \\
         --dtypes bf16 fp16 --iters 200 --name amp_stability
+    python tools/benchmark_train_step.py configs/mlla/mask-rcnn_mlla-t_fpn_1x_coco.py \\
+        --impls mlla_dense mlla_dense-graphed eager-reference
 """
 import argparse
 import math
@@ -34,7 +37,7 @@ import mlla_dense  # noqa: F401  (registers the backbones)
 from mlla_dense.kernels.backend import forced_backend
 from mlla_dense.utils.benchmarking import print_table, run_info, write_json
 
-IMPLS = {'mlla_dense': 'auto', 'eager-reference': 'torch'}
+IMPLS = {'mlla_dense': 'auto', 'mlla_dense-graphed': 'auto', 'eager-reference': 'torch'}
 AMP_DTYPES = {'bf16': 'bfloat16', 'fp16': 'float16'}
 DEFAULT_SIZES = {'mmdet': ((800, 1333), 2), 'mmseg': ((512, 512), 8)}
 
@@ -42,7 +45,7 @@ DEFAULT_SIZES = {'mmdet': ((800, 1333), 2), 'mmseg': ((512, 512), 8)}
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('configs', nargs='+', help='mmdet or mmseg config files')
-    parser.add_argument('--impls', nargs='*', default=list(IMPLS), choices=list(IMPLS))
+    parser.add_argument('--impls', nargs='*', default=['mlla_dense', 'eager-reference'], choices=list(IMPLS))
     parser.add_argument('--dtypes', nargs='*', default=['bf16'], choices=['bf16', 'fp16', 'fp32'])
     parser.add_argument('--size', help='HxW of the generated images (default 800x1333 detection, 512x512 '
                                        'segmentation)')
@@ -105,12 +108,17 @@ def generated_batch(scope, rng, batch, height, width, num_classes):
     return dict(inputs=inputs, data_samples=samples)
 
 
-def build_model(cfg, device):
+def build_model(cfg, impl, device):
     scope = cfg.default_scope
     init_default_scope(scope)
     registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
-    cfg.model.backbone.init_cfg = None  # no pretrained weights on the device: random initialization
-    model = registry.build(cfg.model)
+    model_cfg = cfg.model.copy()
+    model_cfg.backbone = dict(model_cfg.backbone, init_cfg=None)  # no pretrained weights on the device
+    if impl == 'mlla_dense-graphed':
+        if device != 'cuda':
+            raise SystemExit('mlla_dense-graphed replays CUDA graphs, which needs a GPU')
+        model_cfg.backbone['cuda_graphs'] = 1
+    model = registry.build(model_cfg)
     model.init_weights()
     return revert_sync_batchnorm(model).to(device).train()
 
@@ -139,43 +147,67 @@ def num_classes(cfg):
     return cfg.model.decode_head.num_classes
 
 
-def run_one(cfg, impl, dtype, height, width, batch, args, device):
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    with forced_backend(IMPLS[impl]):
-        model = build_model(cfg, device)
-        optim_wrapper, schedulers = build_optimizer(cfg, model, dtype)
-        if device == 'cuda':
+class ImplRun:
+    """One impl x dtype of a config: its model, optimizer and generated-data stream, stepped one at a time so that
+    the impls of a config can take turns (host speed drifts over minutes; turns expose them to the same drift).
+
+    The peak memory of an impl is what its model and optimizer hold plus the largest rise of one of its steps
+    (optimizer states and activations), measured while the other impls' models stay resident.
+    """
+
+    def __init__(self, cfg, impl, dtype, height, width, batch, args, device):
+        self.cfg, self.impl, self.dtype, self.device = cfg, impl, dtype, device
+        self.height, self.width, self.batch, self.args = height, width, batch, args
+        torch.manual_seed(args.seed)
+        self.rng = np.random.default_rng(args.seed)
+        self.times, self.losses, self.scales = [], [], []
+        resident = self._allocated()
+        with forced_backend(IMPLS[impl]):
+            self.model = build_model(cfg, impl, device)
+            self.optim_wrapper, self.schedulers = build_optimizer(cfg, self.model, dtype)
+        self.resident_bytes = self._allocated() - resident
+        self.step_rise_bytes = 0
+
+    def _allocated(self):
+        return torch.cuda.memory_allocated() if self.device == 'cuda' else 0
+
+    def step(self):
+        data = generated_batch(self.cfg.default_scope, self.rng, self.batch, self.height, self.width,
+                               num_classes(self.cfg))
+        if self.device == 'cuda':
+            torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        times, losses, scales = [], [], []
-        for step in range(args.iters):
-            data = generated_batch(cfg.default_scope, rng, batch, height, width, num_classes(cfg))
-            if device == 'cuda':
-                torch.cuda.synchronize()
+        before = self._allocated()
+        with forced_backend(IMPLS[self.impl]):
             start = time.perf_counter()
-            log_vars = model.train_step(data, optim_wrapper)
-            for scheduler in schedulers:
+            log_vars = self.model.train_step(data, self.optim_wrapper)
+            for scheduler in self.schedulers:
                 scheduler.step()
             loss = float(log_vars['loss'])
-            if device == 'cuda':
+            if self.device == 'cuda':
                 torch.cuda.synchronize()
-            times.append((time.perf_counter() - start) * 1e3)
-            losses.append(loss)
-            if dtype == 'fp16':
-                scales.append(float(optim_wrapper.loss_scaler.get_scale()))
-            print(f'{impl} {dtype} step {step + 1}/{args.iters}: loss {loss:.4f}, {times[-1]:.1f} ms', flush=True)
-    timed = times[args.warmup:]
-    record = dict(config=os.path.basename(cfg.filename), impl=impl, dtype=dtype, batch=batch, height=height,
-                  width=width, iters=args.iters, warmup=args.warmup, step_ms=round(statistics.median(timed), 2),
-                  step_ms_mean=round(statistics.mean(timed), 2),
-                  peak_mb=round(torch.cuda.max_memory_allocated() / 2 ** 20) if device == 'cuda' else None,
-                  nonfinite_losses=sum(not math.isfinite(v) for v in losses), losses=[round(v, 5) for v in losses])
-    if scales:
-        record['loss_scales'] = scales
-    del model, optim_wrapper
-    if device == 'cuda':
-        torch.cuda.empty_cache()
-    return record
+            self.times.append((time.perf_counter() - start) * 1e3)
+        if self.device == 'cuda':
+            self.step_rise_bytes = max(self.step_rise_bytes, torch.cuda.max_memory_allocated() - before)
+        self.losses.append(loss)
+        if self.dtype == 'fp16':
+            self.scales.append(float(self.optim_wrapper.loss_scaler.get_scale()))
+        print(f'{self.impl} {self.dtype} step {len(self.times)}/{self.args.iters}: loss {loss:.4f}, '
+              f'{self.times[-1]:.1f} ms', flush=True)
+
+    def record(self):
+        timed = self.times[self.args.warmup:]
+        record = dict(config=os.path.basename(self.cfg.filename), impl=self.impl, dtype=self.dtype,
+                      batch=self.batch, height=self.height, width=self.width, iters=self.args.iters,
+                      warmup=self.args.warmup, step_ms=round(statistics.median(timed), 2),
+                      step_ms_mean=round(statistics.mean(timed), 2),
+                      peak_mb=round((self.resident_bytes + self.step_rise_bytes) / 2 ** 20)
+                      if self.device == 'cuda' else None,
+                      nonfinite_losses=sum(not math.isfinite(v) for v in self.losses),
+                      losses=[round(v, 5) for v in self.losses])
+        if self.scales:
+            record['loss_scales'] = self.scales
+        return record
 
 
 def main():
@@ -191,11 +223,18 @@ def main():
             height, width = map(int, args.size.split('x'))
         batch = args.batch or batch
         for dtype in args.dtypes:
-            for impl in args.impls:
-                record = run_one(cfg, impl, dtype, height, width, batch, args, device)
-                records.append(dict(record, device=info['device'], date=info['date'], command=info['command']))
-                add_ratios(records)
-                write_json(os.path.join(args.out, f'{args.name}.json'), records)  # kept if a time limit hits
+            runs = [ImplRun(cfg, impl, dtype, height, width, batch, args, device) for impl in args.impls]
+            for _ in range(args.iters):
+                for run in runs:
+                    run.step()
+            for run in runs:
+                records.append(dict(run.record(), device=info['device'], date=info['date'],
+                                    command=info['command']))
+            del runs
+            if device == 'cuda':
+                torch.cuda.empty_cache()
+            add_ratios(records)
+            write_json(os.path.join(args.out, f'{args.name}.json'), records)  # kept if a time limit hits
     print_table(records, ['config', 'impl', 'dtype', 'batch', 'height', 'width', 'step_ms', 'peak_mb',
                           'nonfinite_losses', 'step_ratio_vs_eager_reference'])
     plot(records, os.path.join(args.out, f'{args.name}.png'))

@@ -48,3 +48,9 @@ def rope_tables(height: int, width: int, channels: int, device):
     else:
         _cache.move_to_end(key)
     return tables
+
+
+def cached_tables():
+    """Every cached table: a CUDA graph that reads them holds these references, so an eviction cannot free
+    memory the graph replays from."""
+    return [table for tables in _cache.values() for table in tables]

@@ -143,6 +143,9 @@ class MLLA(PretrainedBackbone):
             8% more device time in forward+backward (benchmarks/NOTES.md). Default True; no effect without
             gradients; with ``with_cp`` only the patch mergings recompute (the blocks already do).
         use_checkpoint (bool): the official name of ``with_cp``.
+        cuda_graphs (int): replay the training forward and backward as CUDA graphs for up to this many input
+            shapes (0: off). For fixed-size batches on a host that cannot keep up with the GPU; the results are
+            the eager model's (:class:`~mlla_dense.models.layers.training_graphs.TrainingGraphs`). Default 0.
         img_size, patch_size, num_classes, qk_scale, ape: accepted so that official configs run unchanged;
             img_size, num_classes and qk_scale have no effect on the dense backbone, patch_size must be 4
             and ape must be False (as in every released model).
@@ -162,8 +165,9 @@ class MLLA(PretrainedBackbone):
                  drop_path_rate: float = 0.1, out_indices: Sequence[int] = (0, 1, 2, 3), in_chans: int = 3,
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
                  recompute_wide: bool = True, use_checkpoint: bool = False, img_size=224, patch_size: int = 4,
-                 num_classes: int = 1000, qk_scale=None, ape: bool = False, init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
+                 num_classes: int = 1000, qk_scale=None, ape: bool = False, cuda_graphs: int = 0,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg, cuda_graphs=cuda_graphs)
         embed_dim, depths, num_heads = self._resolve_arch(arch, embed_dim, depths, num_heads)
         if patch_size != 4:
             raise ValueError(f'MLLA has a fixed stem of stride 4, patch_size={patch_size} is not supported')
@@ -223,9 +227,7 @@ class MLLA(PretrainedBackbone):
                     m.eval()
         return self
 
-    def forward(self, x: torch.Tensor):
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'MLLA expects images (B, {self.in_chans}, H, W), got shape {tuple(x.shape)}')
+    def forward_features(self, x: torch.Tensor):
         x, hw_shape = self.patch_embed(x)
         x = self.pos_drop(x)
         outs = []

@@ -1,12 +1,15 @@
-"""What the MLLA and VMamba backbones share: truncated-normal init, strict loading of official checkpoints,
-and frozen stages."""
-from typing import Tuple
+"""What the MLLA and VMamba backbones share: input checks, truncated-normal init, strict loading of official
+checkpoints, frozen stages and the optional CUDA graphs of the training step."""
+from typing import Optional, Tuple
+
+import torch
 
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
 from mlla_dense.utils.checkpoint import extract_state_dict, load_backbone_state_dict, load_checkpoint_file
+from ..layers.training_graphs import TrainingGraphs
 
 
 class PretrainedBackbone(BaseModule):
@@ -14,13 +17,31 @@ class PretrainedBackbone(BaseModule):
 
     Subclasses name the checkpoint keys to ignore (classifier heads, buffers the official code saves), the
     layers an ImageNet checkpoint cannot have (the per-output norms of the dense models) and where to get the
-    official checkpoint, for the message when it is missing. They have ``patch_embed``, ``layers``,
-    ``out_indices``, ``frozen_stages`` and one output norm per index named ``<out_norm_prefix><i>``.
+    official checkpoint, for the message when it is missing. They have ``in_chans``, ``patch_embed``, ``layers``,
+    ``out_indices``, ``frozen_stages`` and one output norm per index named ``<out_norm_prefix><i>``, and compute
+    their outputs in ``forward_features``.
+
+    ``cuda_graphs=n`` (n > 0) replays the training forward and backward as CUDA graphs captured for up to n
+    input signatures (:class:`TrainingGraphs`): for host-bound steps with fixed-size batches.
     """
     ignored_checkpoint_keys: Tuple[str, ...] = ()
     new_layers: Tuple[str, ...] = ()
     checkpoint_help = ''
     out_norm_prefix = 'norm'
+
+    def __init__(self, init_cfg: Optional[dict] = None, cuda_graphs: int = 0):
+        super().__init__(init_cfg=init_cfg)
+        if not isinstance(cuda_graphs, int) or cuda_graphs < 0:
+            raise ValueError(f'cuda_graphs must be an int >= 0 (0: off), got {cuda_graphs!r}')
+        self.training_graphs = TrainingGraphs(cuda_graphs) if cuda_graphs else None
+
+    def forward(self, x: torch.Tensor):
+        if x.dim() != 4 or x.shape[1] != self.in_chans:
+            raise ValueError(f'{type(self).__name__} expects images (B, {self.in_chans}, H, W), '
+                             f'got shape {tuple(x.shape)}')
+        if self.training_graphs is None:
+            return self.forward_features(x)
+        return self.training_graphs(self, self.forward_features, x)
 
     @staticmethod
     def _init_layer(m):

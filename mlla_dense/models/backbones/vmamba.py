@@ -97,6 +97,8 @@ class VMamba(PretrainedBackbone):
         in_chans (int): image channels. Default 3.
         frozen_stages (int): -1 freezes nothing, 0 the patch embed, i > 0 also stages 1..i. Default -1.
         with_cp (bool): gradient checkpointing per block. Default False.
+        cuda_graphs (int): replay the training forward and backward as CUDA graphs for up to this many input
+            shapes (0: off); see MLLA. Default 0.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=...)`` (official ImageNet or dense
             checkpoints, ``prefix='backbone.'`` for the latter).
     """
@@ -112,8 +114,8 @@ class VMamba(PretrainedBackbone):
                  ssm_d_state: int = 1, ssm_ratio: Optional[float] = None, ssm_dt_rank='auto', ssm_conv: int = 3,
                  ssm_conv_bias: bool = False, mlp_ratio: float = 4.0, drop_path_rate: Optional[float] = None,
                  out_indices: Sequence[int] = (0, 1, 2, 3), in_chans: int = 3, frozen_stages: int = -1,
-                 with_cp: bool = False, init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg)
+                 with_cp: bool = False, cuda_graphs: int = 0, init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg, cuda_graphs=cuda_graphs)
         if arch is not None:
             if arch not in self.arch_settings:
                 raise ValueError(f'unknown VMamba arch {arch!r}; valid: {", ".join(self.arch_settings)}')
@@ -146,9 +148,7 @@ class VMamba(PretrainedBackbone):
         self.apply(self._init_layer)
         self._freeze_stages()
 
-    def forward(self, x: torch.Tensor):
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(f'VMamba expects images (B, {self.in_chans}, H, W), got shape {tuple(x.shape)}')
+    def forward_features(self, x: torch.Tensor):
         x = self.patch_embed(x)
         outs = []
         for i, layer in enumerate(self.layers):

@@ -1,0 +1,146 @@
+"""Backbones with ``cuda_graphs``: the training forward and backward replayed as CUDA graphs give the eager
+model's outputs, parameter gradients and BatchNorm statistics over several optimizer steps, and calls where a
+replay would be wrong (a second forward before the backward, too many input shapes, no gradients) run eagerly.
+On CPU the option is checked for its refusals and its eager path; the replays run on the GPU machine."""
+import copy
+import pickle
+import warnings
+
+import pytest
+import torch
+
+from mlla_dense.models.backbones.mlla import MLLA
+from mlla_dense.models.backbones.vmamba import VMamba
+
+SMALL_MLLA = dict(embed_dim=32, depths=(1, 2, 1, 1), num_heads=(1, 2, 4, 8), drop_path_rate=0.0)
+SMALL_VMAMBA = dict(dims=16, depths=(1, 1, 2, 1), ssm_ratio=2.0, ssm_d_state=2, drop_path_rate=0.0)
+# Relative L2 error allowed between replay and eager: the graphs run the eager model's kernels in its order,
+# so only reductions whose order differs between launches could move results.
+TOLERANCE = {'fp32': 1e-5, 'bf16': 1e-3}
+
+
+def relative_error(actual, expected):
+    return ((actual.double() - expected.double()).norm() / expected.double().norm().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize('bad', [-1, 1.5, '2'])
+def test_bad_cuda_graphs_is_refused(bad):
+    with pytest.raises(ValueError, match='cuda_graphs'):
+        MLLA(**SMALL_MLLA, cuda_graphs=bad)
+
+
+def test_cpu_input_runs_eagerly_and_copies_start_empty():
+    torch.manual_seed(0)
+    model = MLLA(**SMALL_MLLA, cuda_graphs=2).train()
+    plain = MLLA(**SMALL_MLLA).train()
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 64, 96)
+    for a, b in zip(model(x), plain(x)):
+        assert torch.equal(a, b)
+    assert not model.training_graphs._captures
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert clone.training_graphs is not model.training_graphs
+        assert clone.training_graphs.max_signatures == 2 and not clone.training_graphs._captures
+    with pytest.raises(ValueError, match=r'expects images \(B, 3, H, W\)'):
+        model(torch.randn(2, 4, 64, 96))
+
+
+def eager_and_graphed(cls, kwargs, max_signatures=2):
+    torch.manual_seed(0)
+    eager = cls(**kwargs).cuda().train()
+    graphed = cls(**kwargs, cuda_graphs=max_signatures).cuda().train()
+    graphed.load_state_dict(eager.state_dict())
+    return eager, graphed
+
+
+def forward_backward(model, xs, dtype):
+    """Outputs of ``model`` on each x (one backward of a weighted sum over all calls), detached."""
+    with torch.autocast('cuda', dtype=torch.bfloat16, enabled=dtype == 'bf16'):
+        outs = [model(x) for x in xs]
+    gen = torch.Generator('cuda').manual_seed(5)
+    loss = sum((o.float() * torch.randn(o.shape, device='cuda', generator=gen)).sum() for call in outs for o in call)
+    loss.backward()
+    return [o.detach() for call in outs for o in call]
+
+
+def assert_same_state(graphed, eager, tol):
+    for (name, a), b in zip(graphed.named_parameters(), eager.parameters()):
+        assert (a.grad is None) == (b.grad is None), name
+        if b.grad is not None:
+            error = relative_error(a.grad, b.grad)
+            assert error < tol, f'{name}.grad: relative error {error:.3g}'
+    for (name, a), b in zip(graphed.named_buffers(), eager.buffers()):
+        error = relative_error(a.float(), b.float())
+        assert error < tol, f'{name}: relative error {error:.3g}'
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('cls,kwargs', [(MLLA, SMALL_MLLA), (VMamba, SMALL_VMAMBA)], ids=['mlla', 'vmamba'])
+@pytest.mark.parametrize('dtype', ['fp32', 'bf16'])
+def test_replays_match_eager_over_optimizer_steps(cls, kwargs, dtype):
+    eager, graphed = eager_and_graphed(cls, kwargs)
+    # Adam moves every weight by ~lr per step whatever the gradient's scale: visible changes, no divergence
+    optimizers = [torch.optim.Adam(m.parameters(), lr=2e-3) for m in (eager, graphed)]
+    gen = torch.Generator('cuda').manual_seed(1)
+    inputs = [torch.randn(2, 3, 64, 96, device='cuda', generator=gen) for _ in range(2)]
+    eager_outputs = []
+    for step in range(4):
+        x = inputs[step % 2]
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')  # an eager fallback would make this comparison empty
+            outs = forward_backward(graphed, [x], dtype)
+        expected = forward_backward(eager, [x], dtype)
+        eager_outputs.append(expected)
+        for a, b in zip(outs, expected):
+            assert torch.isfinite(b).all(), f'eager outputs not finite at step {step}'
+            error = relative_error(a, b)
+            assert error < TOLERANCE[dtype], f'step {step}: relative error {error:.3g}'
+        assert_same_state(graphed, eager, TOLERANCE[dtype])
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    assert len(graphed.training_graphs._captures) == 1
+    # the same input two steps apart: the updated weights moved the outputs far beyond the tolerance, so the
+    # replays above did read the weights of their step
+    assert relative_error(eager_outputs[2][0], eager_outputs[0][0]) > 10 * TOLERANCE[dtype]
+
+
+@pytest.mark.gpu
+def test_fallbacks_stay_exact():
+    eager, graphed = eager_and_graphed(MLLA, SMALL_MLLA, max_signatures=2)
+    gen = torch.Generator('cuda').manual_seed(2)
+    x1, x2 = (torch.randn(2, 3, 64, 96, device='cuda', generator=gen) for _ in range(2))
+    tol = TOLERANCE['fp32']
+
+    for x in (x1, x2):  # gradient accumulation: two replays add up
+        forward_backward(graphed, [x], 'fp32')
+        forward_backward(eager, [x], 'fp32')
+    assert_same_state(graphed, eager, tol)
+
+    with pytest.warns(UserWarning, match='called again before the backward'):
+        outs = forward_backward(graphed, [x1, x2], 'fp32')
+    for a, b in zip(outs, forward_backward(eager, [x1, x2], 'fp32')):
+        assert relative_error(a, b) < tol
+    assert_same_state(graphed, eager, tol)
+
+    x3, x4 = torch.randn(1, 3, 64, 64, device='cuda'), torch.randn(1, 3, 32, 64, device='cuda')
+    forward_backward(graphed, [x3], 'fp32')  # a second signature: captured
+    with pytest.warns(UserWarning, match=r'kept for 2 input signature'):
+        forward_backward(graphed, [x4], 'fp32')
+    for x in (x3, x4):
+        forward_backward(eager, [x], 'fp32')
+    assert_same_state(graphed, eager, tol)
+    assert len(graphed.training_graphs._captures) == 2
+
+    for x in (x1, x3, x1):  # the two signatures' graphs share one memory pool: alternating replays stay exact
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            outs = forward_backward(graphed, [x], 'fp32')
+        for a, b in zip(outs, forward_backward(eager, [x], 'fp32')):
+            assert relative_error(a, b) < tol
+        assert_same_state(graphed, eager, tol)
+
+    with torch.no_grad():
+        for a, b in zip(graphed(x1), eager(x1)):
+            assert relative_error(a, b) < tol
+    assert_same_state(graphed, eager, tol)
