@@ -45,15 +45,16 @@ class MLLABlock(nn.Module):
     multiply stores its inputs but not SiLU(gate) (:func:`silu_gate`); act_proj and in_proj run as one product;
     the LayerNorms write the dtype their Linears consume (:func:`layer_norm`).
 
-    With ``recompute_mlp`` the MLP branch keeps only its input for the backward and runs its forward again
-    there: its LayerNorm output and the 4x wider hidden activations (before and after GELU), 9 of the block's
-    22 token-sized saved tensors, are not stored (benchmarks/NOTES.md: memory and time).
+    With ``recompute`` the MLP branch keeps only its input for the backward and runs its forward again there:
+    its LayerNorm output and the 4x wider hidden activations (before and after GELU), 9 of the block's 22
+    token-sized saved tensors, are not stored (benchmarks/NOTES.md: memory and time); likewise norm1's output,
+    which the act_proj/in_proj product would store (norm1 keeps its input anyway).
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True,
-                 drop: float = 0., drop_path: float = 0., recompute_mlp: bool = False):
+                 drop: float = 0., drop_path: float = 0., recompute: bool = False):
         super().__init__()
-        self.recompute_mlp = recompute_mlp
+        self.recompute = recompute
         self.cpe1 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = nn.LayerNorm(dim)
         self.in_proj = nn.Linear(dim, dim)
@@ -69,16 +70,17 @@ class MLLABlock(nn.Module):
     def forward(self, x: torch.Tensor, hw_shape) -> torch.Tensor:
         x = depthwise_conv(x, hw_shape, self.cpe1.weight, self.cpe1.bias, residual=True)
         shortcut = x
-        gate, x = self._gate_and_input(self._norm(self.norm1, x))
+        gate, x = recomputed(self._gate_and_input, x, enabled=self.recompute)
         x = depthwise_conv(x, hw_shape, self.dwc.weight, self.dwc.bias, activation='silu')
         x = self.attn(x, hw_shape)
         x = shortcut + self.drop_path(self.out_proj(silu_gate(x, gate)))
         x = depthwise_conv(x, hw_shape, self.cpe2.weight, self.cpe2.bias, residual=True)
-        return x + self.drop_path(recomputed(self._mlp_branch, x, enabled=self.recompute_mlp))
+        return x + self.drop_path(recomputed(self._mlp_branch, x, enabled=self.recompute))
 
     def _gate_and_input(self, x: torch.Tensor):
-        """(act_proj(x), in_proj(x)) as views of one product: one GEMM, and its input (cast once under
+        """(act_proj(LN(x)), in_proj(LN(x))) as views of one product: one GEMM, and its input (cast once under
         autocast) is stored once for the backward instead of twice."""
+        x = self._norm(self.norm1, x)
         weight = torch.cat((self.act_proj.weight, self.in_proj.weight))
         bias = torch.cat((self.act_proj.bias, self.in_proj.bias))
         return F.linear(x, weight, bias).chunk(2, dim=-1)
@@ -138,8 +140,8 @@ class MLLA(PretrainedBackbone):
         norm_eval (bool): keep the BatchNorms (stem, patch merging) in eval mode while training. Default False.
         with_cp (bool): gradient checkpointing of each block (less memory, more compute). Default False.
         recompute_wide (bool): recompute the wide activations in the backward instead of storing them: each
-            block's MLP branch (LayerNorm, fc1, GELU, fc2: 4C-channel hidden tensors) and the 8C-channel
-            expansion of patch merging. MLLA-T at 2x800x1344 bf16 on an H100: peak memory 3.6 -> 2.4 GiB for
+            block's MLP branch (LayerNorm, fc1, GELU, fc2: 4C-channel hidden tensors), its first LayerNorm's
+            output and the 8C-channel expansion of patch merging. MLLA-T at 2x800x1344 bf16 on an H100: peak memory 3.6 -> 2.4 GiB for
             8% more device time in forward+backward (benchmarks/NOTES.md). Default True; no effect without
             gradients; with ``with_cp`` only the patch mergings recompute (the blocks already do).
         use_checkpoint (bool): the official name of ``with_cp``.
