@@ -7,11 +7,14 @@ import triton.language as tl
 
 from .common import finish_pairs_kernel
 
-# Measured on an H100 (benchmarks/NOTES.md, kernel v4): channels per program, tokens per tile, warps, token
-# tiles per program of the output pass, programs per SM of the chunked passes, 16-bit products, unrolling of
-# the output pass's LePE taps, and the tile and warps of the dk/dv pass (ten per-tap accumulators).
-TUNING = dict(group_width=32, block_n=64, num_warps=4, output_tiles=1, reduce_programs_per_sm=2,
-              backward_programs_per_sm=2, dot_16bit=True, lepe_unroll=3, grad_kv_block_n=32, grad_kv_warps=4)
+# Measured on an H100 (benchmarks/NOTES.md, kernels v4 and v5): channels per program, tokens per tile, warps,
+# token tiles per program of the output pass, 16-bit products, unrolling of the output pass's LePE taps, the
+# tile and warps of the dk/dv pass (ten per-tap accumulators), and programs per SM of the chunked passes as
+# (fewer, at least) ``many_rows`` rows of (batch, channel group): the detection-size calls have few rows and
+# long token ranges, the classification batches (64x224x224: 128 rows) many rows and short ranges.
+TUNING = dict(group_width=32, block_n=64, num_warps=4, output_tiles=1, dot_16bit=True, lepe_unroll=3,
+              grad_kv_block_n=32, grad_kv_warps=4, many_rows=64, reduce_programs_per_sm=(4, 2),
+              backward_programs_per_sm=(2, 3))
 
 
 class Layout:
@@ -35,8 +38,9 @@ class Layout:
         self.block_c = max(16, triton.next_power_of_2(self.group_channels))
         self.block_n = t['block_n']
         self.output_tiles = t['output_tiles']
-        self.reduce_programs_per_sm = t['reduce_programs_per_sm']
-        self.backward_programs_per_sm = t['backward_programs_per_sm']
+        many_rows = tensors[0].shape[0] * self.num_groups >= t['many_rows']
+        self.reduce_programs_per_sm = t['reduce_programs_per_sm'][many_rows]
+        self.backward_programs_per_sm = t['backward_programs_per_sm'][many_rows]
         self.num_warps = t['num_warps']
         self.lepe_unroll = t['lepe_unroll']
         self.grad_kv_block_n = t['grad_kv_block_n']
