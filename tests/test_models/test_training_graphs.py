@@ -144,3 +144,20 @@ def test_fallbacks_stay_exact():
         for a, b in zip(graphed(x1), eager(x1)):
             assert relative_error(a, b) < tol
     assert_same_state(graphed, eager, tol)
+
+
+@pytest.mark.gpu
+def test_capture_while_gradient_accumulators_live_on_the_default_stream():
+    """DistributedDataParallel creates the parameters' gradient accumulators on the default stream and keeps
+    them: capturing must not make that stream wait on the capture stream (CUDA refuses it)."""
+    eager, graphed = eager_and_graphed(MLLA, SMALL_MLLA)
+    held = [p.view_as(p).grad_fn.next_functions[0][0] for p in graphed.parameters()]
+    x = torch.randn(2, 3, 64, 96, device='cuda')
+    for _ in range(2):
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            outs = forward_backward(graphed, [x], 'bf16')
+        for a, b in zip(outs, forward_backward(eager, [x], 'bf16')):
+            assert relative_error(a, b) < TOLERANCE['bf16']
+        assert_same_state(graphed, eager, TOLERANCE['bf16'])
+    assert len(graphed.training_graphs._captures) == 1 and len(held) == len(list(graphed.parameters()))

@@ -17,6 +17,11 @@ What keeps a replay exact:
 - inputs that need their own gradient, calls without gradients (inference), CPU tensors and signatures past
   ``max_signatures`` run eagerly. Each signature keeps its own input, output and gradient buffers.
 Random numbers (drop path) come from the default CUDA generator, which advances on every replay.
+
+The captures differentiate with respect to aliases of the parameters (``p.view_as(p)``, made inside the
+capture and passed in with ``torch.func.functional_call``), never the parameters themselves: the parameters'
+gradient accumulators may live on another stream (DistributedDataParallel creates and keeps them on the
+default stream), and the autograd engine would make that stream wait on the capturing one, which CUDA refuses.
 """
 import warnings
 from typing import Callable, Dict, List, Sequence, Tuple
@@ -24,6 +29,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
+from torch.func import functional_call
 
 from mlla_dense.kernels.linear_attention.rope import cached_tables
 
@@ -31,8 +37,7 @@ from mlla_dense.kernels.linear_attention.rope import cached_tables
 class _Capture:
     """The forward and backward graphs of one signature, with their static input, outputs and gradients."""
 
-    def __init__(self, module: nn.Module, forward: Callable, x: torch.Tensor, params: List[nn.Parameter],
-                 pool: tuple):
+    def __init__(self, module: nn.Module, names: List[str], x: torch.Tensor, pool: tuple):
         self.input = x.detach().clone()
         saved_buffers = [b.detach().clone() for b in module.buffers()]
         autocast = torch.autocast('cuda', dtype=torch.get_autocast_dtype('cuda'),
@@ -41,23 +46,21 @@ class _Capture:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), autocast:
             for _ in range(2):
-                _warm_up(forward, self.input, params)
+                _warm_up(module, names, self.input)
         torch.cuda.current_stream().wait_stream(side)
         self.forward_graph, self.backward_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
         with autocast, torch.cuda.graph(self.forward_graph, pool=pool):
-            self.outputs = tuple(forward(self.input))
+            aliases, self.outputs = _aliased_forward(module, names, self.input)
         self.grad_outputs = tuple(torch.empty_like(o) for o in self.outputs)
         with torch.cuda.graph(self.backward_graph, pool=pool):
-            grads = torch.autograd.grad(self.outputs, params, self.grad_outputs, allow_unused=True)
-            self.flat_grads, self.grad_slots = _flatten_by_dtype(grads, params)
-        # Let the captured autograd graph go: it holds the parameters' gradient accumulators, which would
-        # otherwise keep the capture stream and make every later backward synchronize with it.
-        self.outputs = tuple(o.detach() for o in self.outputs)
+            grads = torch.autograd.grad(self.outputs, aliases, self.grad_outputs, allow_unused=True)
+            self.flat_grads, self.grad_slots = _flatten_by_dtype(grads)
+        self.outputs = tuple(o.detach() for o in self.outputs)  # the captured autograd graph can go
         with torch.no_grad():
             for buffer, saved in zip(module.buffers(), saved_buffers):
                 buffer.copy_(saved)
         self.rope_tables = cached_tables()  # read by the graphs from outside the module: kept alive
-        self.num_params = len(params)
+        self.num_params = len(names)
 
     def gradients(self) -> Tuple[torch.Tensor, ...]:
         """Fresh copies of the last replay's parameter gradients (None for parameters the outputs skip)."""
@@ -68,21 +71,28 @@ class _Capture:
         return tuple(grads)
 
 
-def _warm_up(forward: Callable, x: torch.Tensor, params: List[nn.Parameter]):
+def _aliased_forward(module: nn.Module, names: List[str], x: torch.Tensor):
+    """``module(x)`` computed from fresh aliases of the named parameters: (aliases, outputs)."""
+    params = dict(module.named_parameters())
+    aliases = {name: params[name].view_as(params[name]) for name in names}
+    return list(aliases.values()), tuple(functional_call(module, aliases, (x,)))
+
+
+def _warm_up(module: nn.Module, names: List[str], x: torch.Tensor):
     """One eager forward and backward; its autograd graph is gone when this returns."""
-    outs = tuple(forward(x))
-    torch.autograd.grad(outs, params, [torch.ones_like(o) for o in outs], allow_unused=True)
+    aliases, outs = _aliased_forward(module, names, x)
+    torch.autograd.grad(outs, aliases, [torch.ones_like(o) for o in outs], allow_unused=True)
 
 
-def _flatten_by_dtype(grads: Sequence, params: Sequence[nn.Parameter]):
+def _flatten_by_dtype(grads: Sequence):
     """One flat tensor per dtype holding every gradient, and each gradient's (index, dtype, offset, shape)."""
     groups: Dict[torch.dtype, list] = {}
     slots = []
-    for index, (grad, param) in enumerate(zip(grads, params)):
+    for index, grad in enumerate(grads):
         if grad is None:
             continue
         group = groups.setdefault(grad.dtype, [])
-        slots.append((index, grad.dtype, sum(g.numel() for g in group), param.shape))
+        slots.append((index, grad.dtype, sum(g.numel() for g in group), grad.shape))
         group.append(grad.reshape(-1))
     return {dtype: torch.cat(group) for dtype, group in groups.items()}, slots
 
@@ -124,13 +134,16 @@ class TrainingGraphs:
         self.max_signatures = max_signatures
         self._captures: Dict[tuple, _Capture] = {}
         self._pool = None
+        self._capturing = False
         self.awaiting_backward = False
         self._warned = set()
 
     def __call__(self, module: nn.Module, forward: Callable, x: torch.Tensor):
-        params = [p for p in module.parameters() if p.requires_grad]
+        """``forward(x)``, or its replay; ``forward`` computes ``module(x)`` without these graphs."""
+        named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+        params = [p for _, p in named]
         if not (x.is_cuda and params and torch.is_grad_enabled() and not x.requires_grad
-                and not torch.is_inference_mode_enabled()):
+                and not torch.is_inference_mode_enabled()) or self._capturing:
             return forward(x)
         if self.awaiting_backward:
             self._warn_once('pending', f'{type(module).__name__} was called again before the backward of its '
@@ -147,7 +160,11 @@ class TrainingGraphs:
                 return forward(x)
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
-            capture = self._captures[key] = _Capture(module, forward, x, params, self._pool)
+            self._capturing = True  # the capture calls the module again: those calls run its forward
+            try:
+                capture = self._captures[key] = _Capture(module, [name for name, _ in named], x, self._pool)
+            finally:
+                self._capturing = False
         return _Replay.apply(self, capture, x, *params)
 
     @staticmethod
