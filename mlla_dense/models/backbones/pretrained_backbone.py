@@ -3,7 +3,6 @@ checkpoints, frozen stages and the optional CUDA graphs of the training step."""
 from typing import Optional, Tuple
 
 import torch
-
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch import nn
