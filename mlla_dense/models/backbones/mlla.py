@@ -141,9 +141,9 @@ class MLLA(PretrainedBackbone):
         with_cp (bool): gradient checkpointing of each block (less memory, more compute). Default False.
         recompute_wide (bool): recompute the wide activations in the backward instead of storing them: each
             block's MLP branch (LayerNorm, fc1, GELU, fc2: 4C-channel hidden tensors), its first LayerNorm's
-            output and the 8C-channel expansion of patch merging. MLLA-T at 2x800x1344 bf16 on an H100: peak memory 3.6 -> 2.4 GiB for
-            8% more device time in forward+backward (benchmarks/NOTES.md). Default True; no effect without
-            gradients; with ``with_cp`` only the patch mergings recompute (the blocks already do).
+            output and the 8C-channel expansion of patch merging. MLLA-T at 2x800x1344 bf16 on an H100: peak
+            memory 3.6 -> 2.3 GiB for 9% more device time in forward+backward (benchmarks/NOTES.md). Default
+            True; no effect without gradients; with ``with_cp`` only the patch mergings recompute (the blocks already do).
         use_checkpoint (bool): the official name of ``with_cp``.
         cuda_graphs (int): replay the training forward and backward as CUDA graphs for up to this many input
             shapes (0: off). For fixed-size batches on a host that cannot keep up with the GPU; the results are
