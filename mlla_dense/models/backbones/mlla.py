@@ -143,7 +143,8 @@ class MLLA(PretrainedBackbone):
             block's MLP branch (LayerNorm, fc1, GELU, fc2: 4C-channel hidden tensors), its first LayerNorm's
             output and the 8C-channel expansion of patch merging. MLLA-T at 2x800x1344 bf16 on an H100: peak
             memory 3.6 -> 2.3 GiB for 9% more device time in forward+backward (benchmarks/NOTES.md). Default
-            True; no effect without gradients; with ``with_cp`` only the patch mergings recompute (the blocks already do).
+            True; no effect without gradients; with ``with_cp`` only the patch mergings recompute (the blocks
+            already do).
         use_checkpoint (bool): the official name of ``with_cp``.
         cuda_graphs (int): replay the training forward and backward as CUDA graphs for up to this many input
             shapes (0: off). For fixed-size batches on a host that cannot keep up with the GPU; the results are
