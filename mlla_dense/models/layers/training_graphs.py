@@ -140,10 +140,12 @@ class TrainingGraphs:
 
     def __call__(self, module: nn.Module, forward: Callable, x: torch.Tensor):
         """``forward(x)``, or its replay; ``forward`` computes ``module(x)`` without these graphs."""
+        if not (x.is_cuda and torch.is_grad_enabled() and not x.requires_grad
+                and not torch.is_inference_mode_enabled()) or self._capturing:
+            return forward(x)
         named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
         params = [p for _, p in named]
-        if not (x.is_cuda and params and torch.is_grad_enabled() and not x.requires_grad
-                and not torch.is_inference_mode_enabled()) or self._capturing:
+        if not params:
             return forward(x)
         if self.awaiting_backward:
             self._warn_once('pending', f'{type(module).__name__} was called again before the backward of its '
