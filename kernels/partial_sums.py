@@ -14,7 +14,10 @@ def _multiprocessors(device_index: int) -> int:
 
 def chunking(n_tokens: int, n_rows: int, device, programs_per_sm: int, block_n: int):
     """Split N tokens into chunks (multiples of the token tile) so that a chunked grid of ``n_rows`` rows
-    fills the device with ~``programs_per_sm`` programs per SM (a few chunks on CPU).
+    fills the device with at most ``programs_per_sm`` programs per SM (a few chunks on CPU). At most: where
+    that many programs fit on an SM at once, the grid runs as one wave; one program more per SM would wait for
+    a whole second one (measured: 9 -> 8 chunks of 32 rows, 2 programs per SM, took MLLA-T stage 4's
+    linear attention forward+backward 73 -> 70 us, benchmarks/NOTES.md).
 
     Returns (num_chunks, tokens_per_chunk).
     """
@@ -24,6 +27,6 @@ def chunking(n_tokens: int, n_rows: int, device, programs_per_sm: int, block_n: 
     else:
         target = 4
     max_chunks = triton.cdiv(n_tokens, block_n)
-    num_chunks = max(1, min(max_chunks, triton.cdiv(target, n_rows)))
+    num_chunks = max(1, min(max_chunks, target // n_rows))
     tokens_per_chunk = triton.cdiv(triton.cdiv(n_tokens, num_chunks), block_n) * block_n
     return triton.cdiv(n_tokens, tokens_per_chunk), tokens_per_chunk

@@ -120,6 +120,7 @@ def _grad_kv_kernel(qk_ptr, v_ptr, do_ptr, cos_ptr, sin_ptr, grads_ptr, lepe_w_p
                    - tl.dot((k * sin).to(DOT_DTYPE), dkv_swapped, input_precision=PRECISION))
         # The LePE transpose accumulates in the layout of the loads (the attention term joins it once, at the
         # end); each tap's weight gradient sums v * dO(tap) elementwise here and over the tokens after the loop.
+        # The centre tap (4) is dO itself, loaded once for its term and the bias gradient.
         v = v.to(tl.float32)
         row = n // W
         col = n % W
@@ -129,12 +130,14 @@ def _grad_kv_kernel(qk_ptr, v_ptr, do_ptr, cos_ptr, sin_ptr, grads_ptr, lepe_w_p
         dv, g1 = lepe_grad_tap(do_tile, rel_do, row, col, W, H, 1, s_do_n, mask, lepe_w_ptr, channel, valid, v, dv, g1)
         dv, g2 = lepe_grad_tap(do_tile, rel_do, row, col, W, H, 2, s_do_n, mask, lepe_w_ptr, channel, valid, v, dv, g2)
         dv, g3 = lepe_grad_tap(do_tile, rel_do, row, col, W, H, 3, s_do_n, mask, lepe_w_ptr, channel, valid, v, dv, g3)
-        dv, g4 = lepe_grad_tap(do_tile, rel_do, row, col, W, H, 4, s_do_n, mask, lepe_w_ptr, channel, valid, v, dv, g4)
+        do = tl.load(do_tile + rel_do, mask=mask, other=0.).to(tl.float32)
+        dv += tl.load(lepe_w_ptr + channel * 9 + 4, mask=valid, other=0.).to(tl.float32)[None, :] * do
+        g4 += v * do
+        g_bias += do
         dv, g5 = lepe_grad_tap(do_tile, rel_do, row, col, W, H, 5, s_do_n, mask, lepe_w_ptr, channel, valid, v, dv, g5)
         dv, g6 = lepe_grad_tap(do_tile, rel_do, row, col, W, H, 6, s_do_n, mask, lepe_w_ptr, channel, valid, v, dv, g6)
         dv, g7 = lepe_grad_tap(do_tile, rel_do, row, col, W, H, 7, s_do_n, mask, lepe_w_ptr, channel, valid, v, dv, g7)
         dv, g8 = lepe_grad_tap(do_tile, rel_do, row, col, W, H, 8, s_do_n, mask, lepe_w_ptr, channel, valid, v, dv, g8)
-        g_bias += tl.load(do_tile + rel_do, mask=mask, other=0.).to(tl.float32)
         dv += dv_attn
         tl.store(dv_batch + tok * s_dv_n + rel_dv, dv.to(dv_ptr.dtype.element_ty), mask=mask)
         tok += BLOCK_N
@@ -149,7 +152,7 @@ def linear_attention_backward(grad_out, qk, v, rope_cos, rope_sin, hw_shape, num
     lay = Layout(c, num_heads, qk, v, grad_out)
     rows = b * lay.num_groups
     num_chunks, tokens_per_chunk = chunking(n, rows, qk.device, lay.backward_programs_per_sm,
-                                          max(lay.block_n, lay.grad_kv_block_n))
+                                            lay.block_n('grad_q', 'grad_kv'))
     dqk = torch.empty(qk.shape, dtype=qk.dtype, device=qk.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     part = torch.empty((num_chunks, rows, 2 * lay.block_c ** 2 + lay.block_c), dtype=torch.float32,
@@ -157,13 +160,13 @@ def linear_attention_backward(grad_out, qk, v, rope_cos, rope_sin, hw_shape, num
     _grad_q_kernel[(num_chunks, rows)](
         qk, grad_out, rope_cos, rope_sin, stats, dqk, part, n, h, w, tokens_per_chunk, lay.num_groups,
         qk.stride(0), qk.stride(1), grad_out.stride(0), grad_out.stride(1), dqk.stride(0), dqk.stride(1),
-        SUM_PRECISION=lay.sum_precision, **lay.meta())
+        SUM_PRECISION=lay.sum_precision, **lay.meta('grad_q'))
     grads = finish_pairs(part, 1.0, lay)
     lepe_part = torch.empty((num_chunks, rows, 10, lay.block_c), dtype=torch.float32, device=qk.device)
     _grad_kv_kernel[(num_chunks, rows)](
         qk, v, grad_out, rope_cos, rope_sin, grads, lepe_weight, dqk, dv, lepe_part,
         n, h, w, tokens_per_chunk, lay.num_groups,
         qk.stride(0), qk.stride(1), v.stride(0), v.stride(1), grad_out.stride(0), grad_out.stride(1),
-        dqk.stride(0), dqk.stride(1), dv.stride(0), dv.stride(1), **lay.meta(lay.grad_kv_block_n, lay.grad_kv_warps))
+        dqk.stride(0), dqk.stride(1), dv.stride(0), dv.stride(1), **lay.meta('grad_kv'))
     d_weight, d_bias = tap_gradients(lepe_part, b, lay.group_channels, lepe_weight)
     return dqk, dv, d_weight, d_bias

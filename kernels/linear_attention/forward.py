@@ -100,17 +100,18 @@ def linear_attention_forward(qk, v, rope_cos, rope_sin, hw_shape, num_heads, lep
     h, w = hw_shape
     lay = Layout(c, num_heads, qk, v)
     rows = b * lay.num_groups
-    num_chunks, tokens_per_chunk = chunking(n, rows, qk.device, lay.reduce_programs_per_sm, lay.block_n)
+    num_chunks, tokens_per_chunk = chunking(n, rows, qk.device, lay.reduce_programs_per_sm,
+                                            lay.block_n('reduce'))
     part = torch.empty((num_chunks, rows, 2 * lay.block_c ** 2 + lay.block_c), dtype=torch.float32,
                        device=qk.device)
     _reduce_kv_kernel[(num_chunks, rows)](
         qk, v, rope_cos, rope_sin, part, n, h, w, tokens_per_chunk, lay.num_groups,
-        qk.stride(0), qk.stride(1), v.stride(0), v.stride(1), **lay.meta())
+        qk.stride(0), qk.stride(1), v.stride(0), v.stride(1), **lay.meta('reduce'))
     stats = finish_pairs(part, 1.0 / n, lay)
     out = torch.empty((b, n, c), dtype=qk.dtype, device=qk.device)
-    tokens_per_program = lay.block_n * lay.output_tiles
+    tokens_per_program = lay.block_n('output') * lay.output_tiles
     _output_kernel[(triton.cdiv(n, tokens_per_program), rows)](
         qk, v, rope_cos, rope_sin, stats, lepe_weight, lepe_bias, out, n, h, w, tokens_per_program,
         lay.num_groups, qk.stride(0), qk.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        SUM_PRECISION=lay.sum_precision, LEPE_UNROLL=lay.lepe_unroll, **lay.meta())
+        SUM_PRECISION=lay.sum_precision, LEPE_UNROLL=lay.lepe_unroll, **lay.meta('output'))
     return out, stats

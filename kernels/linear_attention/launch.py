@@ -7,14 +7,14 @@ import triton.language as tl
 
 from .common import finish_pairs_kernel
 
-# Measured on an H100 (benchmarks/NOTES.md, kernels v4 and v5): channels per program, tokens per tile, warps,
-# token tiles per program of the output pass, 16-bit products, unrolling of the output pass's LePE taps, the
-# tile and warps of the dk/dv pass (ten per-tap accumulators), and programs per SM of the chunked passes as
+# Measured on an H100 (benchmarks/NOTES.md): channels per program; (tokens per tile, warps) of each pass (the
+# dk/dv pass holds ten per-tap accumulators, hence its narrower tile); token tiles per program of the output
+# pass; 16-bit products; unrolling of the output pass's LePE taps; programs per SM of the chunked passes as
 # (fewer, at least) ``many_rows`` rows of (batch, channel group): the detection-size calls have few rows and
 # long token ranges, the classification batches (64x224x224: 128 rows) many rows and short ranges.
-TUNING = dict(group_width=32, block_n=64, num_warps=4, output_tiles=1, dot_16bit=True, lepe_unroll=3,
-              grad_kv_block_n=32, grad_kv_warps=4, many_rows=64, reduce_programs_per_sm=(4, 2),
-              backward_programs_per_sm=(2, 3))
+TUNING = dict(group_width=32, tiles=dict(reduce=(64, 4), output=(64, 4), grad_q=(64, 4), grad_kv=(32, 4)),
+              output_tiles=1, dot_16bit=True, lepe_unroll=3, many_rows=64, reduce_programs_per_sm=(4, 3),
+              backward_programs_per_sm=(2, 4))
 
 
 class Layout:
@@ -36,15 +36,12 @@ class Layout:
         self.group_channels = self.heads_per_group * self.head_dim
         self.num_groups = triton.cdiv(num_heads, self.heads_per_group)
         self.block_c = max(16, triton.next_power_of_2(self.group_channels))
-        self.block_n = t['block_n']
+        self.tiles = t['tiles']
         self.output_tiles = t['output_tiles']
         many_rows = tensors[0].shape[0] * self.num_groups >= t['many_rows']
         self.reduce_programs_per_sm = t['reduce_programs_per_sm'][many_rows]
         self.backward_programs_per_sm = t['backward_programs_per_sm'][many_rows]
-        self.num_warps = t['num_warps']
         self.lepe_unroll = t['lepe_unroll']
-        self.grad_kv_block_n = t['grad_kv_block_n']
-        self.grad_kv_warps = t['grad_kv_warps']
         self.channels = channels
         dtype = tensors[0].dtype
         full = all(x.dtype == torch.float32 for x in tensors)
@@ -55,12 +52,17 @@ class Layout:
         else:
             self.dot_dtype = tl.bfloat16 if dtype == torch.bfloat16 else tl.float16
 
-    def meta(self, block_n: int = None, num_warps: int = None) -> dict:
-        """Meta-parameters shared by the launches (token tile and warps of the default unless given); one
-        pipeline stage for wide groups, whose staged tiles would not fit in shared memory."""
-        return dict(C=self.channels, D=self.head_dim, G=self.heads_per_group, BLOCK_N=block_n or self.block_n,
+    def block_n(self, *passes: str) -> int:
+        """Tokens per tile of a pass (the largest of several passes that share one chunking)."""
+        return max(self.tiles[p][0] for p in passes)
+
+    def meta(self, pass_name: str) -> dict:
+        """Meta-parameters of one pass's launch (its token tile and warps); one pipeline stage for wide groups,
+        whose staged tiles would not fit in shared memory."""
+        block_n, num_warps = self.tiles[pass_name]
+        return dict(C=self.channels, D=self.head_dim, G=self.heads_per_group, BLOCK_N=block_n,
                     BLOCK_C=self.block_c, DOT_DTYPE=self.dot_dtype, PRECISION=self.precision,
-                    num_warps=num_warps or self.num_warps, num_stages=1 if self.block_c > 64 else 2)
+                    num_warps=num_warps, num_stages=1 if self.block_c > 64 else 2)
 
 
 def finish_pairs(part: torch.Tensor, scale: float, lay: Layout) -> torch.Tensor:

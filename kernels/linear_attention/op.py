@@ -15,14 +15,21 @@ from .launch import Layout
 from .rope import rope_tables
 
 
+def _tables(height, width, *tensors):
+    """RoPE tables for the kernels: float32 for float32 inputs, float16 when any input is 16-bit."""
+    full = all(t.dtype == torch.float32 for t in tensors)
+    return rope_tables(height, width, tensors[-1].shape[-1], tensors[-1].device,
+                       torch.float32 if full else torch.float16)
+
+
 def _forward(qk, v, height, width, num_heads, lepe_weight, lepe_bias):
-    cos, sin = rope_tables(height, width, v.shape[-1], v.device)
+    cos, sin = _tables(height, width, qk, v)
     return linear_attention_forward(unit_last_stride(qk), unit_last_stride(v), cos, sin, (height, width),
                                     num_heads, lepe_weight.contiguous(), lepe_bias.contiguous())
 
 
 def _backward(grad_out, qk, v, height, width, num_heads, lepe_weight, stats):
-    cos, sin = rope_tables(height, width, v.shape[-1], v.device)
+    cos, sin = _tables(height, width, grad_out, qk, v)
     return linear_attention_backward(unit_last_stride(grad_out), unit_last_stride(qk), unit_last_stride(v), cos,
                                      sin, (height, width), num_heads, lepe_weight.contiguous(), stats)
 

@@ -74,7 +74,8 @@ def test_matches_reference(triton_backend, shape, dtype, tol):
 # products (G = 2 with a last group of one head; G = 4 of 16-channel heads), and token tiles that differ between
 # the passes.
 TUNINGS = [({'group_width': 64}, (1, 5, 6, 96, 3)), ({'group_width': 64}, (3, 4, 4, 64, 4)),
-           ({'block_n': 32, 'grad_kv_block_n': 64, 'output_tiles': 3}, (2, 7, 9, 64, 2))]
+           ({'tiles': dict(reduce=(32, 4), output=(16, 2), grad_q=(32, 4), grad_kv=(64, 4)), 'output_tiles': 3},
+            (2, 7, 9, 64, 2))]
 
 
 @pytest.mark.parametrize('tuning,shape', TUNINGS)
@@ -130,6 +131,16 @@ def test_rope_tables_cached_once_per_grid():
     assert rope_tables(7, 9, 64, 'cpu') is first
     other = rope_tables(9, 7, 64, 'cpu')
     assert other is not first and other[0].shape == (16, 64)
+
+
+def test_rope_tables_half_precision_for_16_bit_inputs():
+    """The float16 tables the kernels read for 16-bit inputs are the float32 ones rounded once, cached apart."""
+    full = rope_tables(7, 9, 64, 'cpu')
+    half = rope_tables(7, 9, 64, 'cpu', torch.float16)
+    assert half[0].dtype == torch.float16 and rope_tables(7, 9, 64, 'cpu', torch.float16) is half
+    for h, f in zip(half, full):
+        assert torch.equal(h, f.half())
+        assert (h.float() - f).abs().max() <= 2 ** -12
 
 
 def test_backend_switch(monkeypatch):
