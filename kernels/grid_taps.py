@@ -6,6 +6,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .dependent_launch import follow_previous_grid
+
 
 @triton.jit
 def grid_tap(tile_ptr, rel, row, col, W, H, tap, stride_n, mask, SIGN: tl.constexpr):
@@ -55,9 +57,10 @@ def store_tap_sums(ptr, BLOCK_C: tl.constexpr, a0, a1, a2, a3, a4, a5, a6, a7, a
 
 @triton.jit
 def _tap_gradients_kernel(part_ptr, d_weight_ptr, d_bias_ptr, NUM_ROWS, BLOCKS, C, BLOCK_WIDTH,
-                          BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
+                          BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, PDL: tl.constexpr):
     """Program (channel block, tap): the sum over chunks and batch of row ``tap`` of the partials, stored as
     d_weight[c, 0, tap // 3, tap % 3] (taps 0..8) or d_bias[c] (tap 9) in their dtype (deterministic order)."""
+    follow_previous_grid(PDL)
     block = tl.program_id(0)
     tap = tl.program_id(1)
     lane = tl.arange(0, BLOCK_C)
@@ -72,12 +75,12 @@ def _tap_gradients_kernel(part_ptr, d_weight_ptr, d_bias_ptr, NUM_ROWS, BLOCKS, 
     tl.store(d_bias_ptr + channel, acc.to(d_bias_ptr.dtype.element_ty), mask=valid & (tap == 9))
 
 
-def tap_gradients(part: torch.Tensor, batch: int, block_width: int, weight: torch.Tensor):
+def tap_gradients(part: torch.Tensor, batch: int, block_width: int, weight: torch.Tensor, pdl: bool = False):
     """Per-program tap sums (chunks, batch * blocks, 10, BLOCK_C) -> (d weight (C, 1, 3, 3), d bias (C,)).
 
     Program rows are batch-major over channel blocks whose first ``block_width`` lanes are channels. One launch
     writes both results as fresh contiguous tensors in the weight's dtype (torch custom ops must not return
-    views of one buffer).
+    views of one buffer). ``pdl``: launch as a dependent launch (see dependent_launch.py).
     """
     num_chunks, rows, _, block_c = part.shape
     blocks = rows // batch
@@ -86,5 +89,6 @@ def tap_gradients(part: torch.Tensor, batch: int, block_width: int, weight: torc
     d_bias = weight.new_empty(channels)
     num_rows = num_chunks * batch
     _tap_gradients_kernel[(blocks, 10)](part, d_weight, d_bias, num_rows, blocks, channels, block_width,
-                                        BLOCK_C=block_c, BLOCK_R=min(32, triton.next_power_of_2(num_rows)))
+                                        BLOCK_C=block_c, BLOCK_R=min(32, triton.next_power_of_2(num_rows)),
+                                        PDL=pdl, launch_pdl=pdl)
     return d_weight, d_bias

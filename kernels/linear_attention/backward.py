@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..dependent_launch import follow_previous_grid
 from ..grid_taps import store_tap_sums, tap_gradients, zero_tap_sums
 from ..partial_sums import chunking
 from .common import (EPS, deinterleave, group_lanes, head_sum, interleave, lepe_grad_tap, load_pair, load_stats,
@@ -28,7 +29,8 @@ def _grad_q_kernel(qk_ptr, do_ptr, cos_ptr, sin_ptr, stats_ptr, dqk_ptr, part_pt
                    s_qk_b, s_qk_n, s_do_b, s_do_n, s_dqk_b, s_dqk_n,
                    C: tl.constexpr, D: tl.constexpr, G: tl.constexpr,
                    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, DOT_DTYPE: tl.constexpr,
-                   PRECISION: tl.constexpr, SUM_PRECISION: tl.constexpr):
+                   PRECISION: tl.constexpr, SUM_PRECISION: tl.constexpr, PDL: tl.constexpr):
+    follow_previous_grid(PDL)
     chunk = tl.program_id(0)
     bg = tl.program_id(1)
     b = bg // NUM_GROUPS
@@ -78,7 +80,8 @@ def _grad_kv_kernel(qk_ptr, v_ptr, do_ptr, cos_ptr, sin_ptr, grads_ptr, lepe_w_p
                     s_qk_b, s_qk_n, s_v_b, s_v_n, s_do_b, s_do_n, s_dqk_b, s_dqk_n, s_dv_b, s_dv_n,
                     C: tl.constexpr, D: tl.constexpr, G: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, DOT_DTYPE: tl.constexpr,
-                    PRECISION: tl.constexpr):
+                    PRECISION: tl.constexpr, PDL: tl.constexpr):
+    follow_previous_grid(PDL)
     chunk = tl.program_id(0)
     bg = tl.program_id(1)
     b = bg // NUM_GROUPS
@@ -168,5 +171,5 @@ def linear_attention_backward(grad_out, qk, v, rope_cos, rope_sin, hw_shape, num
         n, h, w, tokens_per_chunk, lay.num_groups,
         qk.stride(0), qk.stride(1), v.stride(0), v.stride(1), grad_out.stride(0), grad_out.stride(1),
         dqk.stride(0), dqk.stride(1), dv.stride(0), dv.stride(1), **lay.meta('grad_kv'))
-    d_weight, d_bias = tap_gradients(lepe_part, b, lay.group_channels, lepe_weight)
+    d_weight, d_bias = tap_gradients(lepe_part, b, lay.group_channels, lepe_weight, lay.pdl)
     return dqk, dv, d_weight, d_bias

@@ -20,6 +20,7 @@ of depth 2 BLOCK_C instead of two of depth BLOCK_C per tile: one operand staging
 import triton
 import triton.language as tl
 
+from ..dependent_launch import follow_previous_grid
 from ..grid_taps import grid_tap
 
 EPS = tl.constexpr(1e-6)
@@ -164,7 +165,7 @@ def lepe_grad_tap(do_tile, rel, row, col, W, H, tap: tl.constexpr, stride_n, mas
 
 @triton.jit
 def finish_pairs_kernel(part_ptr, out_ptr, NUM_CHUNKS, scale, BLOCK_C: tl.constexpr, D: tl.constexpr,
-                        BLOCK_K: tl.constexpr):
+                        BLOCK_K: tl.constexpr, PDL: tl.constexpr):
     """Sum chunk partials of a paired product into one block-diagonal matrix, in a fixed order.
 
     part: (chunks, R, 2 * BLOCK_C^2 + BLOCK_C) float32, per chunk and row r the accumulators P (cos part),
@@ -172,6 +173,7 @@ def finish_pairs_kernel(part_ptr, out_ptr, NUM_CHUNKS, scale, BLOCK_C: tl.conste
     masked to the block diagonal (heads of D channels). Program (r, i) writes row i of the matrix, i =
     BLOCK_C writes the vector.
     """
+    follow_previous_grid(PDL)
     r = tl.program_id(0)
     i = tl.program_id(1)
     rows = tl.num_programs(0)

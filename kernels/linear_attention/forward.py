@@ -9,6 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..dependent_launch import follow_previous_grid
 from ..grid_taps import grid_tap
 from ..partial_sums import chunking
 from .common import (EPS, group_lanes, head_sum, interleave, load_stats, paired_rows, phi, rope_tile,
@@ -22,7 +23,8 @@ def _reduce_kv_kernel(qk_ptr, v_ptr, cos_ptr, sin_ptr, part_ptr,
                       s_qk_b, s_qk_n, s_v_b, s_v_n,
                       C: tl.constexpr, D: tl.constexpr, G: tl.constexpr,
                       BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, DOT_DTYPE: tl.constexpr,
-                      PRECISION: tl.constexpr):
+                      PRECISION: tl.constexpr, PDL: tl.constexpr):
+    follow_previous_grid(PDL)
     chunk = tl.program_id(0)
     bg = tl.program_id(1)
     b = bg // NUM_GROUPS
@@ -56,7 +58,9 @@ def _output_kernel(qk_ptr, v_ptr, cos_ptr, sin_ptr, stats_ptr, lepe_w_ptr, lepe_
                    s_qk_b, s_qk_n, s_v_b, s_v_n, s_o_b, s_o_n,
                    C: tl.constexpr, D: tl.constexpr, G: tl.constexpr,
                    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, DOT_DTYPE: tl.constexpr,
-                   PRECISION: tl.constexpr, SUM_PRECISION: tl.constexpr, LEPE_UNROLL: tl.constexpr):
+                   PRECISION: tl.constexpr, SUM_PRECISION: tl.constexpr, LEPE_UNROLL: tl.constexpr,
+                   PDL: tl.constexpr):
+    follow_previous_grid(PDL)
     bg = tl.program_id(1)
     b = bg // NUM_GROUPS
     lane, channel, valid, first, last = group_lanes(bg % NUM_GROUPS, C, D, G, BLOCK_C)

@@ -5,6 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..dependent_launch import dependent_launch
 from .common import finish_pairs_kernel
 
 # Measured on an H100 (benchmarks/NOTES.md): channels per program; (tokens per tile, warps) of each pass (the
@@ -43,6 +44,7 @@ class Layout:
         self.backward_programs_per_sm = t['backward_programs_per_sm'][many_rows]
         self.lepe_unroll = t['lepe_unroll']
         self.channels = channels
+        self.pdl = dependent_launch()
         dtype = tensors[0].dtype
         full = all(x.dtype == torch.float32 for x in tensors)
         self.precision = 'tf32x3' if full else 'tf32'
@@ -57,12 +59,13 @@ class Layout:
         return max(self.tiles[p][0] for p in passes)
 
     def meta(self, pass_name: str) -> dict:
-        """Meta-parameters of one pass's launch (its token tile and warps); one pipeline stage for wide groups,
-        whose staged tiles would not fit in shared memory."""
+        """Meta-parameters of one pass's launch (its token tile and warps, a dependent launch where available);
+        one pipeline stage for wide groups, whose staged tiles would not fit in shared memory."""
         block_n, num_warps = self.tiles[pass_name]
         return dict(C=self.channels, D=self.head_dim, G=self.heads_per_group, BLOCK_N=block_n,
                     BLOCK_C=self.block_c, DOT_DTYPE=self.dot_dtype, PRECISION=self.precision,
-                    num_warps=num_warps, num_stages=1 if self.block_c > 64 else 2)
+                    num_warps=num_warps, num_stages=1 if self.block_c > 64 else 2, PDL=self.pdl,
+                    launch_pdl=self.pdl)
 
 
 def finish_pairs(part: torch.Tensor, scale: float, lay: Layout) -> torch.Tensor:
@@ -71,5 +74,6 @@ def finish_pairs(part: torch.Tensor, scale: float, lay: Layout) -> torch.Tensor:
     num_chunks, rows, _ = part.shape
     out = torch.empty((rows, lay.block_c ** 2 + lay.block_c), dtype=torch.float32, device=part.device)
     finish_pairs_kernel[(rows, lay.block_c + 1)](part, out, num_chunks, scale, BLOCK_C=lay.block_c,
-                                                 D=lay.head_dim, BLOCK_K=min(128, triton.next_power_of_2(num_chunks)))
+                                                 D=lay.head_dim, BLOCK_K=min(128, triton.next_power_of_2(num_chunks)),
+                                                 PDL=lay.pdl, launch_pdl=lay.pdl)
     return out
