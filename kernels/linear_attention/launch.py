@@ -18,6 +18,11 @@ TUNING = dict(group_width=32, tiles=dict(reduce=(64, 4), output=(64, 4), grad_q=
               backward_programs_per_sm=(2, 4))
 
 
+def full_precision(*tensors: torch.Tensor) -> bool:
+    """Whether a call runs in float32 throughout (every input float32): float32 products and RoPE tables."""
+    return all(x.dtype == torch.float32 for x in tensors)
+
+
 class Layout:
     """How the heads of one call map onto programs and which arithmetic their products use.
 
@@ -46,7 +51,7 @@ class Layout:
         self.channels = channels
         self.pdl = dependent_launch()
         dtype = tensors[0].dtype
-        full = all(x.dtype == torch.float32 for x in tensors)
+        full = full_precision(*tensors)
         self.precision = 'tf32x3' if full else 'tf32'
         self.sum_precision = 'tf32x3'
         if full or not t['dot_16bit'] or os.environ.get('TRITON_INTERPRET') == '1':

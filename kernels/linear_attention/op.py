@@ -11,15 +11,14 @@ from torch import Tensor
 from ..strides import unit_last_stride
 from .backward import linear_attention_backward
 from .forward import linear_attention_forward
-from .launch import Layout
+from .launch import Layout, full_precision
 from .rope import rope_tables
 
 
 def _tables(height, width, *tensors):
     """RoPE tables for the kernels: float32 for float32 inputs, float16 when any input is 16-bit."""
-    full = all(t.dtype == torch.float32 for t in tensors)
     return rope_tables(height, width, tensors[-1].shape[-1], tensors[-1].device,
-                       torch.float32 if full else torch.float16)
+                       torch.float32 if full_precision(*tensors) else torch.float16)
 
 
 def _forward(qk, v, height, width, num_heads, lepe_weight, lepe_bias):
