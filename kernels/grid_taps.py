@@ -7,6 +7,7 @@ import triton
 import triton.language as tl
 
 from .dependent_launch import follow_previous_grid
+from .launcher import Launch
 
 
 @triton.jit
@@ -75,20 +76,25 @@ def _tap_gradients_kernel(part_ptr, d_weight_ptr, d_bias_ptr, NUM_ROWS, BLOCKS, 
     tl.store(d_bias_ptr + channel, acc.to(d_bias_ptr.dtype.element_ty), mask=valid & (tap == 9))
 
 
-def tap_gradients(part: torch.Tensor, batch: int, block_width: int, weight: torch.Tensor, pdl: bool = False):
-    """Per-program tap sums (chunks, batch * blocks, 10, BLOCK_C) -> (d weight (C, 1, 3, 3), d bias (C,)).
+class TapGradients:
+    """The launch that turns per-program tap sums (chunks, batch * blocks, 10, BLOCK_C) into (d weight (C, 1, 3, 3),
+    d bias (C,)) for one layout.
 
-    Program rows are batch-major over channel blocks whose first ``block_width`` lanes are channels. One launch
-    writes both results as fresh contiguous tensors in the weight's dtype (torch custom ops must not return
+    Program rows are batch-major over ``blocks`` channel blocks whose first ``block_width`` lanes are channels. One
+    launch writes both results as fresh contiguous tensors in the weight's dtype (torch custom ops must not return
     views of one buffer). ``pdl``: launch as a dependent launch (see dependent_launch.py).
     """
-    num_chunks, rows, _, block_c = part.shape
-    blocks = rows // batch
-    channels = weight.shape[0]
-    d_weight = torch.empty((channels, 1, 3, 3), dtype=weight.dtype, device=weight.device)
-    d_bias = weight.new_empty(channels)
-    num_rows = num_chunks * batch
-    _tap_gradients_kernel[(blocks, 10)](part, d_weight, d_bias, num_rows, blocks, channels, block_width,
-                                        BLOCK_C=block_c, BLOCK_R=min(32, triton.next_power_of_2(num_rows)),
-                                        PDL=pdl, launch_pdl=pdl)
-    return d_weight, d_bias
+
+    def __init__(self, num_chunks: int, batch: int, blocks: int, block_width: int, block_c: int, channels: int,
+                 pdl: bool = False):
+        num_rows = num_chunks * batch
+        self.channels = channels
+        self.args = (num_rows, blocks, channels, block_width)
+        self.launch = Launch(_tap_gradients_kernel, (blocks, 10), BLOCK_C=block_c,
+                             BLOCK_R=min(32, triton.next_power_of_2(num_rows)), PDL=pdl, launch_pdl=pdl)
+
+    def __call__(self, part: torch.Tensor, weight: torch.Tensor):
+        d_weight = torch.empty((self.channels, 1, 3, 3), dtype=weight.dtype, device=weight.device)
+        d_bias = torch.empty(self.channels, dtype=weight.dtype, device=weight.device)
+        self.launch(part, d_weight, d_bias, *self.args)
+        return d_weight, d_bias

@@ -4,6 +4,7 @@ TRITON_INTERPRET must be set before Triton compiles (decorates) any kernel, so i
 package is imported. With CUDA present the kernels compile for the GPU and `gpu`-marked tests run.
 The tests folder is put on sys.path for the shared helpers (helpers.py, plain_mlla.py).
 """
+import contextlib
 import os
 import sys
 
@@ -12,6 +13,10 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
+    # The interpreter's kernels cannot be traced into a graph (wrap_triton leaves them as they are), so the ops
+    # stay opaque under torch.compile here; on a GPU Inductor traces into them.
+    import torch._functorch.config
+    torch._functorch.config.decompose_custom_triton_ops = False
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -26,3 +31,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if 'gpu' in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def use_backend():
+    """``use_backend(name)`` runs the rest of the test with the kernels' backend ``name`` (see
+    mlla_dense.kernels.backend)."""
+    from mlla_dense.kernels.backend import forced_backend
+    with contextlib.ExitStack() as stack:
+        yield lambda name: stack.enter_context(forced_backend(name))

@@ -1,7 +1,7 @@
 """3x3 depthwise convolution of tokens on their grid: one public function, :func:`depthwise_conv`.
 
 Works on the (B, H*W, C) token layout directly (no permute to channels-first and back), with the bias,
-SiLU and residual of MLLA's blocks fused. Triton kernels on CUDA tensors (custom ops under torch.compile),
+SiLU and residual of MLLA's blocks fused. Triton kernels on CUDA tensors (triton ops under torch.compile),
 the PyTorch reference otherwise; ``MLLA_DENSE_BACKEND`` overrides (see :mod:`mlla_dense.kernels.backend`).
 """
 from ..backend import use_triton
@@ -22,11 +22,15 @@ def depthwise_conv(x, hw_shape, weight, bias=None, residual=False, activation=No
     """
     if not use_triton(x):
         return depthwise_conv_reference(x, hw_shape, weight, bias, residual, activation)
-    check_inputs(x, hw_shape, weight, bias, activation)
-    from .op import depthwise_conv_triton
+    from .op import depthwise_conv_op
     if bias is None:
         bias = weight.new_zeros(weight.shape[0])
-    return depthwise_conv_triton(x, tuple(hw_shape), weight, bias, residual, activation)
+    if activation not in (None, 'silu'):
+        check_inputs(x, hw_shape, weight, bias, activation)
+    height, width = hw_shape
+    return depthwise_conv_op(x, weight if weight.is_contiguous() else weight.contiguous(),
+                             bias if bias.is_contiguous() else bias.contiguous(), height, width, residual,
+                             activation == 'silu')
 
 
 __all__ = ['depthwise_conv', 'depthwise_conv_reference']

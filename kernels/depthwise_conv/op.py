@@ -1,16 +1,19 @@
-"""Launches and autograd of the Triton path, as an autograd.Function in eager mode and as torch custom ops
-(``mlla_dense::depthwise_conv_fwd`` / ``_bwd``) under torch.compile. The forward saves only its inputs."""
+"""The Triton depthwise convolution as a :class:`~mlla_dense.kernels.kernel_op.KernelOp`: forward and backward
+launches, planned once per input layout. The forward saves only its inputs."""
 from typing import Tuple
 
 import torch
 import triton
 from torch import Tensor
 
-from ..grid_taps import tap_gradients
+from ..grid_taps import TapGradients
+from ..kernel_op import KernelOp, Plans
+from ..launcher import Launch
 from ..partial_sums import chunking
 from ..strides import unit_last_stride
 from .backward import _dwconv_grad_weight_kernel
 from .forward import _tap_sum_kernel
+from .reference import check_inputs
 
 # Measured on an H100 (benchmarks/NOTES.md): tile of the forward and input-gradient passes, tile and programs
 # per SM of the weight-gradient pass (ten per-tap accumulators per program), unrolling of the tap loops.
@@ -18,102 +21,75 @@ TUNING = dict(block_n=64, block_c=64, num_warps=4, tap_unroll=3, grad_block_n=32
               grad_programs_per_sm=2)
 
 
-def _tap_sum(src, height, width, weight, bias, residual, sign, silu):
-    """Launch the tap-sum kernel over tokens ``src`` (B, N, C); ``bias`` and ``residual`` may be None."""
-    b, n, c = src.shape
+def _tap_sum(b, n, c, sign, has_bias, silu, residual):
+    """The tap-sum launch over (B, N, C) tokens (see forward.py)."""
     t = TUNING
     ncb = triton.cdiv(c, t['block_c'])
-    out = torch.empty((b, n, c), dtype=src.dtype, device=src.device)
-    res = src if residual is None else residual
-    _tap_sum_kernel[(triton.cdiv(n, t['block_n']), b * ncb)](
-        src, weight, weight if bias is None else bias, res, out, n, height, width, c, ncb,
-        src.stride(0), src.stride(1), res.stride(0), res.stride(1), out.stride(0), out.stride(1),
-        SIGN=sign, HAS_BIAS=bias is not None, SILU=silu, RESIDUAL=residual is not None,
-        BLOCK_N=t['block_n'], BLOCK_C=t['block_c'], TAP_UNROLL=t['tap_unroll'], num_warps=t['num_warps'])
-    return out
+    return ncb, Launch(_tap_sum_kernel, (triton.cdiv(n, t['block_n']), b * ncb), SIGN=sign, HAS_BIAS=has_bias,
+                       SILU=silu, RESIDUAL=residual, BLOCK_N=t['block_n'], BLOCK_C=t['block_c'],
+                       TAP_UNROLL=t['tap_unroll'], num_warps=t['num_warps'])
 
 
-def _forward(x, height, width, weight, bias, residual, silu):
+class _ForwardPlan:
+    def __init__(self, x, weight, bias, height, width, residual, silu):
+        self.b, self.n, self.c, _, _ = check_inputs(x, (height, width), weight, bias, 'silu' if silu else None)
+        self.num_cblocks, self.launch = _tap_sum(self.b, self.n, self.c, 1, True, silu, residual)
+
+
+class _BackwardPlan:
+    def __init__(self, dy, x, weight, bias, height, width, residual, silu):
+        b, n, c = self.b, self.n, self.c = x.shape
+        t = TUNING
+        self.grad_cblocks = triton.cdiv(c, t['grad_block_c'])
+        rows = b * self.grad_cblocks
+        self.num_chunks, self.tokens_per_chunk = chunking(n, rows, x.device, t['grad_programs_per_sm'],
+                                                          t['grad_block_n'])
+        self.part_shape = (self.num_chunks, rows, 10, t['grad_block_c'])
+        self.grad_weight = Launch(_dwconv_grad_weight_kernel, (self.num_chunks, rows), SILU=silu,
+                                  BLOCK_N=t['grad_block_n'], BLOCK_C=t['grad_block_c'], num_warps=t['grad_warps'])
+        self.taps = TapGradients(self.num_chunks, b, self.grad_cblocks, t['grad_block_c'], t['grad_block_c'], c)
+        self.num_cblocks, self.grad_input = _tap_sum(b, n, c, -1, False, False, residual)
+
+
+_forward_plans = Plans(_ForwardPlan)
+_backward_plans = Plans(_BackwardPlan)
+
+
+def depthwise_conv_forward(x: Tensor, weight: Tensor, bias: Tensor, height: int, width: int, residual: bool,
+                           silu: bool) -> Tuple[Tensor]:
+    """(y,): act(conv3x3(x) + bias) (+ x) over (B, H*W, C) tokens, in x's dtype."""
     x = unit_last_stride(x)
-    return _tap_sum(x, height, width, weight.contiguous(), bias.contiguous(), x if residual else None, 1, silu)
+    plan = _forward_plans((x, weight, bias), (height, width, residual, silu))
+    out = torch.empty((plan.b, plan.n, plan.c), dtype=x.dtype, device=x.device)
+    plan.launch(x, weight, bias, x, out, plan.n, height, width, plan.c, plan.num_cblocks, x.stride(0), x.stride(1),
+                x.stride(0), x.stride(1), out.stride(0), out.stride(1))
+    return (out,)
 
 
-def _backward(dy, x, height, width, weight, bias, residual, silu):
-    dy, x, weight = unit_last_stride(dy), unit_last_stride(x), weight.contiguous()
-    b, n, c = x.shape
-    t = TUNING
-    ncb = triton.cdiv(c, t['grad_block_c'])
-    num_chunks, tokens_per_chunk = chunking(n, b * ncb, x.device, t['grad_programs_per_sm'], t['grad_block_n'])
+def depthwise_conv_backward_into(dx: Tensor, dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, height: int,
+                                 width: int, residual: bool, silu: bool) -> Tuple[Tensor, Tensor]:
+    """Writes the input gradient into ``dx`` (B, N, C) with unit channel stride (a view of a wider buffer is
+    fine); returns (d weight, d bias)."""
+    dy, x = unit_last_stride(dy), unit_last_stride(x)
+    plan = _backward_plans((dy, x, weight, bias), (height, width, residual, silu))
     g = torch.empty_like(x) if silu else dy
-    part = torch.empty((num_chunks, b * ncb, 10, t['grad_block_c']), dtype=torch.float32, device=x.device)
-    _dwconv_grad_weight_kernel[(num_chunks, b * ncb)](
-        x, dy, weight, bias.contiguous(), g, part, n, height, width, c, ncb, tokens_per_chunk,
-        x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), g.stride(0), g.stride(1), SILU=silu,
-        BLOCK_N=t['grad_block_n'], BLOCK_C=t['grad_block_c'], num_warps=t['grad_warps'])
-    dw, db = tap_gradients(part, b, t['grad_block_c'], weight)
-    dx = _tap_sum(g, height, width, weight, None, dy if residual else None, -1, False)
-    return dx, dw, db
+    part = torch.empty(plan.part_shape, dtype=torch.float32, device=x.device)
+    plan.grad_weight(x, dy, weight, bias, g, part, plan.n, height, width, plan.c, plan.grad_cblocks,
+                     plan.tokens_per_chunk, x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), g.stride(0),
+                     g.stride(1))
+    d_weight, d_bias = plan.taps(part, weight)
+    plan.grad_input(g, weight, weight, dy, dx, plan.n, height, width, plan.c, plan.num_cblocks, g.stride(0),
+                    g.stride(1), dy.stride(0), dy.stride(1), dx.stride(0), dx.stride(1))
+    return d_weight, d_bias
 
 
-class DepthwiseConvFunction(torch.autograd.Function):
-    """Eager-mode autograd (no custom-op dispatch cost on every call)."""
-
-    @staticmethod
-    def forward(ctx, x, height, width, weight, bias, residual, silu):
-        ctx.save_for_backward(x, weight, bias)
-        ctx.options = (height, width, residual, silu)
-        return _forward(x, height, width, weight, bias, residual, silu)
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, weight, bias = ctx.saved_tensors
-        height, width, residual, silu = ctx.options
-        dx, dw, db = _backward(dy, x, height, width, weight, bias, residual, silu)
-        return dx, None, None, dw, db, None, None
+def depthwise_conv_backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor, height: int, width: int,
+                            residual: bool, silu: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """(dx, d weight, d bias)."""
+    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    return (dx, *depthwise_conv_backward_into(dx, dy, x, weight, bias, height, width, residual, silu))
 
 
-@torch.library.custom_op('mlla_dense::depthwise_conv_fwd', mutates_args=())
-def depthwise_conv_fwd(x: Tensor, height: int, width: int, weight: Tensor, bias: Tensor, residual: bool,
-                       silu: bool) -> Tensor:
-    return _forward(x, height, width, weight, bias, residual, silu)
-
-
-@depthwise_conv_fwd.register_fake
-def _(x, height, width, weight, bias, residual, silu):
-    return x.new_empty(x.shape)
-
-
-@torch.library.custom_op('mlla_dense::depthwise_conv_bwd', mutates_args=())
-def depthwise_conv_bwd(dy: Tensor, x: Tensor, height: int, width: int, weight: Tensor, bias: Tensor,
-                       residual: bool, silu: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    return _backward(dy, x, height, width, weight, bias, residual, silu)
-
-
-@depthwise_conv_bwd.register_fake
-def _(dy, x, height, width, weight, bias, residual, silu):
-    return x.new_empty(x.shape), torch.empty_like(weight), torch.empty_like(bias)
-
-
-def _setup_context(ctx, inputs, output):
-    x, height, width, weight, bias, residual, silu = inputs
-    ctx.save_for_backward(x, weight, bias)
-    ctx.options = (height, width, residual, silu)
-
-
-def _custom_op_backward(ctx, dy):
-    x, weight, bias = ctx.saved_tensors
-    height, width, residual, silu = ctx.options
-    dx, dw, db = depthwise_conv_bwd(dy, x, height, width, weight, bias, residual, silu)
-    return dx, None, None, dw, db, None, None
-
-
-depthwise_conv_fwd.register_autograd(_custom_op_backward, setup_context=_setup_context)
-
-
-def depthwise_conv_triton(x, hw_shape, weight, bias, residual, activation) -> Tensor:
-    """The Triton path: custom op while torch.compile traces, autograd.Function otherwise."""
-    h, w = hw_shape
-    silu = activation == 'silu'
-    if torch.compiler.is_compiling():
-        return depthwise_conv_fwd(x, h, w, weight, bias, residual, silu)
-    return DepthwiseConvFunction.apply(x, h, w, weight, bias, residual, silu)
+depthwise_conv_op = KernelOp('depthwise_conv', depthwise_conv_forward, depthwise_conv_backward,
+                             save=('x', 'weight', 'bias'), grads_for=('x', 'weight', 'bias'),
+                             options=('height', 'width', 'residual', 'silu'))

@@ -5,10 +5,12 @@ import triton.language as tl
 
 
 @triton.jit
-def _layer_norm_bwd_kernel(x_ptr, dy_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, part_ptr, M, C, ROWS_PER_CHUNK,
-                           s_x, s_dy, s_dx, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Rows of chunk pid: dx = rstd * (w dy - mean_c(w dy) - xhat * mean_c(w dy xhat)); part[pid] holds
-    (sum dy * xhat, sum dy) over the chunk's rows."""
+def _layer_norm_bwd_kernel(x_ptr, dy_ptr, w_ptr, stats_ptr, dres_ptr, dx_ptr, part_ptr, M, C, ROWS_PER_CHUNK,
+                           s_x, s_dy, s_dres, s_dx, RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr,
+                           BLOCK_C: tl.constexpr):
+    """Rows of chunk pid: dx = rstd * (w dy - mean_c(w dy) - xhat * mean_c(w dy xhat)) (+ dres, the gradient
+    that reaches x by another path, with RESIDUAL); part[pid] holds (sum dy * xhat, sum dy) over the chunk's
+    rows."""
     chunk = tl.program_id(0)
     cols = tl.arange(0, BLOCK_C)
     valid = cols < C
@@ -24,13 +26,15 @@ def _layer_norm_bwd_kernel(x_ptr, dy_ptr, w_ptr, mean_ptr, rstd_ptr, dx_ptr, par
         base = rows.to(tl.int64)[:, None]
         x = tl.load(x_ptr + base * s_x + cols[None, :], mask=mask, other=0.).to(tl.float32)
         dy = tl.load(dy_ptr + base * s_dy + cols[None, :], mask=mask, other=0.).to(tl.float32)
-        mean = tl.load(mean_ptr + rows, mask=in_rows, other=0.)
-        rstd = tl.load(rstd_ptr + rows, mask=in_rows, other=0.)
+        mean = tl.load(stats_ptr + rows, mask=in_rows, other=0.)
+        rstd = tl.load(stats_ptr + M + rows, mask=in_rows, other=0.)
         xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.)
         wdy = w[None, :] * dy
         mean_wdy = tl.sum(wdy, axis=1) / C
         mean_wdy_xhat = tl.sum(wdy * xhat, axis=1) / C
         dx = (wdy - mean_wdy[:, None] - xhat * mean_wdy_xhat[:, None]) * rstd[:, None]
+        if RESIDUAL:
+            dx += tl.load(dres_ptr + base * s_dres + cols[None, :], mask=mask, other=0.).to(tl.float32)
         tl.store(dx_ptr + base * s_dx + cols[None, :], dx.to(dx_ptr.dtype.element_ty), mask=mask)
         d_w += dy * xhat
         d_b += dy

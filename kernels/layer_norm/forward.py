@@ -4,9 +4,10 @@ import triton.language as tl
 
 
 @triton.jit
-def _layer_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, M, C, s_x, s_y, eps,
+def _layer_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, stats_ptr, M, C, s_x, s_y, eps,
                            BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Rows pid * BLOCK_M ..: y = (x - mean) * rstd * w + b; also stores mean and rstd per row (float32)."""
+    """Rows pid * BLOCK_M ..: y = (x - mean) * rstd * w + b; also stores mean and rstd per row (float32) as
+    rows 0 and 1 of stats (2, M)."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_C)
     valid = cols < C
@@ -21,5 +22,5 @@ def _layer_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, mean_ptr, rstd_ptr, M, C,
     b = tl.load(b_ptr + cols, mask=valid, other=0.).to(tl.float32)
     y = centered * rstd[:, None] * w[None, :] + b[None, :]
     tl.store(y_ptr + base * s_y + cols[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
-    tl.store(mean_ptr + rows, mean, mask=in_rows)
-    tl.store(rstd_ptr + rows, rstd, mask=in_rows)
+    tl.store(stats_ptr + rows, mean, mask=in_rows)
+    tl.store(stats_ptr + M + rows, rstd, mask=in_rows)

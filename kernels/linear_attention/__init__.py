@@ -1,6 +1,6 @@
 """MLLA linear attention: one public function, :func:`linear_attention`.
 
-Triton kernels (forward and backward; custom ops under torch.compile) on CUDA tensors, the PyTorch reference
+Triton kernels (forward and backward; triton ops under torch.compile) on CUDA tensors, the PyTorch reference
 otherwise; ``MLLA_DENSE_BACKEND`` overrides (see :mod:`mlla_dense.kernels.backend`).
 """
 from ..backend import use_triton
@@ -23,9 +23,11 @@ def linear_attention(qk, v, hw_shape, num_heads, lepe_weight, lepe_bias):
     """
     if not use_triton(qk):
         return linear_attention_reference(qk, v, hw_shape, num_heads, lepe_weight, lepe_bias)
-    check_inputs(qk, v, hw_shape, num_heads, lepe_weight, lepe_bias)
-    from .op import linear_attention_triton
-    return linear_attention_triton(qk, v, tuple(hw_shape), num_heads, lepe_weight, lepe_bias)
+    from .op import linear_attention_op
+    height, width = hw_shape
+    return linear_attention_op(qk, v, lepe_weight if lepe_weight.is_contiguous() else lepe_weight.contiguous(),
+                               lepe_bias if lepe_bias.is_contiguous() else lepe_bias.contiguous(), height, width,
+                               num_heads)
 
 
-__all__ = ['linear_attention', 'linear_attention_reference', 'rope_tables']
+__all__ = ['linear_attention', 'linear_attention_reference', 'rope_tables', 'check_inputs']

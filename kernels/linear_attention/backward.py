@@ -16,11 +16,13 @@ import triton
 import triton.language as tl
 
 from ..dependent_launch import follow_previous_grid
-from ..grid_taps import store_tap_sums, tap_gradients, zero_tap_sums
+from ..grid_taps import TapGradients, store_tap_sums, zero_tap_sums
+from ..launcher import Launch
 from ..partial_sums import chunking
 from .common import (EPS, deinterleave, group_lanes, head_sum, interleave, lepe_grad_tap, load_pair, load_stats,
                      paired_columns, paired_rows, phi, phi_grad, rope_tile, store_paired)
-from .launch import Layout, finish_pairs
+from .launch import FinishPairs, Layout
+from .rope import rope_tables
 
 
 @triton.jit
@@ -148,28 +150,38 @@ def _grad_kv_kernel(qk_ptr, v_ptr, do_ptr, cos_ptr, sin_ptr, grads_ptr, lepe_w_p
     store_tap_sums(part, BLOCK_C, g0, g1, g2, g3, g4, g5, g6, g7, g8, g_bias)
 
 
-def linear_attention_backward(grad_out, qk, v, rope_cos, rope_sin, hw_shape, num_heads, lepe_weight, stats):
+class BackwardPlan:
+    """The backward's launches for one input layout, and the RoPE tables they read."""
+
+    def __init__(self, grad_out, qk, v, lepe_weight, stats, height, width, num_heads):
+        b, n, c = v.shape
+        lay = Layout(c, num_heads, qk, v, grad_out)
+        self.tables = rope_tables(height, width, c, v.device, lay.table_dtype)
+        rows = b * lay.num_groups
+        num_chunks, tokens_per_chunk = chunking(n, rows, qk.device, lay.backward_programs_per_sm,
+                                                lay.block_n('grad_q', 'grad_kv'))
+        self.part_shape = (num_chunks, rows, 2 * lay.block_c ** 2 + lay.block_c)
+        self.lepe_part_shape = (num_chunks, rows, 10, lay.block_c)
+        self.args = (n, height, width, tokens_per_chunk, lay.num_groups)
+        self.grad_q = Launch(_grad_q_kernel, (num_chunks, rows), SUM_PRECISION=lay.sum_precision,
+                             **lay.meta('grad_q'))
+        self.finish = FinishPairs(num_chunks, rows, 1.0, lay)
+        self.grad_kv = Launch(_grad_kv_kernel, (num_chunks, rows), **lay.meta('grad_kv'))
+        self.taps = TapGradients(num_chunks, b, lay.num_groups, lay.group_channels, lay.block_c, c, lay.pdl)
+
+
+def linear_attention_backward(plan: BackwardPlan, grad_out, qk, v, lepe_weight, stats):
     """Triton backward; returns (d qk, d v, d lepe_weight, d lepe_bias)."""
-    b, n, c = v.shape
-    h, w = hw_shape
-    lay = Layout(c, num_heads, qk, v, grad_out)
-    rows = b * lay.num_groups
-    num_chunks, tokens_per_chunk = chunking(n, rows, qk.device, lay.backward_programs_per_sm,
-                                            lay.block_n('grad_q', 'grad_kv'))
+    cos, sin = plan.tables
     dqk = torch.empty(qk.shape, dtype=qk.dtype, device=qk.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
-    part = torch.empty((num_chunks, rows, 2 * lay.block_c ** 2 + lay.block_c), dtype=torch.float32,
-                       device=qk.device)
-    _grad_q_kernel[(num_chunks, rows)](
-        qk, grad_out, rope_cos, rope_sin, stats, dqk, part, n, h, w, tokens_per_chunk, lay.num_groups,
-        qk.stride(0), qk.stride(1), grad_out.stride(0), grad_out.stride(1), dqk.stride(0), dqk.stride(1),
-        SUM_PRECISION=lay.sum_precision, **lay.meta('grad_q'))
-    grads = finish_pairs(part, 1.0, lay)
-    lepe_part = torch.empty((num_chunks, rows, 10, lay.block_c), dtype=torch.float32, device=qk.device)
-    _grad_kv_kernel[(num_chunks, rows)](
-        qk, v, grad_out, rope_cos, rope_sin, grads, lepe_weight, dqk, dv, lepe_part,
-        n, h, w, tokens_per_chunk, lay.num_groups,
-        qk.stride(0), qk.stride(1), v.stride(0), v.stride(1), grad_out.stride(0), grad_out.stride(1),
-        dqk.stride(0), dqk.stride(1), dv.stride(0), dv.stride(1), **lay.meta('grad_kv'))
-    d_weight, d_bias = tap_gradients(lepe_part, b, lay.group_channels, lepe_weight, lay.pdl)
+    part = torch.empty(plan.part_shape, dtype=torch.float32, device=qk.device)
+    plan.grad_q(qk, grad_out, cos, sin, stats, dqk, part, *plan.args, qk.stride(0), qk.stride(1),
+                grad_out.stride(0), grad_out.stride(1), dqk.stride(0), dqk.stride(1))
+    grads = plan.finish(part)
+    lepe_part = torch.empty(plan.lepe_part_shape, dtype=torch.float32, device=qk.device)
+    plan.grad_kv(qk, v, grad_out, cos, sin, grads, lepe_weight, dqk, dv, lepe_part, *plan.args,
+                 qk.stride(0), qk.stride(1), v.stride(0), v.stride(1), grad_out.stride(0), grad_out.stride(1),
+                 dqk.stride(0), dqk.stride(1), dv.stride(0), dv.stride(1))
+    d_weight, d_bias = plan.taps(lepe_part, lepe_weight)
     return dqk, dv, d_weight, d_bias

@@ -11,10 +11,12 @@ import triton.language as tl
 
 from ..dependent_launch import follow_previous_grid
 from ..grid_taps import grid_tap
+from ..launcher import Launch
 from ..partial_sums import chunking
 from .common import (EPS, group_lanes, head_sum, interleave, load_stats, paired_rows, phi, rope_tile,
                      store_paired)
-from .launch import Layout, finish_pairs
+from .launch import FinishPairs, Layout
+from .rope import rope_tables
 
 
 @triton.jit
@@ -98,24 +100,33 @@ def _output_kernel(qk_ptr, v_ptr, cos_ptr, sin_ptr, stats_ptr, lepe_w_ptr, lepe_
         tok += BLOCK_N
 
 
-def linear_attention_forward(qk, v, rope_cos, rope_sin, hw_shape, num_heads, lepe_weight, lepe_bias):
+class ForwardPlan:
+    """The forward's launches for one input layout, and the RoPE tables they read."""
+
+    def __init__(self, qk, v, lepe_weight, lepe_bias, height, width, num_heads):
+        b, n, c = self.b, self.n, self.c = v.shape
+        lay = Layout(c, num_heads, qk, v)
+        self.tables = rope_tables(height, width, c, v.device, lay.table_dtype)
+        rows = b * lay.num_groups
+        num_chunks, tokens_per_chunk = chunking(n, rows, qk.device, lay.reduce_programs_per_sm,
+                                                lay.block_n('reduce'))
+        self.part_shape = (num_chunks, rows, 2 * lay.block_c ** 2 + lay.block_c)
+        self.reduce = Launch(_reduce_kv_kernel, (num_chunks, rows), **lay.meta('reduce'))
+        self.reduce_args = (n, height, width, tokens_per_chunk, lay.num_groups)
+        self.finish = FinishPairs(num_chunks, rows, 1.0 / n, lay)
+        tokens_per_program = lay.block_n('output') * lay.output_tiles
+        self.output = Launch(_output_kernel, (triton.cdiv(n, tokens_per_program), rows),
+                             SUM_PRECISION=lay.sum_precision, LEPE_UNROLL=lay.lepe_unroll, **lay.meta('output'))
+        self.output_args = (n, height, width, tokens_per_program, lay.num_groups)
+
+
+def linear_attention_forward(plan: ForwardPlan, qk, v, lepe_weight, lepe_bias):
     """Triton forward. Returns (out (B, N, C) in qk's dtype, stats (B * groups, BLOCK_C^2 + BLOCK_C) float32)."""
-    b, n, c = v.shape
-    h, w = hw_shape
-    lay = Layout(c, num_heads, qk, v)
-    rows = b * lay.num_groups
-    num_chunks, tokens_per_chunk = chunking(n, rows, qk.device, lay.reduce_programs_per_sm,
-                                            lay.block_n('reduce'))
-    part = torch.empty((num_chunks, rows, 2 * lay.block_c ** 2 + lay.block_c), dtype=torch.float32,
-                       device=qk.device)
-    _reduce_kv_kernel[(num_chunks, rows)](
-        qk, v, rope_cos, rope_sin, part, n, h, w, tokens_per_chunk, lay.num_groups,
-        qk.stride(0), qk.stride(1), v.stride(0), v.stride(1), **lay.meta('reduce'))
-    stats = finish_pairs(part, 1.0 / n, lay)
-    out = torch.empty((b, n, c), dtype=qk.dtype, device=qk.device)
-    tokens_per_program = lay.block_n('output') * lay.output_tiles
-    _output_kernel[(triton.cdiv(n, tokens_per_program), rows)](
-        qk, v, rope_cos, rope_sin, stats, lepe_weight, lepe_bias, out, n, h, w, tokens_per_program,
-        lay.num_groups, qk.stride(0), qk.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        SUM_PRECISION=lay.sum_precision, LEPE_UNROLL=lay.lepe_unroll, **lay.meta('output'))
+    cos, sin = plan.tables
+    part = torch.empty(plan.part_shape, dtype=torch.float32, device=qk.device)
+    plan.reduce(qk, v, cos, sin, part, *plan.reduce_args, qk.stride(0), qk.stride(1), v.stride(0), v.stride(1))
+    stats = plan.finish(part)
+    out = torch.empty((plan.b, plan.n, plan.c), dtype=qk.dtype, device=qk.device)
+    plan.output(qk, v, cos, sin, stats, lepe_weight, lepe_bias, out, *plan.output_args, qk.stride(0), qk.stride(1),
+                v.stride(0), v.stride(1), out.stride(0), out.stride(1))
     return out, stats

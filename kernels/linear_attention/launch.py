@@ -6,6 +6,7 @@ import triton
 import triton.language as tl
 
 from ..dependent_launch import dependent_launch
+from ..launcher import Launch, is_traced
 from .common import finish_pairs_kernel
 
 # Measured on an H100 (benchmarks/NOTES.md): channels per program; (tokens per tile, warps) of each pass (the
@@ -49,9 +50,10 @@ class Layout:
         self.backward_programs_per_sm = t['backward_programs_per_sm'][many_rows]
         self.lepe_unroll = t['lepe_unroll']
         self.channels = channels
-        self.pdl = dependent_launch()
+        self.pdl = dependent_launch() and not is_traced()  # Inductor launches plainly
         dtype = tensors[0].dtype
         full = full_precision(*tensors)
+        self.table_dtype = torch.float32 if full else torch.float16
         self.precision = 'tf32x3' if full else 'tf32'
         self.sum_precision = 'tf32x3'
         if full or not t['dot_16bit'] or os.environ.get('TRITON_INTERPRET') == '1':
@@ -73,12 +75,18 @@ class Layout:
                     launch_pdl=self.pdl)
 
 
-def finish_pairs(part: torch.Tensor, scale: float, lay: Layout) -> torch.Tensor:
-    """Chunk partials (chunks, R, 2 BLOCK_C^2 + BLOCK_C) -> (R, BLOCK_C^2 + BLOCK_C): the block-diagonal matrix
-    ``scale * (sum cos part - swap(sum sine part))`` and the summed vector (see finish_pairs_kernel)."""
-    num_chunks, rows, _ = part.shape
-    out = torch.empty((rows, lay.block_c ** 2 + lay.block_c), dtype=torch.float32, device=part.device)
-    finish_pairs_kernel[(rows, lay.block_c + 1)](part, out, num_chunks, scale, BLOCK_C=lay.block_c,
-                                                 D=lay.head_dim, BLOCK_K=min(128, triton.next_power_of_2(num_chunks)),
-                                                 PDL=lay.pdl, launch_pdl=lay.pdl)
-    return out
+class FinishPairs:
+    """The launch that sums chunk partials (chunks, R, 2 BLOCK_C^2 + BLOCK_C) into (R, BLOCK_C^2 + BLOCK_C): the
+    block-diagonal matrix ``scale * (sum cos part - swap(sum sine part))`` and the summed vector (see
+    finish_pairs_kernel), for one layout."""
+
+    def __init__(self, num_chunks: int, rows: int, scale: float, lay: Layout):
+        self.shape = (rows, lay.block_c ** 2 + lay.block_c)
+        self.args = (num_chunks, scale)
+        self.launch = Launch(finish_pairs_kernel, (rows, lay.block_c + 1), BLOCK_C=lay.block_c, D=lay.head_dim,
+                             BLOCK_K=min(128, triton.next_power_of_2(num_chunks)), PDL=lay.pdl, launch_pdl=lay.pdl)
+
+    def __call__(self, part: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(self.shape, dtype=torch.float32, device=part.device)
+        self.launch(part, out, *self.args)
+        return out

@@ -17,6 +17,8 @@ from collections import OrderedDict
 
 import torch
 
+from ..launcher import is_traced
+
 BASE = 10000.0
 _CACHE_SIZE = 256
 _cache: 'OrderedDict[tuple, tuple]' = OrderedDict()
@@ -41,6 +43,8 @@ def rope_tables(height: int, width: int, channels: int, device, dtype=torch.floa
     grid of C-channel tokens."""
     if channels % 4:
         raise ValueError(f'2D RoPE needs a channel count divisible by 4, got {channels}')
+    if is_traced():  # part of a compiled graph (sizes may be symbolic): computed there, not cached here
+        return tuple(t.to(dtype) for t in _tables(height, width, channels, device))
     key = (height, width, channels, torch.device(device), dtype)
     tables = _cache.get(key)
     if tables is None:

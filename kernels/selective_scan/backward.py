@@ -17,6 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..launcher import Launch
 from .common import combine_linear, decay_step, launch_config, program_rows, softplus_grad
 
 
@@ -94,34 +95,45 @@ def _scan_backward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr
     tl.store(dbias_ptr + per_row, grad_bias, mask=d_ok)
 
 
-def selective_scan_backward(dy, u, delta, A, B, C, D, delta_bias, states, delta_softplus, reverse_from):
+class BackwardPlan:
+    """The scan's backward launch for one input layout, and how its partial gradients are summed."""
+
+    def __init__(self, dy, u, delta, A, B, C, D, delta_bias, states, delta_softplus, reverse_from):
+        batch, u_groups, per_group, length = u.shape
+        groups, n_state = B.shape[1], B.shape[2]
+        channels = groups * per_group
+        cfg = launch_config(per_group, length, n_state)
+        n_blocks = triton.cdiv(channels, cfg['BLOCK_D'])
+        self.sharing = groups // u_groups  # groups reading each input sequence; their du add up in float32
+        self.du_dtype = u.dtype if self.sharing == 1 else torch.float32
+        self.shapes = dict(du=(batch, channels, length), da=(batch, channels, n_state),
+                           dbc=(batch, n_blocks, n_state, length), dd=(batch, channels))
+        self.group_view = (batch, groups, n_blocks // groups, n_state, length)
+        self.du_view = (batch, self.sharing, u_groups, per_group, length)
+        self.args = (channels, length, per_group, states.shape[2], n_blocks, u_groups, reverse_from)
+        self.launch = Launch(_scan_backward_kernel, (n_blocks, batch), N_STATE=n_state, SOFTPLUS=delta_softplus,
+                             **cfg)
+
+
+def selective_scan_backward(plan, dy, u, delta, A, B, C, D, delta_bias, states):
     """Gradients (du, ddelta, dA, dB, dC, dD, ddelta_bias) in the dtypes and shapes of their inputs (the
     layout of :func:`selective_scan_forward`)."""
-    batch, u_groups, per_group, length = u.shape
-    groups, n_state = B.shape[1], B.shape[2]
-    channels = groups * per_group
-    cfg = launch_config(per_group, length, n_state)
-    n_chunks = states.shape[2]
-    n_blocks = triton.cdiv(channels, cfg['BLOCK_D'])
+    shapes = plan.shapes
     f32 = dict(device=u.device, dtype=torch.float32)
-    sharing = groups // u_groups  # groups reading each input sequence; their du add up in float32
-    du = torch.empty(batch, channels, length, device=u.device, dtype=u.dtype if sharing == 1 else torch.float32)
-    ddelta = torch.empty(batch, channels, length, device=u.device, dtype=delta.dtype)
-    da = torch.empty(batch, channels, n_state, **f32)
-    db = torch.empty(batch, n_blocks, n_state, length, **f32)
-    dc = torch.empty(batch, n_blocks, n_state, length, **f32)
-    dd = torch.empty(batch, channels, **f32)
-    dbias = torch.empty(batch, channels, **f32)
-    _scan_backward_kernel[(n_blocks, batch)](
-        u, delta, A, B, C, D, delta_bias, dy, states, du, ddelta, da, db, dc, dd, dbias,
-        channels, length, per_group, n_chunks, n_blocks, u_groups, reverse_from,
-        u.stride(0), u.stride(1), u.stride(2), delta.stride(0), delta.stride(1),
-        B.stride(0), B.stride(1), B.stride(2), C.stride(0), C.stride(1), C.stride(2),
-        dy.stride(0), dy.stride(1), N_STATE=n_state, SOFTPLUS=delta_softplus, **cfg)
-    blocks_per_group = n_blocks // groups
-    db = db.view(batch, groups, blocks_per_group, n_state, length).sum(2)
-    dc = dc.view(batch, groups, blocks_per_group, n_state, length).sum(2)
-    du = du.view(batch, sharing, u_groups, per_group, length)
-    du = du[:, 0] if sharing == 1 else du.sum(1).to(u.dtype)
+    du = torch.empty(shapes['du'], device=u.device, dtype=plan.du_dtype)
+    ddelta = torch.empty(shapes['du'], device=u.device, dtype=delta.dtype)
+    da = torch.empty(shapes['da'], **f32)
+    db = torch.empty(shapes['dbc'], **f32)
+    dc = torch.empty(shapes['dbc'], **f32)
+    dd = torch.empty(shapes['dd'], **f32)
+    dbias = torch.empty(shapes['dd'], **f32)
+    plan.launch(u, delta, A, B, C, D, delta_bias, dy, states, du, ddelta, da, db, dc, dd, dbias, *plan.args,
+                u.stride(0), u.stride(1), u.stride(2), delta.stride(0), delta.stride(1),
+                B.stride(0), B.stride(1), B.stride(2), C.stride(0), C.stride(1), C.stride(2),
+                dy.stride(0), dy.stride(1))
+    db = db.view(plan.group_view).sum(2)
+    dc = dc.view(plan.group_view).sum(2)
+    du = du.view(plan.du_view)
+    du = du[:, 0] if plan.sharing == 1 else du.sum(1).to(u.dtype)
     return (du, ddelta, da.sum(0).to(A.dtype), db.to(B.dtype), dc.to(C.dtype), dd.sum(0).to(D.dtype),
             dbias.sum(0).to(delta_bias.dtype))

@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..launcher import Launch
 from .common import combine_linear, decay_step, launch_config, program_rows
 
 
@@ -54,20 +55,28 @@ def _scan_forward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr,
         tl.store(row_y + pos[None, :], y, mask=ok)
 
 
-def selective_scan_forward(u, delta, A, B, C, D, delta_bias, delta_softplus, reverse_from):
+class ForwardPlan:
+    """The scan's forward launch for one input layout."""
+
+    def __init__(self, u, delta, A, B, C, D, delta_bias, delta_softplus, reverse_from):
+        batch, u_groups, per_group, length = u.shape
+        groups, n_state = B.shape[1], B.shape[2]
+        self.channels = groups * per_group
+        cfg = launch_config(per_group, length, n_state)
+        self.n_chunks = triton.cdiv(length, cfg['BLOCK_L'])
+        self.y_shape = (batch, self.channels, length)
+        self.states_shape = (batch, self.channels, self.n_chunks, n_state)
+        self.args = (self.channels, length, per_group, self.n_chunks, u_groups, reverse_from)
+        self.launch = Launch(_scan_forward_kernel, (triton.cdiv(self.channels, cfg['BLOCK_D']), batch),
+                             N_STATE=n_state, SOFTPLUS=delta_softplus, **cfg)
+
+
+def selective_scan_forward(plan, u, delta, A, B, C, D, delta_bias):
     """(y float32 (B, KD, L), states float32 (B, KD, n_chunks, N)): the scan and its chunk-start states.
     u is (B, u_groups, KD / K, L), delta (B, KD, L); groups >= ``reverse_from`` run backwards."""
-    batch, u_groups, per_group, length = u.shape
-    groups, n_state = B.shape[1], B.shape[2]
-    channels = groups * per_group
-    cfg = launch_config(per_group, length, n_state)
-    n_chunks = triton.cdiv(length, cfg['BLOCK_L'])
-    y = torch.empty(batch, channels, length, device=u.device, dtype=torch.float32)
-    states = torch.empty(batch, channels, n_chunks, n_state, device=u.device, dtype=torch.float32)
-    grid = (triton.cdiv(channels, cfg['BLOCK_D']), batch)
-    _scan_forward_kernel[grid](u, delta, A, B, C, D, delta_bias, y, states, channels, length, per_group,
-                          n_chunks, u_groups, reverse_from, u.stride(0), u.stride(1), u.stride(2),
-                          delta.stride(0), delta.stride(1),
-                          B.stride(0), B.stride(1), B.stride(2), C.stride(0), C.stride(1), C.stride(2),
-                          N_STATE=n_state, SOFTPLUS=delta_softplus, **cfg)
+    y = torch.empty(plan.y_shape, device=u.device, dtype=torch.float32)
+    states = torch.empty(plan.states_shape, device=u.device, dtype=torch.float32)
+    plan.launch(u, delta, A, B, C, D, delta_bias, y, states, *plan.args, u.stride(0), u.stride(1), u.stride(2),
+                delta.stride(0), delta.stride(1), B.stride(0), B.stride(1), B.stride(2), C.stride(0), C.stride(1),
+                C.stride(2))
     return y, states

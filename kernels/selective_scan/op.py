@@ -1,7 +1,6 @@
-"""Autograd for the Triton selective scan: a plain autograd.Function in eager mode and torch custom ops
-(``mlla_dense::selective_scan_fwd`` / ``_bwd``) under torch.compile, so compiled graphs do not break at the
-kernels. The forward saves its inputs plus the float32 state at the start of every chunk, from which the
-backward rebuilds the states instead of storing all of them.
+"""The Triton selective scan as a :class:`~mlla_dense.kernels.kernel_op.KernelOp`. The forward saves its inputs
+plus the float32 state at the start of every chunk, from which the backward rebuilds the states instead of
+storing all of them.
 
 Internally u is (B, u_groups, D, L) and group k of the scan reads ``u[:, k % u_groups]``; groups from
 ``reverse_from`` on run backwards (see :mod:`.forward`).
@@ -9,91 +8,48 @@ Internally u is (B, u_groups, D, L) and group k of the scan reads ``u[:, k % u_g
 from typing import Tuple
 
 import torch
-import triton
 from torch import Tensor
 
+from ..kernel_op import KernelOp, Plans
 from ..strides import unit_last_stride
-from .backward import selective_scan_backward
-from .common import launch_config
-from .forward import selective_scan_forward
+from .backward import BackwardPlan, selective_scan_backward
+from .forward import ForwardPlan, selective_scan_forward
+
+_forward_plans = Plans(ForwardPlan)
+_backward_plans = Plans(BackwardPlan)
 
 
-def _forward(u, delta, A, B, C, D, delta_bias, delta_softplus, reverse_from):
-    return selective_scan_forward(unit_last_stride(u), unit_last_stride(delta), A.contiguous(), unit_last_stride(B),
-                                  unit_last_stride(C), D.contiguous(), delta_bias.contiguous(), delta_softplus,
-                                  reverse_from)
+def forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor,
+            delta_softplus: bool, reverse_from: int) -> Tuple[Tensor, Tensor]:
+    """(y float32, chunk-start states)."""
+    u, delta, B, C = unit_last_stride(u), unit_last_stride(delta), unit_last_stride(B), unit_last_stride(C)
+    plan = _forward_plans((u, delta, A, B, C, D, delta_bias), (delta_softplus, reverse_from))
+    return selective_scan_forward(plan, u, delta, A, B, C, D, delta_bias)
 
 
-def _backward(dy, u, delta, A, B, C, D, delta_bias, states, delta_softplus, reverse_from):
-    return selective_scan_backward(unit_last_stride(dy), unit_last_stride(u), unit_last_stride(delta), A.contiguous(),
-                                   unit_last_stride(B), unit_last_stride(C), D.contiguous(), delta_bias.contiguous(),
-                                   states, delta_softplus, reverse_from)
+def backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor,
+             states: Tensor, delta_softplus: bool,
+             reverse_from: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(du, ddelta, dA, dB, dC, dD, ddelta_bias)."""
+    dy, u, delta = unit_last_stride(dy), unit_last_stride(u), unit_last_stride(delta)
+    B, C = unit_last_stride(B), unit_last_stride(C)
+    plan = _backward_plans((dy, u, delta, A, B, C, D, delta_bias, states), (delta_softplus, reverse_from))
+    return selective_scan_backward(plan, dy, u, delta, A, B, C, D, delta_bias, states)
 
 
-class SelectiveScanFunction(torch.autograd.Function):
-    """Eager-mode autograd (no custom-op dispatch cost on every call)."""
-
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, reverse_from):
-        y, states = _forward(u, delta, A, B, C, D, delta_bias, delta_softplus, reverse_from)
-        ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, states)
-        ctx.options = (delta_softplus, reverse_from)
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        return (*_backward(dy, *ctx.saved_tensors, *ctx.options), None, None)
-
-
-@torch.library.custom_op('mlla_dense::selective_scan_fwd', mutates_args=())
-def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor,
-                       delta_softplus: bool, reverse_from: int) -> Tuple[Tensor, Tensor]:
-    return _forward(u, delta, A, B, C, D, delta_bias, delta_softplus, reverse_from)
-
-
-@selective_scan_fwd.register_fake
-def _(u, delta, A, B, C, D, delta_bias, delta_softplus, reverse_from):
-    batch, _, per_group, length = u.shape
-    channels, n_state = delta.shape[1], B.shape[2]
-    n_chunks = triton.cdiv(length, launch_config(per_group, length, n_state)['BLOCK_L'])
-    return (u.new_empty((batch, channels, length), dtype=torch.float32),
-            u.new_empty((batch, channels, n_chunks, n_state), dtype=torch.float32))
-
-
-@torch.library.custom_op('mlla_dense::selective_scan_bwd', mutates_args=())
-def selective_scan_bwd(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
-                       delta_bias: Tensor, states: Tensor, delta_softplus: bool,
-                       reverse_from: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    return _backward(dy, u, delta, A, B, C, D, delta_bias, states, delta_softplus, reverse_from)
-
-
-@selective_scan_bwd.register_fake
-def _(dy, u, delta, A, B, C, D, delta_bias, states, delta_softplus, reverse_from):
-    return tuple(t.new_empty(t.shape) for t in (u, delta, A, B, C, D, delta_bias))
-
-
-def _setup_context(ctx, inputs, output):
-    *tensors, delta_softplus, reverse_from = inputs
-    ctx.save_for_backward(*tensors, output[1])
-    ctx.options = (delta_softplus, reverse_from)
-
-
-def _custom_op_backward(ctx, dy, grad_states):
-    return (*selective_scan_bwd(dy, *ctx.saved_tensors, *ctx.options), None, None)
-
-
-selective_scan_fwd.register_autograd(_custom_op_backward, setup_context=_setup_context)
+selective_scan_op = KernelOp('selective_scan', forward, backward,
+                             save=('u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias'),
+                             grads_for=('u', 'delta', 'A', 'B', 'C', 'D', 'delta_bias'),
+                             options=('delta_softplus', 'reverse_from'))
 
 
 def _scan(u, delta, A, B, C, D, delta_bias, delta_softplus, reverse_from) -> Tensor:
-    """Custom op while torch.compile traces, autograd.Function otherwise; missing D / delta_bias are zeros."""
+    """Missing D / delta_bias are zeros; A, D and delta_bias float32 and contiguous."""
     if D is None or delta_bias is None:
         zeros = u.new_zeros(delta.shape[1], dtype=torch.float32)
         D, delta_bias = zeros if D is None else D, zeros if delta_bias is None else delta_bias
-    args = (u, delta, A.float(), B, C, D.float(), delta_bias.float(), delta_softplus, reverse_from)
-    if torch.compiler.is_compiling():
-        return selective_scan_fwd(*args)[0]
-    return SelectiveScanFunction.apply(*args)
+    return selective_scan_op(u, delta, A.float().contiguous(), B, C, D.float().contiguous(),
+                             delta_bias.float().contiguous(), delta_softplus, reverse_from)
 
 
 def selective_scan_triton(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True) -> Tensor:

@@ -10,12 +10,13 @@ it is counted as the official VMamba counter does, 9 * B * L * D * N + B * D * L
 is replaced by a cheap stand-in while tracing, which would otherwise unroll L steps).
 """
 import contextlib
-import os
 
 import torch
 from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.structures import InstanceData
 from torch import nn
+
+from mlla_dense.kernels.backend import forced_backend
 
 
 class _DetectorDummy(nn.Module):
@@ -68,7 +69,6 @@ def _counted_selective_scan(counter: list):
 
 def model_complexity(cfg, height: int, width: int) -> dict:
     """{'params': int, 'flops': int, 'scope': str} of ``cfg.model`` for one (3, height, width) image."""
-    os.environ['MLLA_DENSE_BACKEND'] = 'torch'  # trace the reference math, not opaque kernels
     scope = cfg.get('default_scope', 'mmdet')
     registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
     from mmengine.registry import init_default_scope
@@ -81,7 +81,8 @@ def model_complexity(cfg, height: int, width: int) -> dict:
     wrapped = _DetectorDummy(model, height, width) if hasattr(model, 'roi_head') else _SegmentorDummy(model)
     inputs = torch.randn(1, 3, height, width)
     scans = []
-    with torch.no_grad(), _counted_selective_scan(scans):
+    # the reference math is traced, not opaque kernels
+    with torch.no_grad(), forced_backend('torch'), _counted_selective_scan(scans):
         analyzer = FlopAnalyzer(wrapped, (inputs,))
         analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         flops = analyzer.total()

@@ -8,15 +8,15 @@ import torch
 from helpers import assert_one_graph_matching_eager
 
 from mlla_dense.kernels.depthwise_conv import depthwise_conv, depthwise_conv_reference
-from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_bwd, depthwise_conv_fwd
+from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 VARIANTS = [dict(residual=True), dict(activation='silu'), dict()]
 
 
 @pytest.fixture
-def triton_backend(monkeypatch):
-    monkeypatch.setenv('MLLA_DENSE_BACKEND', 'triton')
+def triton_backend(use_backend):
+    use_backend('triton')
 
 
 def make_inputs(b, h, w, c, dtype, seed=0):
@@ -106,10 +106,10 @@ def test_custom_op_registration(triton_backend):
     x, weight, bias, _ = make_inputs(1, 3, 5, 16, torch.float32)
     args = [t.requires_grad_() for t in (x, weight, bias)]
     for residual, silu in ((True, False), (False, True)):
-        results = torch.library.opcheck(depthwise_conv_fwd, (args[0], 3, 5, args[1], args[2], residual, silu))
+        results = torch.library.opcheck(depthwise_conv_op.forward_op, (*args, 3, 5, residual, silu))
         assert set(results.values()) == {'SUCCESS'}, results
         # inductor checks the real outputs' strides against the fake ones (contiguous)
-        grads = depthwise_conv_bwd(torch.randn_like(x), x, 3, 5, weight, bias, residual, silu)
+        grads = depthwise_conv_op.backward_op(torch.randn_like(x), x, weight, bias, 3, 5, residual, silu)
         assert all(g.is_contiguous() for g in grads)
 
 

@@ -8,14 +8,15 @@ import torch
 from helpers import assert_one_graph_matching_eager
 
 from mlla_dense.kernels.layer_norm import layer_norm, layer_norm_reference
-from mlla_dense.kernels.layer_norm.op import layer_norm_bwd, layer_norm_fwd
+from mlla_dense.kernels.kernel_op import clear_plans
+from mlla_dense.kernels.layer_norm.op import layer_norm_backward, layer_norm_op
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 
 
 @pytest.fixture
-def triton_backend(monkeypatch):
-    monkeypatch.setenv('MLLA_DENSE_BACKEND', 'triton')
+def triton_backend(use_backend):
+    use_backend('triton')
 
 
 def make_inputs(b, n, c, dtype, seed=0):
@@ -75,7 +76,9 @@ def test_chunked_backward_many_programs(triton_backend, monkeypatch):
     """Many token tiles per backward program (a small tile), each chunk ending mid-tensor."""
     from mlla_dense.kernels.layer_norm import op
     monkeypatch.setitem(op.TUNING, 'backward_tile', 128)
+    clear_plans()
     check(1, 300, 32, torch.float32, torch.float32, 1e-5)
+    clear_plans()
 
 
 def test_strided_input_and_deterministic(triton_backend):
@@ -115,11 +118,22 @@ def test_custom_op_registration(triton_backend):
     """torch.library.opcheck: schema, fake implementation against the real one, autograd registration."""
     x, weight, bias, _ = make_inputs(1, 6, 16, torch.float32)
     args = [t.requires_grad_() for t in (x, weight, bias)]
-    results = torch.library.opcheck(layer_norm_fwd, (*args, 1e-5, torch.float32))
+    results = torch.library.opcheck(layer_norm_op.forward_op, (*args, 1e-5, torch.float32))
     assert set(results.values()) == {'SUCCESS'}, results
-    _, mean, rstd = layer_norm_fwd(x, weight, bias, 1e-5, torch.float32)
-    grads = layer_norm_bwd(torch.randn_like(x), x, weight, mean, rstd)
+    _, stats = layer_norm_op.forward_op(x, weight, bias, 1e-5, torch.float32)
+    grads = layer_norm_op.backward_op(torch.randn_like(x), x, weight, stats)
     assert all(g.is_contiguous() for g in grads)
+
+
+def test_backward_adds_residual_gradient(triton_backend):
+    """With ``dres`` the input gradient also carries the gradient that reaches x by another path."""
+    x, weight, bias, grad = make_inputs(2, 19, 48, torch.float32)
+    dres = torch.randn_like(x)
+    _, stats = layer_norm_op.forward_op(x, weight, bias, 1e-5, torch.float32)
+    plain = layer_norm_backward(grad, x, weight, stats)
+    fused = layer_norm_backward(grad, x, weight, stats, dres)
+    assert rel_err(fused[0], plain[0] + dres) < 1e-6
+    assert all(torch.equal(a, b) for a, b in zip(fused[1:], plain[1:]))
 
 
 # MLLA-T's blocks for a 2x3x800x1344 input (tokens per image, channels)

@@ -9,14 +9,15 @@ from helpers import assert_one_graph_matching_eager
 
 from mlla_dense.kernels import backend
 from mlla_dense.kernels.linear_attention import linear_attention, linear_attention_reference, rope_tables
-from mlla_dense.kernels.linear_attention.op import linear_attention_bwd, linear_attention_fwd
+from mlla_dense.kernels.kernel_op import clear_plans
+from mlla_dense.kernels.linear_attention.op import linear_attention_op
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 
 
 @pytest.fixture
-def triton_backend(monkeypatch):
-    monkeypatch.setenv('MLLA_DENSE_BACKEND', 'triton')
+def triton_backend(use_backend):
+    use_backend('triton')
 
 
 def make_inputs(b, h, w, c, dtype, device=DEVICE, seed=0):
@@ -82,7 +83,11 @@ TUNINGS = [({'group_width': 64}, (1, 5, 6, 96, 3)), ({'group_width': 64}, (3, 4,
 def test_program_layouts_match_reference(triton_backend, monkeypatch, tuning, shape):
     from mlla_dense.kernels.linear_attention import launch
     monkeypatch.setattr(launch, 'TUNING', dict(launch.TUNING, **tuning))
-    check(*shape, torch.float32, 1e-5)
+    clear_plans()
+    try:
+        check(*shape, torch.float32, 1e-5)
+    finally:
+        clear_plans()
 
 
 def test_fp16_large_activations_stay_finite(triton_backend):
@@ -143,16 +148,16 @@ def test_rope_tables_half_precision_for_16_bit_inputs():
         assert (h.float() - f).abs().max() <= 2 ** -12
 
 
-def test_backend_switch(monkeypatch):
-    monkeypatch.setenv('MLLA_DENSE_BACKEND', 'cuda-please')
+def test_backend_switch(monkeypatch, use_backend):
     with pytest.raises(ValueError, match='auto, triton, torch'):
-        backend.selected_backend()
-    monkeypatch.setenv('MLLA_DENSE_BACKEND', 'auto')
+        use_backend('cuda-please')
+    use_backend('auto')
+    assert backend.selected_backend() == 'auto' and backend.use_triton(torch.zeros(1)) is False
+    use_backend('torch')
     assert backend.use_triton(torch.zeros(1)) is False
-    monkeypatch.setenv('MLLA_DENSE_BACKEND', 'torch')
-    assert backend.use_triton(torch.zeros(1)) is False
-    monkeypatch.setenv('MLLA_DENSE_BACKEND', 'triton')
-    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    use_backend('triton')
+    assert backend.use_triton(torch.zeros(1)) is True  # the tests' interpreter
+    monkeypatch.setattr(backend, '_INTERPRETER', False)
     with pytest.raises(RuntimeError, match='TRITON_INTERPRET=1'):
         backend.use_triton(torch.zeros(1))
 
@@ -203,6 +208,7 @@ def test_gpu_dependent_launch_bit_identical(monkeypatch):
     stream.wait_stream(torch.cuda.current_stream())
     for setting in ('0', '1'):
         monkeypatch.setenv('MLLA_DENSE_DEPENDENT_LAUNCH', setting)
+        clear_plans()  # launches are planned (and the setting read) once per layout
         # Eager steps on a side stream, like the warm-ups before any capture: with them on the default stream the
         # captured backward failed here (cudaErrorStreamCaptureImplicit: the autograd engine made the default
         # stream wait on the capturing one, the case training_graphs.py describes).
@@ -235,9 +241,9 @@ def test_custom_op_registration(triton_backend):
     """torch.library.opcheck: schema, fake (meta) implementation against the real one, autograd registration."""
     qk, v, weight, bias = make_inputs(1, 3, 5, 16, torch.float32)
     args = [t.requires_grad_() for t in (qk, v, weight, bias)]
-    results = torch.library.opcheck(linear_attention_fwd, (args[0], args[1], 3, 5, 2, args[2], args[3]))
+    results = torch.library.opcheck(linear_attention_op.forward_op, (*args, 3, 5, 2))
     assert set(results.values()) == {'SUCCESS'}, results
     # inductor checks the real outputs' strides against the fake ones (contiguous)
-    _, stats = linear_attention_fwd(qk, v, 3, 5, 2, weight, bias)
-    grads = linear_attention_bwd(torch.randn_like(v), qk, v, 3, 5, 2, weight, stats)
+    _, stats = linear_attention_op.forward_op(qk, v, weight, bias, 3, 5, 2)
+    grads = linear_attention_op.backward_op(torch.randn_like(v), qk, v, weight, stats, 3, 5, 2)
     assert all(g.is_contiguous() for g in grads)

@@ -14,8 +14,8 @@ BACKBONES = {'mlla': lambda: MLLA(arch='nano', drop_path_rate=0.0),
 
 @pytest.mark.parametrize('backend', ['torch', 'triton'])
 @pytest.mark.parametrize('name', list(BACKBONES))
-def test_fp16_autocast_matches_fp32(name, backend, monkeypatch):
-    monkeypatch.setenv('MLLA_DENSE_BACKEND', backend)
+def test_fp16_autocast_matches_fp32(name, backend, use_backend):
+    use_backend(backend)
     torch.manual_seed(0)
     model = BACKBONES[name]().train()
     image = torch.randn(1, 3, 32, 40)

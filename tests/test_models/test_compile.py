@@ -11,8 +11,8 @@ BACKBONES = {'mlla': lambda: MLLA(arch='nano', drop_path_rate=0.1),
 
 
 @pytest.mark.parametrize('name', list(BACKBONES))
-def test_backbone_is_one_graph(name, monkeypatch):
-    monkeypatch.setenv('MLLA_DENSE_BACKEND', 'triton')
+def test_backbone_is_one_graph(name, use_backend):
+    use_backend('triton')
     model = BACKBONES[name]().train()
     image = torch.randn(1, 3, 40, 56)
 

@@ -2,10 +2,13 @@
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from mlla_dense.kernels.selective_scan import NUM_PATHS, ss2d_scan
+from mlla_dense.kernels.selective_scan import ss2d_paths
 from .channel_first import LayerNorm2d, Linear2d
+
+NUM_PATHS = 4
 
 
 class SS2D(nn.Module):
@@ -47,3 +50,40 @@ class SS2D(nn.Module):
         x = self.act(self.conv2d(self.in_proj(x)))
         y = ss2d_scan(x, self.x_proj_weight, self.dt_projs_weight, self.dt_projs_bias, self.A_logs, self.Ds)
         return self.out_proj(self.out_norm(y).to(x.dtype))
+
+
+def ss2d_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds):
+    """SS2D core of VMamba (forward type v05_noz): four-path selective scan of ``x`` (B, D, H, W).
+
+    The paths are rows, columns, and both reversed; the projections of each path's positions to (dt, B, C) and
+    dt's up-projection run as grouped 1x1 convolutions over the two sequences, the scans through
+    :func:`~mlla_dense.kernels.selective_scan.ss2d_paths`, and the four outputs are summed back on the grid.
+
+    Args:
+        x: (B, D, H, W) input map (after in_proj, depthwise conv and SiLU).
+        x_proj_weight: (K=4, R + 2N, D) per-path projections to (dt, B, C).
+        dt_projs_weight: (K, D, R) per-path dt up-projections; dt_projs_bias: (K, D).
+        A_logs: (K*D, N) with A = -exp(A_logs); Ds: (K*D,) skip weights.
+
+    Returns:
+        (B, D, H, W) float32: the sum of the four paths' outputs on the grid.
+    """
+    b, d, h, w = x.shape
+    k, rn2, _ = x_proj_weight.shape
+    if k != NUM_PATHS:
+        raise ValueError(f'SS2D has {NUM_PATHS} scan paths, x_proj_weight has {k}')
+    n_state = A_logs.shape[1]
+    rank = rn2 - 2 * n_state
+    length = h * w
+    xs = torch.stack([x.flatten(2), x.transpose(2, 3).flatten(2)], dim=1)   # (B, 2, D, L): rows, columns
+    # Path k = 2 * reversed + sequence projects xs[:, sequence]: one grouped conv per sequence, then path order.
+    proj = x_proj_weight.view(2, 2, rn2, d).transpose(0, 1).reshape(NUM_PATHS * rn2, d, 1)
+    x_dbl = F.conv1d(xs.view(b, 2 * d, length), proj, groups=2)
+    x_dbl = x_dbl.view(b, 2, 2, rn2, length).transpose(1, 2).reshape(b, NUM_PATHS, rn2, length)
+    dts, bs, cs = torch.split(x_dbl, [rank, n_state, n_state], dim=2)
+    dts = F.conv1d(dts.reshape(b, NUM_PATHS * rank, length), dt_projs_weight.reshape(NUM_PATHS * d, rank, 1),
+                   groups=NUM_PATHS)
+    ys = ss2d_paths(xs, dts, -torch.exp(A_logs.float()), bs, cs, Ds.float(), dt_projs_bias.reshape(-1).float(),
+                    delta_softplus=True)
+    rows, cols = ys.view(b, 2, 2, d, length).sum(1).unbind(1)
+    return rows.view(b, d, h, w) + cols.view(b, d, w, h).transpose(2, 3)

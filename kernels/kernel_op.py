@@ -1,0 +1,151 @@
+"""The one template of every Triton op: eager autograd, torch.compile registration and launch plans, written once.
+
+An op supplies two annotated functions (they define the schema of its two ``torch.library.triton_op``s):
+
+- ``forward(*inputs) -> (output, *residuals)``: launches the forward kernels; the residuals are tensors only the
+  backward reads (statistics, chunk states);
+- ``backward(grad_output, *saved, *options) -> grads``: ``saved`` are the inputs named in ``save`` followed by
+  the residuals, ``options`` the non-tensor inputs named in ``options``; it returns the gradients of the inputs
+  named in ``grads_for``, in that order.
+
+:class:`KernelOp` makes of them:
+
+- in eager mode, one autograd.Function shared by all ops (no dispatcher on the way, no custom-op checks): the
+  forward runs ``forward`` directly and saves what ``backward`` needs; without gradients the Function is skipped;
+- under torch.compile, ``mlla_dense::<name>_fwd`` / ``_bwd`` as ``triton_op``s with their autograd registered:
+  Inductor traces into them and launches the kernels from its own generated code (the launches inside go
+  through ``wrap_triton``, see launcher.py). Their fake implementations are the functions themselves, run on
+  fake tensors (allocations happen, launches do not).
+
+:class:`Plans` keeps an op's launch plan per input layout, so grids, tile sizes and compiled binaries are worked
+out once per shape instead of on every call.
+"""
+import functools
+import inspect
+from typing import Callable, Sequence
+
+import torch
+
+from . import launcher
+
+
+def _traced(fn: Callable) -> Callable:
+    """``fn`` with its launches routed through wrap_triton, keeping its signature (the op's schema)."""
+    @functools.wraps(fn)
+    def body(*args):
+        with launcher.traced_launches():
+            return fn(*args)
+    return body
+
+
+class _EagerFunction(torch.autograd.Function):
+    """Autograd of any KernelOp in eager mode; ``op`` says what to run and save."""
+
+    @staticmethod
+    def forward(ctx, op, *inputs):
+        output, *residuals = op.forward(*inputs)
+        ctx.op = op
+        ctx.options = [inputs[i] for i in op.option_index]
+        ctx.save_for_backward(*[inputs[i] for i in op.save_index], *residuals)
+        return output
+
+    @staticmethod
+    def backward(ctx, grad):
+        op = ctx.op
+        return (None, *op.place_grads(op.backward(grad, *ctx.saved_tensors, *ctx.options)))
+
+
+class KernelOp:
+    """A Triton op made of a ``forward`` and a ``backward`` (module doc); call it with the forward's inputs."""
+
+    def __init__(self, name: str, forward: Callable, backward: Callable, save: Sequence[str],
+                 grads_for: Sequence[str], options: Sequence[str] = ()):
+        params = list(inspect.signature(forward).parameters)
+        for names in (save, grads_for, options):
+            unknown = set(names) - set(params)
+            if unknown:
+                raise ValueError(f'{name}: {sorted(unknown)} are not inputs of its forward {params}')
+        self.name = name
+        self.forward = forward
+        self.backward = backward
+        self.num_inputs = len(params)
+        self.save_index = [params.index(n) for n in save]
+        self.option_index = [params.index(n) for n in options]
+        self.grad_index = [params.index(n) for n in grads_for]
+        self.forward_op = torch.library.triton_op(f'mlla_dense::{name}_fwd', _traced(forward), mutates_args=())
+        self.backward_op = torch.library.triton_op(f'mlla_dense::{name}_bwd', _traced(backward), mutates_args=())
+        self.forward_op.register_autograd(self._compiled_backward, setup_context=self._setup_context)
+
+    def __call__(self, *inputs):
+        if torch.compiler.is_compiling():
+            return self.forward_op(*inputs)[0]
+        if torch.is_grad_enabled():
+            return _EagerFunction.apply(self, *inputs)
+        return self.forward(*inputs)[0]
+
+    def place_grads(self, grads) -> list:
+        """The backward's gradients at the positions of their inputs (None for the others)."""
+        placed = [None] * self.num_inputs
+        for index, grad in zip(self.grad_index, grads):
+            placed[index] = grad
+        return placed
+
+    def _setup_context(self, ctx, inputs, output):
+        ctx.options = [inputs[i] for i in self.option_index]
+        ctx.save_for_backward(*[inputs[i] for i in self.save_index], *output[1:])
+
+    def _compiled_backward(self, ctx, grad, *residual_grads):
+        return tuple(self.place_grads(self.backward_op(grad, *ctx.saved_tensors, *ctx.options)))
+
+
+def layout(*tensors) -> tuple:
+    """What decides how kernels specialize on these tensors: shapes, strides, dtypes, devices and whether each
+    data pointer is 16-byte aligned (Triton assumes alignment it has seen)."""
+    return tuple((t.shape, t.stride(), t.dtype, t.get_device(), t.data_ptr() % 16 == 0) for t in tensors)
+
+
+class Plans:
+    """An op's launch plans, one per input layout: ``plans(tensors, options)`` builds ``build(*tensors,
+    *options)`` the first time a layout comes, and returns the same plan after. While traced (fake tensors, no
+    data pointers) the plan is built afresh and not kept."""
+
+    max_plans = 4096  # a bound for programs that see endless shapes; plans are cheap to rebuild
+    every = []
+
+    def __init__(self, build: Callable):
+        self.build = build
+        self.cache = {}
+        Plans.every.append(self)
+
+    def __call__(self, tensors: Sequence[torch.Tensor], options: tuple = ()):
+        if launcher.is_traced():
+            return self.build(*tensors, *options)
+        key = (layout(*tensors), options)
+        plan = self.cache.get(key)
+        if plan is None:
+            if len(self.cache) >= self.max_plans:
+                self.cache.clear()
+            plan = self.cache[key] = self.build(*tensors, *options)
+        return plan
+
+
+def row_stride(t: torch.Tensor):
+    """The stride between consecutive tokens of ``t`` (..., C) read as (tokens, C) rows with contiguous channels,
+    or None where its layout has no single such stride (a copy is needed then)."""
+    if t.stride(-1) != 1 and t.shape[-1] != 1:
+        return None
+    stride = expected = None
+    for size, step in zip(reversed(t.shape[:-1]), reversed(t.stride()[:-1])):
+        if size == 1:
+            continue
+        if expected is not None and step != expected:
+            return None
+        stride = step if stride is None else stride
+        expected = step * size
+    return t.shape[-1] if stride is None else stride
+
+
+def clear_plans():
+    """Forget every op's plans (after changing a TUNING table, so that new launches use it)."""
+    for plans in Plans.every:
+        plans.cache.clear()
