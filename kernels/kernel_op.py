@@ -58,6 +58,8 @@ class _EagerFunction(torch.autograd.Function):
 class KernelOp:
     """A Triton op made of a ``forward`` and a ``backward`` (module doc); call it with the forward's inputs."""
 
+    every = []  # all ops, for tools that look at them together (tools/profile_backbone.py)
+
     def __init__(self, name: str, forward: Callable, backward: Callable, save: Sequence[str],
                  grads_for: Sequence[str], options: Sequence[str] = ()):
         params = list(inspect.signature(forward).parameters)
@@ -75,6 +77,7 @@ class KernelOp:
         self.forward_op = torch.library.triton_op(f'mlla_dense::{name}_fwd', _traced(forward), mutates_args=())
         self.backward_op = torch.library.triton_op(f'mlla_dense::{name}_bwd', _traced(backward), mutates_args=())
         self.forward_op.register_autograd(self._compiled_backward, setup_context=self._setup_context)
+        KernelOp.every.append(self)
 
     def __call__(self, *inputs):
         if torch.compiler.is_compiling():

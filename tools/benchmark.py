@@ -1,23 +1,35 @@
-"""Backbone speed and memory on the GPU: forward, forward+backward and peak memory.
+"""Backbone speed and memory on the GPU, side by side with the official implementations in one process.
 
-For each model (MLLA-T/S/B, VMamba-T/S/B), input size (224x224 B=64,
-512x512 B=8, 800x1344 B=2), dtype (bf16 autocast, fp32) and implementation ('mlla_dense': the default path
-with the Triton kernels; 'mlla_dense-compiled': the same under torch.compile, compiled afresh per input size;
-'eager-reference': MLLA_DENSE_BACKEND=torch), times one forward and one
-forward+backward (sum of outputs), records the peak allocated memory of the forward+backward, and writes
-benchmarks/results/backbones.json (a list of records) and backbones.png (throughput vs resolution).
-``fwd_ms`` / ``fwdbwd_ms`` are wall-clock per call: for an eager model of many small kernels they include the
-host's launch time. The eager implementations are also timed as CUDA-graph replays (``graph_fwd_ms`` /
-``graph_fwdbwd_ms``): the device's time alone, what a host that keeps ahead of the GPU would see.
-VMamba's 'eager-reference' is its specification, a Python loop over every position, not a speed baseline: it is
-skipped (the baseline to compare with is the official CUDA kernel, measured elsewhere).
+For each model (MLLA-T/S/B, VMamba-T/S/B), input size (224x224 B=64, 512x512 B=8, 800x1344 B=2, 1600x2688 B=2)
+and dtype (bf16 autocast, fp32), the implementations take turns, round after round, each timing one forward
+(no_grad) and one forward+backward (sum of the outputs; gradients set to None before each, as a training step
+does) with the device synchronized around the call. What users get is that wall clock of eager calls: it
+includes the host's work to launch every kernel. The rows report its median (and minimum) over the rounds after
+``--warmup``, then the device time alone (the same calls replayed as a CUDA graph, for the eager
+implementations), the peak memory a forward+backward adds, and each wall clock and device time as a ratio to the
+official implementation's in the same run.
 
-    python tools/benchmark.py --out benchmarks/results
-    python tools/benchmark.py --models mlla-t --sizes 800x1344 --dtypes bf16
+Implementations:
+- ``official``: the authors' code (LeapLabTHU/MLLA's detection backbone, MzeroMiko/VMamba's ``Backbone_VSSM`` with
+  its CUDA selective scan) from the checkouts given with ``--official-mlla`` / ``--official-vmamba``
+  (tools/official_models.py), with the weights of ours; the row also reports how far its outputs are from ours;
+- ``mlla_dense``: this package's backbone as users run it (Triton kernels, eager);
+- ``official-compiled``, ``mlla_dense-compiled``: the same under ``torch.compile`` (default mode), and
+  ``mlla_dense-reduce-overhead`` under ``torch.compile(mode='reduce-overhead')`` (CUDA graphs);
+- ``eager-reference``: this package's PyTorch reference path (MLLA_DENSE_BACKEND=torch). VMamba's reference scan
+  is a Python loop over positions, so it is left out for VMamba.
+
+Writes OUT/NAME.json (a list of records, with the command, device and date) and OUT/NAME.png.
+
+    python tools/benchmark.py --models mlla-t --sizes 800x1344 --dtypes bf16 \\
+        --impls official mlla_dense --official-mlla ../MLLA
 """
 import argparse
 import json
 import os
+import statistics
+import sys
+import time
 
 import torch
 
@@ -31,118 +43,219 @@ MODELS_TO_RUN = {
     'mlla-b': dict(type='MLLA', arch='base'), 'vmamba-t': dict(type='VMamba', arch='tiny'),
     'vmamba-s': dict(type='VMamba', arch='small'), 'vmamba-b': dict(type='VMamba', arch='base'),
 }
-SIZES = {'224x224': (64, 224, 224), '512x512': (8, 512, 512), '800x1344': (2, 800, 1344)}
-IMPLS = {'mlla_dense': 'auto', 'mlla_dense-compiled': 'auto', 'eager-reference': 'torch'}
+SIZES = {'224x224': (64, 224, 224), '512x512': (8, 512, 512), '800x1344': (2, 800, 1344),
+         '1600x2688': (2, 1600, 2688)}
+# implementation -> (kernel backend, torch.compile mode or None, official code?)
+IMPLS = {'official': ('auto', None, True), 'official-compiled': ('auto', 'default', True),
+         'mlla_dense': ('auto', None, False), 'mlla_dense-compiled': ('auto', 'default', False),
+         'mlla_dense-reduce-overhead': ('auto', 'reduce-overhead', False), 'eager-reference': ('torch', None, False)}
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--models', nargs='+', default=['mlla-t'], choices=list(MODELS_TO_RUN))
+    parser.add_argument('--sizes', nargs='+', default=['800x1344'], choices=list(SIZES))
+    parser.add_argument('--dtypes', nargs='+', default=['bf16'], choices=['bf16', 'fp32'])
+    parser.add_argument('--impls', nargs='+', default=['official', 'mlla_dense'], choices=list(IMPLS))
+    parser.add_argument('--official-mlla', metavar='DIR', help='a clone of https://github.com/LeapLabTHU/MLLA')
+    parser.add_argument('--official-vmamba', metavar='DIR', help='a clone of https://github.com/MzeroMiko/VMamba '
+                        'with its selective_scan_cuda_oflex extension built')
+    parser.add_argument('--rounds', type=int, default=12, help='rounds of alternating calls')
+    parser.add_argument('--warmup', type=int, default=3, help='rounds left out of the statistics')
+    parser.add_argument('--no-graphs', action='store_true', help='skip the device time (CUDA-graph replays)')
     parser.add_argument('--out', default='benchmarks/results')
-    parser.add_argument('--models', nargs='*', default=list(MODELS_TO_RUN), choices=list(MODELS_TO_RUN))
-    parser.add_argument('--sizes', nargs='*', default=list(SIZES), choices=list(SIZES))
-    parser.add_argument('--dtypes', nargs='*', default=['bf16', 'fp32'], choices=['bf16', 'fp32'])
-    parser.add_argument('--impls', nargs='*', default=['mlla_dense', 'eager-reference'], choices=list(IMPLS))
-    parser.add_argument('--append', action='store_true', help='add to an existing backbones.json')
-    return parser.parse_args()
+    parser.add_argument('--name', default='backbones', help='stem of the JSON and PNG files')
+    parser.add_argument('--append', action='store_true', help='add to an existing NAME.json')
+    args = parser.parse_args(argv)
+    if args.warmup >= args.rounds:
+        parser.error(f'--warmup {args.warmup} leaves none of the {args.rounds} rounds')
+    if any(IMPLS[i][2] for i in args.impls):
+        for model in args.models:
+            flag = '--official-mlla' if model.startswith('mlla') else '--official-vmamba'
+            if getattr(args, flag[2:].replace('-', '_')) is None:
+                parser.error(f'--impls {" ".join(args.impls)} includes the official code: give {flag} DIR '
+                             f'for {model}')
+    return args
 
 
 def backbone_steps(model, x, dtype):
-    """Closures of one forward (no_grad) and one forward+backward (sum of the outputs) of ``model`` on ``x``,
-    under bfloat16 autocast for dtype 'bf16'."""
+    """Closures of one forward (no_grad) and one forward+backward (sum of the outputs, gradients set to None
+    first) of ``model`` on ``x``, under bfloat16 autocast for dtype 'bf16'."""
     # no autocast weight cache: a captured CUDA graph must not read casts freed after the capture
     autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=dtype == 'bf16', cache_enabled=False)
+    params = [p for p in model.parameters() if p.requires_grad]
 
     def forward():
         with torch.no_grad(), autocast:
             model(x)
 
     def forward_backward():
+        for p in params:
+            p.grad = None
         with autocast:
             outs = model(x)
         sum(o.float().sum() for o in outs).backward()
     return forward, forward_backward
 
 
-def bench_one(model, batch, height, width, dtype, graphs):
-    """Times in ms and peak MB; with ``graphs`` also the CUDA-graph replay times (or the capture's error)."""
-    forward, forward_backward = backbone_steps(model, torch.randn(batch, 3, height, width, device='cuda'), dtype)
-    fwd = time_ms(forward)
-    model.zero_grad(set_to_none=True)
-    torch.cuda.reset_peak_memory_stats()
-    fwdbwd = time_ms(forward_backward)
-    result = dict(fwd_ms=round(fwd, 2), fwdbwd_ms=round(fwdbwd, 2),
-                  peak_mb=round(torch.cuda.max_memory_allocated() / 2 ** 20))
-    model.zero_grad(set_to_none=True)
-    if graphs:
-        try:
-            result['graph_fwd_ms'] = round(time_ms(forward, cuda_graph=True), 2)
-            result['graph_fwdbwd_ms'] = round(time_ms(forward_backward, cuda_graph=True), 2)
-        except RuntimeError as error:
-            result['graph_error'] = str(error)[:300]
-            print(f'CUDA graph timing failed: {error}', flush=True)
-        model.zero_grad(set_to_none=True)
-    return result
+class Runner:
+    """One implementation of one model, size and dtype: its module, steps and timings."""
+
+    def __init__(self, impl, module, x, dtype):
+        self.impl = impl
+        self.backend, self.compile_mode, _ = IMPLS[impl]
+        self.module = module
+        runner = module
+        if self.compile_mode:
+            runner = torch.compile(module, mode=self.compile_mode)
+        self.forward, self.forward_backward = backbone_steps(runner, x, dtype)
+        self.times = {'fwd': [], 'fwdbwd': []}
+
+    def call(self, step: str, keep: bool):
+        fn = self.forward if step == 'fwd' else self.forward_backward
+        with forced_backend(self.backend):
+            if self.compile_mode == 'reduce-overhead':
+                torch.compiler.cudagraph_mark_step_begin()
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            ms = (time.perf_counter() - start) * 1e3
+        if keep:
+            self.times[step].append(ms)
+
+    def extras(self, graphs: bool) -> dict:
+        """Peak memory one forward+backward adds, and the CUDA-graph replay times of the eager implementations."""
+        result = {}
+        with forced_backend(self.backend):
+            torch.cuda.synchronize()
+            before = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            if self.compile_mode == 'reduce-overhead':
+                torch.compiler.cudagraph_mark_step_begin()
+            self.forward_backward()
+            torch.cuda.synchronize()
+            result['peak_mb'] = round((torch.cuda.max_memory_allocated() - before) / 2 ** 20)
+            if graphs and not self.compile_mode:
+                try:
+                    result['graph_fwd_ms'] = round(time_ms(self.forward, cuda_graph=True), 3)
+                    result['graph_fwdbwd_ms'] = round(time_ms(self.forward_backward, cuda_graph=True), 3)
+                except RuntimeError as error:
+                    result['graph_error'] = str(error)[:300]
+                    print(f'{self.impl}: CUDA graph timing failed: {error}', flush=True)
+        return result
 
 
-def main():
-    args = parse_args()
+def build_runners(args, name, x, dtype):
+    torch.manual_seed(0)
+    ours = MODELS.build(MODELS_TO_RUN[name]).cuda().train()
+    official = None
+    runners = []
+    for impl in args.impls:
+        if impl == 'eager-reference' and name.startswith('vmamba'):
+            print(f'skipping {name} eager-reference (a per-position Python loop)', flush=True)
+            continue
+        if IMPLS[impl][2]:
+            if official is None:
+                from official_models import build_official
+                official = build_official(name, ours, args.official_mlla, args.official_vmamba)
+            runners.append(Runner(impl, official, x, dtype))
+        else:
+            runners.append(Runner(impl, ours, x, dtype))
+    return ours, official, runners
+
+
+def measure(args, name, size, dtype, info):
+    batch, height, width = SIZES[size]
+    x = torch.randn(batch, 3, height, width, device='cuda')
+    ours, official, runners = build_runners(args, name, x, dtype)
+    difference = None
+    if official is not None:
+        from official_models import output_difference
+        with torch.autocast('cuda', dtype=torch.bfloat16, enabled=dtype == 'bf16'):
+            difference = output_difference(ours, official, x)
+    for r in range(args.rounds):
+        for runner in runners:
+            for step in ('fwd', 'fwdbwd'):
+                runner.call(step, keep=r >= args.warmup)
+        print(f'{name} {size} {dtype}: round {r + 1}/{args.rounds}', flush=True)
+    records = []
+    for runner in runners:
+        record = dict(model=name, impl=runner.impl, dtype=dtype, batch=batch, height=height, width=width)
+        for step, times in runner.times.items():
+            record[f'{step}_ms'] = round(statistics.median(times), 2)
+            record[f'{step}_min_ms'] = round(min(times), 2)
+        record.update(runner.extras(not args.no_graphs))
+        if runner.impl.startswith('official') and difference is not None:
+            record['max_rel_diff_to_mlla_dense'] = float(f'{difference:.3g}')
+        record.update(device=info['device'], date=info['date'], command=info['command'], rounds=args.rounds,
+                      warmup=args.warmup)
+        records.append(record)
+    add_ratios(records)
+    del runners, ours, official
+    torch.cuda.empty_cache()
+    return records
+
+
+def add_ratios(records):
+    """``*_vs_official``: each timing over the official eager implementation's in the same model, size, dtype."""
+    for r in records:
+        base = [o for o in records if o['impl'] == 'official' and
+                all(o[k] == r[k] for k in ('model', 'dtype', 'batch', 'height', 'width'))]
+        if not base or r['impl'] == 'official':
+            continue
+        compiled_base = [o for o in records if o['impl'] == 'official-compiled' and
+                         all(o[k] == r[k] for k in ('model', 'dtype', 'batch', 'height', 'width'))]
+        reference = compiled_base[0] if r['impl'].endswith(('-compiled', '-reduce-overhead')) and compiled_base \
+            else base[0]
+        r['ratio_basis'] = reference['impl']
+        for key in ('fwd_ms', 'fwdbwd_ms', 'graph_fwd_ms', 'graph_fwdbwd_ms'):
+            if key in r and key in reference:
+                r[key.replace('_ms', '_vs_official')] = round(r[key] / reference[key], 3)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not torch.cuda.is_available():
+        sys.exit('benchmark.py times CUDA calls: it needs a GPU')
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     info = run_info()
-    path = os.path.join(args.out, 'backbones.json')
+    path = os.path.join(args.out, f'{args.name}.json')
     records = []
     if args.append and os.path.exists(path):
         with open(path) as f:
             records = json.load(f)
     for name in args.models:
-        model = MODELS.build(MODELS_TO_RUN[name]).cuda().train()
         for size in args.sizes:
-            batch, height, width = SIZES[size]
             for dtype in args.dtypes:
-                for impl in args.impls:
-                    if impl == 'eager-reference' and name.startswith('vmamba'):
-                        print(f'skipping {name} eager-reference (a per-position Python loop)', flush=True)
-                        continue
-                    runner = model
-                    if impl == 'mlla_dense-compiled':
-                        torch._dynamo.reset()  # a fresh compilation per size, never past the recompile limit
-                        runner = torch.compile(model, dynamic=False)
-                    with forced_backend(IMPLS[impl]):
-                        timings = bench_one(runner, batch, height, width, dtype, graphs=runner is model)
-                    records.append(dict(model=name, impl=impl, dtype=dtype, batch=batch, height=height,
-                                        width=width, **timings, device=info['device'], date=info['date'],
-                                        command=info['command']))
-                    print(json.dumps(records[-1]), flush=True)
-                    write_json(path, records)  # kept if a time limit stops the run
-        del model
-        torch.cuda.empty_cache()
+                records += measure(args, name, size, dtype, info)
+                write_json(path, records)  # kept if a time limit stops the run
     print_table(records, ['model', 'impl', 'dtype', 'batch', 'height', 'width', 'fwd_ms', 'fwdbwd_ms',
-                          'graph_fwd_ms', 'graph_fwdbwd_ms', 'peak_mb'])
-    plot(records, os.path.join(args.out, 'backbones.png'))
+                          'fwd_vs_official', 'fwdbwd_vs_official', 'graph_fwd_ms', 'graph_fwdbwd_ms',
+                          'graph_fwdbwd_vs_official', 'peak_mb'])
+    plot(records, os.path.join(args.out, f'{args.name}.png'))
 
 
 def plot(records, path):
+    """Per model, size and dtype: wall clock (solid) and device time (hatched) of each implementation."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, dtype in zip(axes, ('bf16', 'fp32')):
-        for model in dict.fromkeys(r['model'] for r in records):
-            for impl, style in (('mlla_dense', 'o-'), ('mlla_dense-compiled', 's-.'), ('eager-reference', 'x--')):
-                pts = sorted((r for r in records if r['model'] == model and r['impl'] == impl
-                              and r['dtype'] == dtype), key=lambda r: r['height'] * r['width'])
-                if pts:
-                    # device time (CUDA-graph replay) where it was measured: wall clock is the host's launch rate
-                    wall = any('graph_fwd_ms' not in r for r in pts)
-                    ax.plot([f"{r['height']}x{r['width']}" for r in pts],
-                            [1e3 * r['batch'] / (r['fwd_ms'] if wall else r['graph_fwd_ms']) for r in pts], style,
-                            label=f"{model} {impl}{' (wall clock)' if wall else ''}")
-        ax.set(yscale='log', xlabel='input resolution', ylabel='images / s (forward, device time)',
-               title=f'backbone inference throughput, {dtype}')
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+    groups = list(dict.fromkeys((r['model'], f"{r['height']}x{r['width']}", r['dtype']) for r in records))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 4.5), squeeze=False)
+    for ax, (model, size, dtype) in zip(axes[0], groups):
+        rows = [r for r in records if (r['model'], f"{r['height']}x{r['width']}", r['dtype']) == (model, size, dtype)]
+        for i, r in enumerate(rows):
+            ax.bar(i - 0.2, r['fwdbwd_ms'], 0.4, color=f'C{i}', label=r['impl'])
+            if 'graph_fwdbwd_ms' in r:
+                ax.bar(i + 0.2, r['graph_fwdbwd_ms'], 0.4, color=f'C{i}', alpha=0.4, hatch='//')
+        ax.set_xticks(range(len(rows)), [r['impl'] for r in rows], rotation=30, ha='right', fontsize=7)
+        ax.set(ylabel='ms per forward+backward', title=f'{model} {size} {dtype}\nwall clock (solid), device (hatched)')
+        ax.grid(True, axis='y', alpha=0.3)
     if records:
         fig.suptitle(f"{records[-1]['device']}, {records[-1]['date']}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == '__main__':

@@ -1,8 +1,10 @@
 """Time full training steps (forward, backward, optimizer) of detection or segmentation configs on generated
 data, and check mixed-precision stability.
 
-For each config x impl ('mlla_dense': the default path with the Triton kernels; 'mlla_dense-graphed': the same
-with the backbone's training forward and backward replayed as CUDA graphs, ``model.backbone.cuda_graphs=1``;
+For each config x impl ('official': the same detector or segmentor with the authors' backbone, imported from
+``--official-mlla`` / ``--official-vmamba`` checkouts as tools/official_models.py does, with our backbone's
+initial weights; 'mlla_dense': the default path with the Triton kernels; 'mlla_dense-graphed': the same with the
+backbone's training forward and backward replayed as CUDA graphs, ``model.backbone.cuda_graphs=1``;
 'eager-reference': MLLA_DENSE_BACKEND=torch) x dtype, runs ``--iters`` steps of ``model.train_step`` on generated
 images with drawn objects (boxes and masks for detection, label maps for segmentation), with the config's
 optimizer, parameter-wise settings, gradient clipping and iteration-based warmup. bf16 and fp16 use mmengine's
@@ -16,7 +18,7 @@ loss; exits with 1 if any loss is not finite. Writes OUT/NAME.json and OUT/NAME.
     python tools/benchmark_train_step.py configs/mlla/mask-rcnn_mlla-t_fpn_1x_coco.py --impls mlla_dense \\
         --dtypes bf16 fp16 --iters 200 --name amp_stability
     python tools/benchmark_train_step.py configs/mlla/mask-rcnn_mlla-t_fpn_1x_coco.py \\
-        --impls mlla_dense mlla_dense-graphed eager-reference
+        --impls official mlla_dense mlla_dense-graphed --official-mlla ../MLLA
 """
 import argparse
 import math
@@ -37,7 +39,8 @@ import mlla_dense  # noqa: F401  (registers the backbones)
 from mlla_dense.kernels.backend import forced_backend
 from mlla_dense.utils.benchmarking import print_table, run_info, write_json
 
-IMPLS = {'mlla_dense': 'auto', 'mlla_dense-graphed': 'auto', 'eager-reference': 'torch'}
+IMPLS = {'official': 'auto', 'mlla_dense': 'auto', 'mlla_dense-graphed': 'auto', 'eager-reference': 'torch'}
+ARCH_SUFFIX = {'tiny': 't', 'small': 's', 'base': 'b'}
 AMP_DTYPES = {'bf16': 'bfloat16', 'fp16': 'float16'}
 DEFAULT_SIZES = {'mmdet': ((800, 1333), 2), 'mmseg': ((512, 512), 8)}
 
@@ -55,7 +58,12 @@ def parse_args():
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', default='benchmarks/results')
     parser.add_argument('--name', default='train_step', help='stem of the JSON and PNG files')
+    parser.add_argument('--official-mlla', metavar='DIR', help='a clone of https://github.com/LeapLabTHU/MLLA')
+    parser.add_argument('--official-vmamba', metavar='DIR', help='a clone of https://github.com/MzeroMiko/VMamba '
+                        'with its selective_scan_cuda_oflex extension built')
     args = parser.parse_args()
+    if 'official' in args.impls and not (args.official_mlla or args.official_vmamba):
+        parser.error('--impls official needs --official-mlla DIR or --official-vmamba DIR')
     if args.iters <= args.warmup:
         parser.error(f'--iters ({args.iters}) must exceed --warmup ({args.warmup})')
     if args.size and not (len(args.size.split('x')) == 2 and all(s.isdigit() for s in args.size.split('x'))):
@@ -108,7 +116,17 @@ def generated_batch(scope, rng, batch, height, width, num_classes):
     return dict(inputs=inputs, data_samples=samples)
 
 
-def build_model(cfg, impl, device):
+def official_name(backbone_cfg) -> str:
+    """'mlla-t', 'vmamba-s', ... for a config's backbone (the official comparison needs an ``arch`` preset)."""
+    kind = {'MLLA': 'mlla', 'VMamba': 'vmamba'}.get(backbone_cfg.get('type'))
+    arch = ARCH_SUFFIX.get(backbone_cfg.get('arch'))
+    if kind is None or arch is None:
+        raise SystemExit(f"--impls official needs an MLLA or VMamba backbone with arch tiny/small/base, got "
+                         f"type={backbone_cfg.get('type')!r} arch={backbone_cfg.get('arch')!r}")
+    return f'{kind}-{arch}'
+
+
+def build_model(cfg, impl, device, args):
     scope = cfg.default_scope
     init_default_scope(scope)
     registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
@@ -120,6 +138,10 @@ def build_model(cfg, impl, device):
         model_cfg.backbone['cuda_graphs'] = 1
     model = registry.build(model_cfg)
     model.init_weights()
+    if impl == 'official':
+        from official_models import build_official
+        model.backbone = build_official(official_name(model_cfg.backbone), model.backbone, args.official_mlla,
+                                        args.official_vmamba)
     return revert_sync_batchnorm(model).to(device).train()
 
 
@@ -163,7 +185,7 @@ class ImplRun:
         self.times, self.losses, self.scales = [], [], []
         resident = self._allocated()
         with forced_backend(IMPLS[impl]):
-            self.model = build_model(cfg, impl, device)
+            self.model = build_model(cfg, impl, device, args)
             self.optim_wrapper, self.schedulers = build_optimizer(cfg, self.model, dtype)
         self.resident_bytes = self._allocated() - resident
         self.step_rise_bytes = 0
@@ -212,6 +234,7 @@ class ImplRun:
 
 def main():
     args = parse_args()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     MMLogger.get_instance('benchmark_train_step', log_level='WARNING')  # no per-parameter optimizer log lines
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     info = run_info()
@@ -236,7 +259,7 @@ def main():
             add_ratios(records)
             write_json(os.path.join(args.out, f'{args.name}.json'), records)  # kept if a time limit hits
     print_table(records, ['config', 'impl', 'dtype', 'batch', 'height', 'width', 'step_ms', 'peak_mb',
-                          'nonfinite_losses', 'step_ratio_vs_eager_reference'])
+                          'nonfinite_losses', 'step_ratio_vs_official', 'step_ratio_vs_eager_reference'])
     plot(records, os.path.join(args.out, f'{args.name}.png'))
     bad = [r for r in records if r['nonfinite_losses']]
     if bad:
@@ -246,12 +269,13 @@ def main():
 
 
 def add_ratios(records):
-    """step_ratio_vs_eager_reference for every record whose eager-reference twin has run."""
-    for r in records:
-        base = [x for x in records if x['config'] == r['config'] and x['dtype'] == r['dtype']
-                and x['impl'] == 'eager-reference']
-        if base and r['impl'] != 'eager-reference':
-            r['step_ratio_vs_eager_reference'] = round(r['step_ms'] / base[0]['step_ms'], 3)
+    """step_ratio_vs_official and step_ratio_vs_eager_reference for every record whose twin has run."""
+    for basis in ('official', 'eager-reference'):
+        for r in records:
+            base = [x for x in records if x['config'] == r['config'] and x['dtype'] == r['dtype']
+                    and x['impl'] == basis]
+            if base and r['impl'] != basis:
+                r[f"step_ratio_vs_{basis.replace('-', '_')}"] = round(r['step_ms'] / base[0]['step_ms'], 3)
 
 
 def plot(records, path):

@@ -1,4 +1,4 @@
-"""Where a backbone's time goes: torch.profiler over its forward or forward+backward.
+"""Where a backbone's time goes: torch.profiler over its forward or forward+backward, and the host's share.
 
 Reports the time per iteration by category (our Triton linear attention, depthwise convs and selective scan,
 convolution, matmul, normalization, elementwise, copies and layout changes, reductions, other) and the top kernels by
@@ -6,6 +6,11 @@ their own names, so that a category can be checked. On a GPU the times are kerne
 device's busy time) is set against the wall-clock time per iteration measured without the profiler: an
 eager model whose device waits between kernels is host-bound. On CPU the times are the ops' self CPU times.
 Categories come from name patterns (CATEGORIES below); what matches none is 'other'.
+
+Also reported, from separate runs without the profiler: the kernel launches per iteration (GPU: kernels the
+profiler saw), and per Triton op the host microseconds of each call (wall clock around the op's forward and its
+backward: planning, allocations and launches, not the kernels, which run asynchronously), with the number of
+calls per iteration.
 Writes NAME.json, NAME.png (time per category) and, with --trace, a Chrome trace NAME.trace.json.
 
     python tools/profile_backbone.py --model mlla-t --size 800x1344 --batch 2 --dtype bf16
@@ -14,6 +19,7 @@ Writes NAME.json, NAME.png (time per category) and, with --trace, a Chrome trace
 import argparse
 import os
 import re
+import time
 
 import torch
 from torch.autograd import DeviceType
@@ -21,6 +27,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import mlla_dense  # noqa: F401  (registers the backbones)
 from mlla_dense.kernels.backend import forced_backend
+from mlla_dense.kernels.kernel_op import KernelOp
 from mlla_dense.utils.benchmarking import print_table, run_info, time_ms, write_json
 from mmdet.registry import MODELS
 
@@ -78,6 +85,42 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
+class OpTimer:
+    """Wall-clock time of every Triton op's forward and backward calls (the host's work for them), by op."""
+
+    def __init__(self):
+        self.calls = {}
+
+    def __enter__(self):
+        self.saved = []
+        for op in KernelOp.every:
+            for kind in ('forward', 'backward', 'backward_into'):
+                original = getattr(op, kind, None)
+                if original is None:
+                    continue
+                self.saved.append((op, kind, original))
+                setattr(op, kind, self._timed(f'{op.name} {kind}', original))
+        return self
+
+    def __exit__(self, *exc):
+        for op, kind, original in self.saved:
+            setattr(op, kind, original)
+
+    def _timed(self, key, fn):
+        def timed(*args):
+            start = time.perf_counter()
+            out = fn(*args)
+            entry = self.calls.setdefault(key, [0, 0.0])
+            entry[0] += 1
+            entry[1] += time.perf_counter() - start
+            return out
+        return timed
+
+    def table(self, iters):
+        return [dict(op=key, calls=round(n / iters, 1), host_us=round(1e6 * total / n, 1))
+                for key, (n, total) in sorted(self.calls.items())]
+
+
 def profile_rows(step, device, iters, trace_path):
     """(name, self ms per iteration, calls per iteration) of every kernel (GPU) or op (CPU) that took time."""
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == 'cuda' else [])
@@ -118,12 +161,15 @@ def main():
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
     height, width = map(int, args.size.split('x'))
     name = args.name or f'profile_{args.model}_{args.size}_{args.dtype}_{args.impl}'
-    with forced_backend(IMPLS[args.impl]):
+    with forced_backend(IMPLS[args.impl][0]):
         model = MODELS.build(PROFILED_MODELS[args.model]).to(device).train()
         x = torch.randn(args.batch, 3, height, width, device=device)
         forward, forward_backward = backbone_steps(model, x, args.dtype)
         step = forward if args.forward_only else forward_backward
         wall = time_ms(step)  # median, after warm-up calls
+        with OpTimer() as timer:
+            for _ in range(args.iters):
+                step()
         os.makedirs(args.out, exist_ok=True)
         trace = os.path.join(args.out, f'{name}.trace.json') if args.trace else None
         rows = profile_rows(step, device, args.iters, trace)
@@ -132,20 +178,26 @@ def main():
         categories[category(kernel)] = categories.get(category(kernel), 0.0) + ms
     categories = {k: round(v, 3) for k, v in sorted(categories.items(), key=lambda kv: -kv[1])}
     busy = sum(ms for _, ms, _ in rows)
+    launches = round(sum(calls for _, _, calls in rows)) if device == 'cuda' else None
+    host = timer.table(args.iters)
     top = [dict(name=k, ms=round(ms, 3), calls=round(calls, 1), category=category(k))
            for k, ms, calls in rows[:args.top]]
     record = dict(run_info(), model=args.model, impl=args.impl, dtype=args.dtype, batch=args.batch, height=height,
                   width=width, pass_='forward' if args.forward_only else 'forward+backward', iters=args.iters,
                   wall_ms=round(wall, 3), busy_ms=round(busy, 3), busy_fraction=round(busy / wall, 3),
                   time_basis='kernel time' if device == 'cuda' else 'self CPU time of ops',
-                  categories=categories, top=top)
+                  launches_per_iter=launches, categories=categories, top=top, host_us_per_op_call=host)
     write_json(os.path.join(args.out, f'{name}.json'), record)
     print_table([dict(category=k, ms=v, percent=round(100 * v / busy, 1)) for k, v in categories.items()],
                 ['category', 'ms', 'percent'])
     print()
     print_table([dict(t, name=t['name'][:90]) for t in top], ['name', 'ms', 'calls', 'category'])
+    if host:
+        print()
+        print_table(host, ['op', 'calls', 'host_us'])
     what = 'device busy' if device == 'cuda' else 'ops (self CPU time)'
-    print(f'\n{what}: {busy:.2f} ms of {wall:.2f} ms wall per iteration ({100 * busy / wall:.0f}%)')
+    print(f'\n{what}: {busy:.2f} ms of {wall:.2f} ms wall per iteration ({100 * busy / wall:.0f}%)'
+          + (f', {launches} kernel launches' if launches is not None else ''))
     plot(categories, f"{args.model} {args.size} B={args.batch} {args.dtype} {args.impl} {record['pass_']}: "
                      f'{busy:.1f} of {wall:.1f} ms busy', os.path.join(args.out, f'{name}.png'))
 

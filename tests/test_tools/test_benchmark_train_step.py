@@ -38,3 +38,12 @@ def test_amp_without_gpu_is_refused(tmp_path):
     result = run(['python', 'tools/benchmark_train_step.py', DET_DEMO, '--dtypes', 'bf16', '--size', '64x96',
                   '--out', str(tmp_path)])
     assert result.returncode != 0 and 'needs a GPU' in result.stderr
+
+
+def test_official_impl_needs_a_checkout_and_a_released_arch(tmp_path):
+    result = run(['python', 'tools/benchmark_train_step.py', DET_DEMO, '--impls', 'official', 'mlla_dense'])
+    assert result.returncode == 2 and '--official-mlla DIR or --official-vmamba DIR' in result.stderr
+    result = run(['python', 'tools/benchmark_train_step.py', DET_DEMO, '--impls', 'official', '--official-mlla',
+                  str(tmp_path), '--dtypes', 'fp32', '--size', '64x96', '--iters', '2', '--warmup', '1',
+                  '--out', str(tmp_path)])
+    assert result.returncode != 0 and "arch tiny/small/base, got type='MLLA' arch='nano'" in result.stderr

@@ -1,0 +1,46 @@
+"""tools/benchmark.py: argument checks, its refusal without a GPU, and the ratios it reports (its timings come from
+the GPU machine)."""
+import sys
+
+import pytest
+import torch
+
+from helpers import ROOT, run
+
+sys.path.insert(0, f'{ROOT}/tools')
+from benchmark import add_ratios  # noqa: E402
+
+TOOL = 'tools/benchmark.py'
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the refusal on a machine without CUDA')
+def test_without_gpu_refuses(tmp_path):
+    result = run(['python', TOOL, '--impls', 'mlla_dense', '--out', str(tmp_path)])
+    assert result.returncode != 0 and 'needs a GPU' in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--impls', 'official', 'mlla_dense'], 'give --official-mlla DIR for mlla-t'),
+    (['--models', 'vmamba-t', '--impls', 'official-compiled', '--official-mlla', 'x'], 'give --official-vmamba DIR'),
+    (['--rounds', '3', '--warmup', '3'], 'leaves none'),
+    (['--models', 'resnet50'], 'invalid choice'),
+])
+def test_bad_arguments_are_refused(argv, message, tmp_path):
+    result = run(['python', TOOL, *argv, '--out', str(tmp_path)])
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_ratios_against_the_official_implementation():
+    common = dict(model='mlla-t', dtype='bf16', batch=2, height=800, width=1344)
+    records = [dict(common, impl='official', fwd_ms=40.0, fwdbwd_ms=100.0, graph_fwdbwd_ms=50.0),
+               dict(common, impl='official-compiled', fwd_ms=20.0, fwdbwd_ms=60.0),
+               dict(common, impl='mlla_dense', fwd_ms=10.0, fwdbwd_ms=45.0, graph_fwdbwd_ms=20.0),
+               dict(common, impl='mlla_dense-compiled', fwd_ms=8.0, fwdbwd_ms=30.0),
+               dict(common, model='mlla-s', impl='mlla_dense', fwd_ms=1.0, fwdbwd_ms=1.0)]
+    add_ratios(records)
+    eager, compiled, other = records[2], records[3], records[4]
+    assert (eager['fwd_vs_official'], eager['fwdbwd_vs_official'], eager['graph_fwdbwd_vs_official']) == (0.25, 0.45,
+                                                                                                           0.4)
+    assert compiled['ratio_basis'] == 'official-compiled' and compiled['fwdbwd_vs_official'] == 0.5
+    assert 'fwd_vs_official' not in records[0] and 'fwd_vs_official' not in other
