@@ -6,6 +6,7 @@ kernel (forward.py)."""
 import triton
 import triton.language as tl
 
+from ..activations import silu_grad
 from ..grid_taps import grid_tap, store_tap_sums, token_tile, zero_tap_sums
 
 
@@ -48,8 +49,7 @@ def _dwconv_grad_weight_kernel(x_ptr, dy_ptr, w_ptr, b_ptr, g_ptr, part_ptr,
             for tap in tl.range(9, loop_unroll_factor=1):
                 weight = tl.load(w_ptr + channel * 9 + tap, mask=valid, other=0.).to(tl.float32)
                 pre += weight[None, :] * grid_tap(x_tile, rel_x, row, col, W, H, tap, s_x_n, mask, 1)
-            sig = tl.sigmoid(pre)
-            g = g * sig * (1.0 + pre * (1.0 - sig))
+            g = g * silu_grad(pre)
             tl.store(g_batch + tok * s_g_n + rel_g, g.to(g_ptr.dtype.element_ty), mask=mask)
         a0 = tap_product(x_tile, rel_x, row, col, W, H, 0, s_x_n, mask, g, a0)
         a1 = tap_product(x_tile, rel_x, row, col, W, H, 1, s_x_n, mask, g, a1)

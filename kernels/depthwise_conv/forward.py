@@ -5,6 +5,7 @@ transposed taps (-offsets) and dy as the residual."""
 import triton
 import triton.language as tl
 
+from ..activations import silu
 from ..grid_taps import grid_tap, token_tile
 
 
@@ -29,7 +30,7 @@ def _tap_sum_kernel(src_ptr, w_ptr, b_ptr, res_ptr, out_ptr, N, H, W, C, NUM_CBL
         weight = tl.load(w_ptr + channel * 9 + tap, mask=valid, other=0.).to(tl.float32)
         acc += weight[None, :] * grid_tap(src_tile, rel_src, row, col, W, H, tap, s_src_n, mask, SIGN)
     if SILU:
-        acc = acc * tl.sigmoid(acc)
+        acc = silu(acc)
     if RESIDUAL:
         res = res_ptr + b.to(tl.int64) * s_res_b + start.to(tl.int64) * s_res_n + local * s_res_n + channel[None, :]
         acc += tl.load(res, mask=mask, other=0.).to(tl.float32)
