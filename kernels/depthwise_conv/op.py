@@ -37,7 +37,7 @@ class _ForwardPlan:
 
 
 class _BackwardPlan:
-    def __init__(self, dy, x, weight, bias, height, width, residual, silu):
+    def __init__(self, dx, dy, x, weight, bias, height, width, residual, silu):
         b, n, c = self.b, self.n, self.c = x.shape
         t = TUNING
         self.grad_cblocks = triton.cdiv(c, t['grad_block_c'])
@@ -71,7 +71,7 @@ def depthwise_conv_backward_into(dx: Tensor, dy: Tensor, x: Tensor, weight: Tens
     """Writes the input gradient into ``dx`` (B, N, C) with unit channel stride (a view of a wider buffer is
     fine); returns (d weight, d bias)."""
     dy, x = unit_last_stride(dy), unit_last_stride(x)
-    plan = _backward_plans((dy, x, weight, bias), (height, width, residual, silu))
+    plan = _backward_plans((dx, dy, x, weight, bias), (height, width, residual, silu))
     g = torch.empty_like(x) if silu else dy
     part = torch.empty(plan.part_shape, dtype=torch.float32, device=x.device)
     plan.grad_weight(x, dy, weight, bias, g, part, plan.n, height, width, plan.c, plan.grad_cblocks,
@@ -93,3 +93,4 @@ def depthwise_conv_backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor,
 depthwise_conv_op = KernelOp('depthwise_conv', depthwise_conv_forward, depthwise_conv_backward,
                              save=('x', 'weight', 'bias'), grads_for=('x', 'weight', 'bias'),
                              options=('height', 'width', 'residual', 'silu'))
+depthwise_conv_op.backward_into = depthwise_conv_backward_into

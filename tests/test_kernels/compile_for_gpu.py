@@ -74,6 +74,24 @@ def backward_through(out, *leaves):
     torch.autograd.grad(out, leaves, torch.ones_like(out))
 
 
+def compile_elementwise(dtype):
+    """The fused MLLA block's elementwise kernels (kernels/elementwise), through their public functions."""
+    from mlla_dense.kernels import backend
+    from mlla_dense.kernels import elementwise as ew
+    backend._INTERPRETER = True  # lets the triton backend take CPU tensors: here they are only compiled for
+    with backend.forced_backend('triton'):
+        x, g, d = (torch.randn(2, 30, 64, dtype=dtype) for _ in range(3))
+        ew.silu_gate(x, g)
+        ew.silu_gate_backward(d, x, g, torch.empty_like(x), torch.empty_like(x))
+        keep = torch.ones(2)
+        ew.residual_add(x.float(), x, keep, 0.9)
+        ew.residual_add(x, x)
+        ew.drop_path_grad(d.float(), keep, 0.9, dtype)
+        ew.gelu(x)
+        ew.gelu_with_grad(x, d)
+        ew.pack([torch.randn(8, 8), torch.randn(8)], dtype)
+
+
 def compile_all():
     from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
     from mlla_dense.kernels.layer_norm.op import layer_norm_op
@@ -94,6 +112,7 @@ def compile_all():
         for c in (64, 768):
             x, w, b = randn(2, 30, c), randn(c, low=False), randn(c, low=False)
             backward_through(layer_norm_op(x, w, b, 1e-5, torch.bfloat16), x, w, b)
+        compile_elementwise(dtype)
         if dtype == torch.float16:
             continue  # the scan takes bf16 or fp32
         for n_state in (1, 16):

@@ -15,12 +15,14 @@ import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 from torch import nn
 
+from mlla_dense.kernels.backend import use_triton
 from mlla_dense.kernels.depthwise_conv import depthwise_conv
 from mlla_dense.kernels.layer_norm import layer_norm
 from mlla_dense.registry import register_backbone
 from .pretrained_backbone import PretrainedBackbone
 from ..layers.linear_attention import LinearAttention
 from ..layers.mlla_stem import PatchMerging, Stem
+from ..layers.mlla_block_function import fused_dtypes, mlla_block
 from ..layers.mlp import Mlp
 from ..layers.recompute import recomputed
 from ..layers.silu_gate import silu_gate
@@ -45,6 +47,12 @@ class MLLABlock(nn.Module):
     multiply stores its inputs but not SiLU(gate) (:func:`silu_gate`); act_proj and in_proj run as one product;
     the LayerNorms write the dtype their Linears consume (:func:`layer_norm`).
 
+    With the Triton kernels in eager mode (no dropout, tokens in the dtype the block computes in) the block runs
+    as one autograd node with a hand-written backward (:func:`~mlla_dense.models.layers.mlla_block_function.
+    mlla_block`), the same math in ~60 instead of ~110 launches per forward+backward; the op-by-op forward below
+    is its specification and the path otherwise: on CPU, under torch.compile (which fuses the elementwise steps
+    itself), and for float32 tokens under autocast.
+
     With ``recompute`` the MLP branch keeps only its input for the backward and runs its forward again there:
     its LayerNorm output and the 4x wider hidden activations (before and after GELU), 9 of the block's 22
     token-sized saved tensors, are not stored (benchmarks/NOTES.md: memory and time); likewise norm1's output,
@@ -67,7 +75,20 @@ class MLLABlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
-    def forward(self, x: torch.Tensor, hw_shape) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hw_shape, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: (B, H*W, C) tokens. ``keep`` (2, B), per-sample drop-path masks (0. or 1.) of the two branches drawn
+        by the backbone for all blocks at once; drawn here when needed and not given."""
+        if use_triton(x) and not torch.compiler.is_compiling() and self.mlp.drop.p == 0 and fused_dtypes(x):
+            keep_prob = 1.0 - self.drop_path.drop_prob if isinstance(self.drop_path, DropPath) else 1.0
+            if not self.training or keep_prob == 1.0:
+                keep = None
+            elif keep is None:
+                keep = torch.rand(2, x.shape[0], device=x.device).add_(keep_prob).floor_()
+            return mlla_block(self, x, hw_shape, keep, keep_prob)
+        return self.forward_ops(x, hw_shape)
+
+    def forward_ops(self, x: torch.Tensor, hw_shape) -> torch.Tensor:
+        """The block op by op (drop path by the DropPath modules)."""
         x = depthwise_conv(x, hw_shape, self.cpe1.weight, self.cpe1.bias, residual=True)
         shortcut = x
         gate, x = recomputed(self._gate_and_input, x, enabled=self.recompute)
@@ -109,10 +130,11 @@ class MLLAStage(nn.Module):
             for i in range(depth))
         self.downsample = PatchMerging(dim, recompute_expansion=recompute_wide) if downsample else None
 
-    def forward(self, x, hw_shape):
-        """Returns (stage output, its grid, input of the next stage, its grid)."""
-        for block in self.blocks:
-            x = recomputed(block, x, hw_shape, enabled=self.with_cp)
+    def forward(self, x, hw_shape, keep: Optional[torch.Tensor] = None):
+        """Returns (stage output, its grid, input of the next stage, its grid); ``keep`` (depth, 2, B): the
+        blocks' drop-path masks, or None."""
+        for i, block in enumerate(self.blocks):
+            x = recomputed(block, x, hw_shape, None if keep is None else keep[i], enabled=self.with_cp)
         if self.downsample is None:
             return x, hw_shape, x, hw_shape
         x_down, down_shape = self.downsample(x, hw_shape)
@@ -194,6 +216,9 @@ class MLLA(PretrainedBackbone):
         self.patch_embed = Stem(in_chans, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.drop_path_rate = drop_path_rate
+        self.block_offsets = [sum(depths[:i]) for i in range(num_stages + 1)]
+        self.register_buffer('keep_probs', 1.0 - torch.tensor(dpr), persistent=False)
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             start = sum(depths[:i])
@@ -222,6 +247,14 @@ class MLLA(PretrainedBackbone):
                 raise ValueError(f'arch={arch!r} has {name}={preset[name]}, which conflicts with {name}={value}')
         return preset['embed_dim'], preset['depths'], preset['num_heads']
 
+    def _drop_path_masks(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """Per-sample keep masks (0. or 1.) of every block's two drop paths, (blocks, 2, B), drawn at once for the
+        fused blocks (three launches instead of three per block); None where no block drops paths."""
+        if not self.training or not use_triton(x) or not bool(self.drop_path_rate):
+            return None
+        r = torch.rand(len(self.keep_probs), 2, x.shape[0], device=x.device)
+        return r.add_(self.keep_probs.view(-1, 1, 1)).floor_()
+
     def train(self, mode: bool = True):
         super().train(mode)
         if mode and self.norm_eval:
@@ -233,9 +266,11 @@ class MLLA(PretrainedBackbone):
     def forward_features(self, x: torch.Tensor):
         x, hw_shape = self.patch_embed(x)
         x = self.pos_drop(x)
+        keep = self._drop_path_masks(x)
         outs = []
         for i, stage in enumerate(self.layers):
-            out, out_shape, x, hw_shape = stage(x, hw_shape)
+            stage_keep = None if keep is None else keep[self.block_offsets[i]:self.block_offsets[i + 1]]
+            out, out_shape, x, hw_shape = stage(x, hw_shape, stage_keep)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(out)
                 outs.append(out.reshape(-1, *out_shape, out.shape[-1]).permute(0, 3, 1, 2).contiguous())

@@ -1,0 +1,164 @@
+"""Elementwise steps of the MLLA block, each one Triton launch where PyTorch needs several: the SiLU gate and its
+backward, the residual add with drop path and its backward, GELU with or without its backward, and the cast of a
+block's weights into one buffer.
+
+They serve models/layers/mlla_block_function.py, whose backward is written by hand, so they have no autograd of
+their own. Triton on CUDA tensors, the reference (reference.py) otherwise; ``MLLA_DENSE_BACKEND`` overrides.
+Inputs are (..., C) token tensors whose tokens share one stride; outputs are new contiguous tensors unless an
+output buffer is given.
+"""
+from typing import Optional, Sequence
+
+import torch
+import triton
+from torch import Tensor
+
+from ..backend import use_triton
+from ..kernel_op import Plans, row_stride
+from ..launcher import Launch
+from .kernels import (_drop_path_grad_kernel, _gelu_kernel, _pack_kernel, _residual_add_kernel,
+                      _silu_gate_backward_kernel, _silu_gate_kernel)
+from .reference import (drop_path_grad_reference, gelu_reference, pack_reference, residual_add_reference,
+                        silu_gate_backward_reference, silu_gate_reference)
+
+TILE = 4096  # elements per program
+PACK_BLOCK = 4096
+
+
+class _RowsPlan:
+    """One launch over (M, C) rows of ``kernel``, with each tensor's row stride (None: needs a copy)."""
+
+    def __init__(self, kernel, tensors, **constexprs):
+        self.c = tensors[0].shape[-1]
+        self.m = tensors[0].numel() // max(self.c, 1)
+        self.strides = tuple(row_stride(t) for t in tensors)
+        if None in self.strides:
+            raise ValueError(f'{kernel.__name__}: every input needs one token stride and contiguous channels, '
+                             f'got shapes {[tuple(t.shape) for t in tensors]} and strides '
+                             f'{[t.stride() for t in tensors]}')
+        block_c = min(128, triton.next_power_of_2(self.c))
+        block_m = max(1, TILE // block_c)
+        self.launch = Launch(kernel, (triton.cdiv(self.m, block_m), triton.cdiv(self.c, block_c)),
+                             BLOCK_M=block_m, BLOCK_C=block_c, **constexprs)
+
+
+def _plans(kernel, **constexprs):
+    return Plans(lambda *tensors: _RowsPlan(kernel, tensors, **constexprs))
+
+
+_silu_gate_plans = _plans(_silu_gate_kernel)
+_silu_gate_backward_plans = _plans(_silu_gate_backward_kernel)
+_residual_add_plans = _plans(_residual_add_kernel, DROP_PATH=False)
+_residual_drop_path_plans = _plans(_residual_add_kernel, DROP_PATH=True)
+_drop_path_grad_plans = _plans(_drop_path_grad_kernel)
+_gelu_plans = _plans(_gelu_kernel, WITH_GRAD=False)
+_gelu_grad_plans = _plans(_gelu_kernel, WITH_GRAD=True)
+
+
+def silu_gate(x: Tensor, g: Tensor) -> Tensor:
+    """x * SiLU(g) (same shapes), in x's dtype."""
+    if not use_triton(x):
+        return silu_gate_reference(x, g)
+    plan = _silu_gate_plans((x, g))
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    plan.launch(x, g, y, plan.m, plan.c, *plan.strides, plan.c)
+    return y
+
+
+def silu_gate_backward(dy: Tensor, x: Tensor, g: Tensor, dx: Tensor, dg: Tensor) -> None:
+    """Writes the gradients of :func:`silu_gate`'s x and g into ``dx`` and ``dg`` (buffers of their shape)."""
+    if not use_triton(x):
+        grad_x, grad_g = silu_gate_backward_reference(dy, x, g)
+        dx.copy_(grad_x)
+        dg.copy_(grad_g)
+        return
+    plan = _silu_gate_backward_plans((dy, x, g, dx, dg))
+    plan.launch(dy, x, g, dx, dg, plan.m, plan.c, *plan.strides)
+
+
+def residual_add(res: Tensor, y: Tensor, keep: Optional[Tensor] = None, keep_prob: float = 1.0) -> Tensor:
+    """res + y, or with ``keep`` (per sample 0. or 1., float32 (B,)) res + y.div(keep_prob) * keep (drop path);
+    res and y are (B, N, C); the result has the dtype of ``res + y``."""
+    dtype = torch.result_type(res, y)
+    if not use_triton(res):
+        return residual_add_reference(res, y, keep, keep_prob).to(dtype)
+    out = torch.empty(res.shape, dtype=dtype, device=res.device)
+    tokens = res.shape[1]
+    if keep is None:
+        plan = _residual_add_plans((res, y))
+        plan.launch(res, y, res, out, plan.m, plan.c, tokens, 1.0, *plan.strides, plan.c)
+    else:
+        plan = _residual_drop_path_plans((res, y, keep))
+        plan.launch(res, y, keep, out, plan.m, plan.c, tokens, keep_prob, *plan.strides[:2], plan.c)
+    return out
+
+
+def drop_path_grad(d: Tensor, keep: Tensor, keep_prob: float, dtype: torch.dtype) -> Tensor:
+    """The gradient of y in :func:`residual_add` with drop path, from the gradient ``d`` (B, N, C) of the sum, in
+    ``dtype`` (y's)."""
+    if not use_triton(d):
+        return drop_path_grad_reference(d, keep, keep_prob, dtype)
+    plan = _drop_path_grad_plans((d, keep))
+    out = torch.empty(d.shape, dtype=dtype, device=d.device)
+    plan.launch(d, keep, out, plan.m, plan.c, d.shape[1], keep_prob, plan.strides[0], plan.c)
+    return out
+
+
+def gelu(a: Tensor) -> Tensor:
+    """Exact GELU of ``a``, in its dtype."""
+    if not use_triton(a):
+        return gelu_reference(a)
+    plan = _gelu_plans((a,))
+    h = torch.empty(a.shape, dtype=a.dtype, device=a.device)
+    plan.launch(a, a, h, h, plan.m, plan.c, plan.strides[0], plan.c, plan.c, plan.c)
+    return h
+
+
+def gelu_with_grad(a: Tensor, dh: Tensor):
+    """(gelu(a), dh * gelu'(a)) in one pass: the MLP's recomputed activation and its input gradient."""
+    if not use_triton(a):
+        return gelu_reference(a, dh)
+    plan = _gelu_grad_plans((a, dh))
+    h = torch.empty(a.shape, dtype=a.dtype, device=a.device)
+    da = torch.empty(a.shape, dtype=a.dtype, device=a.device)
+    plan.launch(a, dh, h, da, plan.m, plan.c, *plan.strides, plan.c, plan.c)
+    return h, da
+
+
+class _PackPlan:
+    def __init__(self, tensors: Sequence[Tensor], dtype: torch.dtype):
+        sizes = [t.numel() for t in tensors]
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        rows = [v for t, n, o in zip(tensors, sizes, offsets) for v in (t.data_ptr(), n, o)]
+        self.table = torch.tensor(rows, dtype=torch.int64, device=tensors[0].device)
+        self.numel = sum(sizes)
+        src = tensors[0].dtype
+        self.launch = Launch(_pack_kernel, (len(tensors), triton.cdiv(max(sizes), PACK_BLOCK)),
+                             SRC_DTYPE={torch.float32: triton.language.float32,
+                                        torch.bfloat16: triton.language.bfloat16,
+                                        torch.float16: triton.language.float16}[src], BLOCK=PACK_BLOCK)
+
+
+_pack_plans = {}
+
+
+def pack(tensors: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
+    """The tensors (contiguous, one dtype, one device) flattened, cast to ``dtype`` and concatenated, in one
+    launch (an MLLA block's Linear weights for its 16-bit products)."""
+    if not use_triton(tensors[0]):
+        return pack_reference(tensors, dtype)
+    key = tuple((t.data_ptr(), t.numel(), t.dtype) for t in tensors) + (dtype,)
+    plan = _pack_plans.get(key)
+    if plan is None:
+        if any(not t.is_contiguous() or t.dtype != tensors[0].dtype or t.device != tensors[0].device
+               for t in tensors):
+            raise ValueError('pack needs contiguous tensors of one dtype on one device')
+        if len(_pack_plans) >= 4096:
+            _pack_plans.clear()
+        plan = _pack_plans[key] = _PackPlan(tensors, dtype)
+    out = torch.empty(plan.numel, dtype=dtype, device=tensors[0].device)
+    plan.launch(plan.table, out)
+    return out
+
+
+__all__ = ['silu_gate', 'silu_gate_backward', 'residual_add', 'drop_path_grad', 'gelu', 'gelu_with_grad', 'pack']

@@ -1,0 +1,91 @@
+"""Triton kernels of the elementwise steps between an MLLA block's larger ops, over (tokens, C) rows with their
+own row strides. Each rounds where the PyTorch ops it replaces round (reference.py), so their outputs are the
+same numbers, with one launch instead of several."""
+import triton
+import triton.language as tl
+
+from ..activations import gelu, gelu_grad, silu, silu_grad
+
+
+@triton.jit
+def _tile(M, C, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = (rows < M)[:, None] & (cols < C)[None, :]
+    return rows, rows.to(tl.int64)[:, None], cols[None, :], mask
+
+
+@triton.jit
+def _silu_gate_kernel(x_ptr, g_ptr, y_ptr, M, C, s_x, s_g, s_y, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """y = x * silu(g), silu(g) rounded to g's dtype first (as F.silu's output is)."""
+    _, r, c, mask = _tile(M, C, BLOCK_M, BLOCK_C)
+    x = tl.load(x_ptr + r * s_x + c, mask=mask, other=0.).to(tl.float32)
+    g = tl.load(g_ptr + r * s_g + c, mask=mask, other=0.).to(tl.float32)
+    s = silu(g).to(g_ptr.dtype.element_ty).to(tl.float32)
+    tl.store(y_ptr + r * s_y + c, (x * s).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _silu_gate_backward_kernel(dy_ptr, x_ptr, g_ptr, dx_ptr, dg_ptr, M, C, s_dy, s_x, s_g, s_dx, s_dg,
+                               BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """dx = dy * silu(g) (silu rounded), dg = silu'(g) * (dy * x rounded)."""
+    _, r, c, mask = _tile(M, C, BLOCK_M, BLOCK_C)
+    dy = tl.load(dy_ptr + r * s_dy + c, mask=mask, other=0.).to(tl.float32)
+    x = tl.load(x_ptr + r * s_x + c, mask=mask, other=0.).to(tl.float32)
+    g = tl.load(g_ptr + r * s_g + c, mask=mask, other=0.).to(tl.float32)
+    s = silu(g).to(g_ptr.dtype.element_ty).to(tl.float32)
+    dyx = (dy * x).to(dg_ptr.dtype.element_ty).to(tl.float32)
+    tl.store(dx_ptr + r * s_dx + c, (dy * s).to(dx_ptr.dtype.element_ty), mask=mask)
+    tl.store(dg_ptr + r * s_dg + c, (dyx * silu_grad(g)).to(dg_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _residual_add_kernel(res_ptr, y_ptr, keep_ptr, out_ptr, M, C, TOKENS, keep_prob, s_res, s_y, s_out,
+                         DROP_PATH: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """out = res + y, or with DROP_PATH res + (y / keep_prob, rounded to y's dtype) * keep[sample] (mmcv's
+    DropPath: ``x.div(keep_prob) * mask``); samples are TOKENS rows each."""
+    rows, r, c, mask = _tile(M, C, BLOCK_M, BLOCK_C)
+    res = tl.load(res_ptr + r * s_res + c, mask=mask, other=0.).to(tl.float32)
+    y = tl.load(y_ptr + r * s_y + c, mask=mask, other=0.).to(tl.float32)
+    if DROP_PATH:
+        keep = tl.load(keep_ptr + rows // TOKENS, mask=rows < M, other=0.)
+        y = tl.math.div_rn(y, keep_prob).to(y_ptr.dtype.element_ty).to(tl.float32) * keep[:, None]
+    tl.store(out_ptr + r * s_out + c, (res + y).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _drop_path_grad_kernel(d_ptr, keep_ptr, out_ptr, M, C, TOKENS, keep_prob, s_d, s_out,
+                           BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The gradient that reaches y through ``res + drop_path(y)``: d cast to y's dtype, times keep[sample],
+    divided by keep_prob (the backward of mmcv's ``x.div(keep_prob) * mask``)."""
+    rows, r, c, mask = _tile(M, C, BLOCK_M, BLOCK_C)
+    d = tl.load(d_ptr + r * s_d + c, mask=mask, other=0.).to(out_ptr.dtype.element_ty).to(tl.float32)
+    keep = tl.load(keep_ptr + rows // TOKENS, mask=rows < M, other=0.)
+    tl.store(out_ptr + r * s_out + c, (tl.math.div_rn(d * keep[:, None], keep_prob)).to(out_ptr.dtype.element_ty),
+             mask=mask)
+
+
+@triton.jit
+def _gelu_kernel(a_ptr, dh_ptr, h_ptr, da_ptr, M, C, s_a, s_dh, s_h, s_da, WITH_GRAD: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """h = gelu(a); WITH_GRAD also da = dh * gelu'(a) (F.gelu and its backward, in one pass over a)."""
+    _, r, c, mask = _tile(M, C, BLOCK_M, BLOCK_C)
+    a = tl.load(a_ptr + r * s_a + c, mask=mask, other=0.).to(tl.float32)
+    tl.store(h_ptr + r * s_h + c, gelu(a).to(h_ptr.dtype.element_ty), mask=mask)
+    if WITH_GRAD:
+        dh = tl.load(dh_ptr + r * s_dh + c, mask=mask, other=0.).to(tl.float32)
+        tl.store(da_ptr + r * s_da + c, (dh * gelu_grad(a)).to(da_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _pack_kernel(table_ptr, out_ptr, SRC_DTYPE: tl.constexpr, BLOCK: tl.constexpr):
+    """Program (t, block): elements block * BLOCK.. of tensor t, whose (address, numel, offset) are row t of the
+    int64 table, cast to out's dtype at that offset of out."""
+    t = tl.program_id(0)
+    src = tl.load(table_ptr + 3 * t).to(tl.pointer_type(SRC_DTYPE))
+    numel = tl.load(table_ptr + 3 * t + 1)
+    offset = tl.load(table_ptr + 3 * t + 2)
+    idx = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = idx < numel
+    tl.store(out_ptr + offset + idx, tl.load(src + idx, mask=mask).to(out_ptr.dtype.element_ty), mask=mask)
+

@@ -1,0 +1,244 @@
+"""An MLLA block's training forward and backward as one autograd node, its backward written out by hand.
+
+Run op by op, a block is ~40 autograd nodes, ~110 kernel launches per forward+backward (weight casts of
+autocast, their gradients' casts back to float32, the drop-path arithmetic, separate adds) and the
+checkpointing machinery of its recomputed branches; on the GPU hosts that Python work, not the GPU, sets the
+speed (benchmarks/NOTES.md). Here one Function runs the same math with ~18 launches forward and ~40 backward:
+
+- the block's Linear weights and biases are cast into one buffer in one launch (pack), in which the act_proj and
+  in_proj weights form the single (2C, C) matrix of their joint product;
+- the weight gradients come out of their products in float32 (what autocast's casts of bfloat16 gradients
+  approximate), bias gradients are float32 sums;
+- the SiLU gate, GELU (with its backward), and the residual adds with drop path are single launches that round
+  where the PyTorch ops round (kernels/elementwise); the LayerNorm backwards add the residual's gradient;
+- with ``recompute`` the first LayerNorm's output and the MLP branch (LayerNorm, fc1, GELU) are recomputed in
+  the backward instead of stored, as the op-by-op block does with checkpointing.
+
+The math, dtypes and rounding points are those of MLLABlock's op-by-op forward (the specification,
+tests/test_models/test_mlla_block_function.py compares the two), which computes what the official block does.
+Drop path takes per-sample keep masks (0. or 1.) drawn by the backbone; ``x.div(keep_prob) * keep`` as mmcv's
+DropPath.
+"""
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
+from mlla_dense.kernels.elementwise import (drop_path_grad, gelu, gelu_with_grad, pack, residual_add, silu_gate,
+                                            silu_gate_backward)
+from mlla_dense.kernels.layer_norm.op import layer_norm_op
+from mlla_dense.kernels.linear_attention.op import linear_attention_op
+
+# The block's parameters, in the order the Function takes them.
+PARAMETERS = ('cpe1.weight', 'cpe1.bias', 'norm1.weight', 'norm1.bias', 'act_proj.weight', 'act_proj.bias',
+              'in_proj.weight', 'in_proj.bias', 'dwc.weight', 'dwc.bias', 'attn.qk.weight', 'attn.qk.bias',
+              'attn.lepe.weight', 'attn.lepe.bias', 'out_proj.weight', 'out_proj.bias', 'cpe2.weight', 'cpe2.bias',
+              'norm2.weight', 'norm2.bias', 'mlp.fc1.weight', 'mlp.fc1.bias', 'mlp.fc2.weight', 'mlp.fc2.bias')
+# Linear weights and biases cast into one buffer, act_proj before in_proj so that they form one matrix.
+PACKED = ('act_proj.weight', 'in_proj.weight', 'act_proj.bias', 'in_proj.bias', 'attn.qk.weight', 'attn.qk.bias',
+          'out_proj.weight', 'out_proj.bias', 'mlp.fc1.weight', 'mlp.fc1.bias', 'mlp.fc2.weight', 'mlp.fc2.bias')
+_INDEX = {name: i for i, name in enumerate(PARAMETERS)}
+_PACKED_INDEX = [_INDEX[name] for name in PACKED]
+
+
+class BlockConfig(NamedTuple):
+    height: int
+    width: int
+    num_heads: int
+    eps1: float
+    eps2: float
+    dtype: torch.dtype        # of the products (the autocast dtype under autocast)
+    keep_prob: float          # of both drop paths (1.0 without)
+    recompute: bool
+
+
+class _Weights:
+    """The block's parameters by role, with the Linear weights as views of their packed copy in the product dtype."""
+
+    def __init__(self, params, packed: Tensor, c: int):
+        p = dict(zip(PARAMETERS, params))
+        self.p = p
+        self.packed = packed
+        sizes = [p[name].numel() for name in PACKED]
+        views = dict(zip(PACKED, packed.split(sizes)))
+        self.gate_in_w = packed[:2 * c * c].view(2 * c, c)
+        self.gate_in_b = packed[2 * c * c:2 * c * c + 2 * c]
+        self.qk_w = views['attn.qk.weight'].view(2 * c, c)
+        self.qk_b = views['attn.qk.bias']
+        self.out_w = views['out_proj.weight'].view(c, c)
+        self.out_b = views['out_proj.bias']
+        hidden = p['mlp.fc1.bias'].numel()
+        self.fc1_w = views['mlp.fc1.weight'].view(hidden, c)
+        self.fc1_b = views['mlp.fc1.bias']
+        self.fc2_w = views['mlp.fc2.weight'].view(c, hidden)
+        self.fc2_b = views['mlp.fc2.bias']
+
+
+def _weight_grad(dy: Tensor, x: Tensor) -> Tensor:
+    """dy^T x over token rows, in float32: (M, O), (M, I) -> (O, I)."""
+    dy, x = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])
+    if dy.dtype == torch.float32:
+        return torch.mm(dy.t(), x)
+    if dy.is_cuda:
+        return torch.mm(dy.t(), x, out_dtype=torch.float32)
+    return torch.mm(dy.t().float(), x.float())
+
+
+def _bias_grad(dy: Tensor) -> Tensor:
+    return dy.reshape(-1, dy.shape[-1]).sum(0, dtype=torch.float32)
+
+
+def _input_grad(dy: Tensor, w: Tensor) -> Tensor:
+    """dy @ w over token rows, keeping the leading dims of dy."""
+    return torch.matmul(dy, w)
+
+
+def _to(t: Tensor, dtype) -> Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def _norm(x, w, b, eps, dtype):
+    return layer_norm_op.forward(x, w, b, eps, dtype)
+
+
+def _mlp_input(w: _Weights, x3: Tensor, cfg: BlockConfig):
+    """(LayerNorm output, its stats, fc1's output before GELU)."""
+    ln2, stats2 = _norm(x3, w.p['norm2.weight'], w.p['norm2.bias'], cfg.eps2, cfg.dtype)
+    return ln2, stats2, F.linear(ln2, w.fc1_w, w.fc1_b)
+
+
+def _forward(x: Tensor, cfg: BlockConfig, keep: Optional[Tensor], w: _Weights, saving: bool):
+    """The block's output, and what the backward needs when ``saving``."""
+    p, c = w.p, x.shape[-1]
+    h, wd = cfg.height, cfg.width
+    x1, = depthwise_conv_op.forward(x, p['cpe1.weight'], p['cpe1.bias'], h, wd, True, False)
+    ln1, stats1 = _norm(x1, p['norm1.weight'], p['norm1.bias'], cfg.eps1, cfg.dtype)
+    gi = F.linear(ln1, w.gate_in_w, w.gate_in_b)
+    gate, inp = gi[..., :c], gi[..., c:]
+    u, = depthwise_conv_op.forward(inp, p['dwc.weight'], p['dwc.bias'], h, wd, False, True)
+    qk = F.linear(u, w.qk_w, w.qk_b)
+    att, la_stats = linear_attention_op.forward(qk, u, p['attn.lepe.weight'], p['attn.lepe.bias'], h, wd,
+                                                cfg.num_heads)
+    gated = silu_gate(att, gate)
+    o = F.linear(gated, w.out_w, w.out_b)
+    x2 = residual_add(x1, o, None if keep is None else keep[0], cfg.keep_prob)
+    x3, = depthwise_conv_op.forward(x2, p['cpe2.weight'], p['cpe2.bias'], h, wd, True, False)
+    ln2, stats2, a = _mlp_input(w, x3, cfg)
+    hidden = gelu(a)
+    m = F.linear(hidden, w.fc2_w, w.fc2_b)
+    out = residual_add(x3, m, None if keep is None else keep[1], cfg.keep_prob)
+    if not saving:
+        return out, None
+    stored = (None,) * 5 if cfg.recompute else (ln1, stats1, ln2, stats2, a)
+    return out, (x, x1, gi, u, qk, la_stats, att, gated, x2, x3) + stored
+
+
+def _branch_grad(d: Tensor, keep: Optional[Tensor], cfg: BlockConfig) -> Tensor:
+    """The gradient of a residual branch's output from the gradient of the sum."""
+    if keep is None:
+        return _to(d, cfg.dtype)
+    return drop_path_grad(d, keep, cfg.keep_prob, cfg.dtype)
+
+
+def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved) -> Tuple[Tensor, dict]:
+    """(d x, gradients by parameter name)."""
+    x, x1, gi, u, qk, la_stats, att, gated, x2, x3, ln1, stats1, ln2, stats2, a = saved
+    p, c = w.p, x.shape[-1]
+    h, wd = cfg.height, cfg.width
+    grads = {}
+    # MLP branch: out = x3 + drop_path(fc2(gelu(fc1(norm2(x3)))))
+    d_m = _branch_grad(d_out, None if keep is None else keep[1], cfg)
+    if ln2 is None:
+        ln2, stats2, a = _mlp_input(w, x3, cfg)
+    d_hidden = _input_grad(d_m, w.fc2_w)
+    hidden, d_a = gelu_with_grad(a, d_hidden)
+    grads['mlp.fc2.weight'], grads['mlp.fc2.bias'] = _weight_grad(d_m, hidden), _bias_grad(d_m)
+    grads['mlp.fc1.weight'], grads['mlp.fc1.bias'] = _weight_grad(d_a, ln2), _bias_grad(d_a)
+    d_ln2 = _input_grad(d_a, w.fc1_w)
+    d_x3, grads['norm2.weight'], grads['norm2.bias'] = layer_norm_op.backward(d_ln2, x3, p['norm2.weight'], stats2,
+                                                                              d_out)
+    d_x2, grads['cpe2.weight'], grads['cpe2.bias'] = depthwise_conv_op.backward(
+        d_x3, x2, p['cpe2.weight'], p['cpe2.bias'], h, wd, True, False)
+    # attention branch: x2 = x1 + drop_path(out_proj(attn(silu(dwc(inp))) * silu(gate)))
+    d_o = _branch_grad(d_x2, None if keep is None else keep[0], cfg)
+    grads['out_proj.weight'], grads['out_proj.bias'] = _weight_grad(d_o, gated), _bias_grad(d_o)
+    d_gated = _input_grad(d_o, w.out_w)
+    d_gi = torch.empty(gi.shape, dtype=gi.dtype, device=gi.device)
+    d_att = torch.empty(att.shape, dtype=att.dtype, device=att.device)
+    silu_gate_backward(d_gated, att, gi[..., :c], d_att, d_gi[..., :c])
+    d_qk, d_u, grads['attn.lepe.weight'], grads['attn.lepe.bias'] = linear_attention_op.backward(
+        d_att, qk, u, p['attn.lepe.weight'], la_stats, h, wd, cfg.num_heads)
+    grads['attn.qk.weight'], grads['attn.qk.bias'] = _weight_grad(d_qk, u), _bias_grad(d_qk)
+    d_u = d_u.view(-1, c).addmm_(d_qk.view(-1, 2 * c), w.qk_w).view(u.shape)
+    grads['dwc.weight'], grads['dwc.bias'] = depthwise_conv_op.backward_into(
+        d_gi[..., c:], d_u, gi[..., c:], p['dwc.weight'], p['dwc.bias'], h, wd, False, True)
+    if ln1 is None:
+        ln1, stats1 = _norm(x1, p['norm1.weight'], p['norm1.bias'], cfg.eps1, cfg.dtype)
+    d_gate_in_w, d_gate_in_b = _weight_grad(d_gi, ln1), _bias_grad(d_gi)
+    grads['act_proj.weight'], grads['in_proj.weight'] = d_gate_in_w[:c], d_gate_in_w[c:]
+    grads['act_proj.bias'], grads['in_proj.bias'] = d_gate_in_b[:c], d_gate_in_b[c:]
+    d_ln1 = _input_grad(d_gi, w.gate_in_w)
+    d_x1, grads['norm1.weight'], grads['norm1.bias'] = layer_norm_op.backward(d_ln1, x1, p['norm1.weight'], stats1,
+                                                                              d_x2)
+    d_x, grads['cpe1.weight'], grads['cpe1.bias'] = depthwise_conv_op.backward(
+        d_x1, x, p['cpe1.weight'], p['cpe1.bias'], h, wd, True, False)
+    return d_x, grads
+
+
+class MLLABlockFunction(torch.autograd.Function):
+    """``apply(x, cfg, keep, *params)``: the block on tokens x (B, N, C) with ``params`` in PARAMETERS order."""
+
+    @staticmethod
+    def forward(ctx, x, cfg: BlockConfig, keep: Optional[Tensor], *params):
+        w = _Weights(params, pack([params[i] for i in _PACKED_INDEX], cfg.dtype), x.shape[-1])
+        with torch.autocast(x.device.type, enabled=False):
+            out, saved = _forward(x, cfg, keep, w, saving=True)
+        ctx.cfg, ctx.keep = cfg, keep
+        ctx.save_for_backward(w.packed, *params, *(t for t in saved if t is not None))
+        ctx.stored = [t is not None for t in saved]
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out):
+        packed, *rest = ctx.saved_tensors
+        params, rest = rest[:len(PARAMETERS)], iter(rest[len(PARAMETERS):])
+        saved = [next(rest) if stored else None for stored in ctx.stored]
+        w = _Weights(params, packed, saved[0].shape[-1])
+        d_x, grads = _backward(d_out.contiguous(), ctx.cfg, ctx.keep, w, saved)
+        needed = ctx.needs_input_grad[3:]
+        return (d_x, None, None) + tuple(grads[name] if need else None for name, need in zip(PARAMETERS, needed))
+
+
+def block_parameters(b) -> list:
+    """The block's parameters in PARAMETERS order (read from the module at each call: CUDA-graph captures swap in
+    aliases of them)."""
+    attn, mlp = b.attn, b.mlp
+    return [b.cpe1.weight, b.cpe1.bias, b.norm1.weight, b.norm1.bias, b.act_proj.weight, b.act_proj.bias,
+            b.in_proj.weight, b.in_proj.bias, b.dwc.weight, b.dwc.bias, attn.qk.weight, attn.qk.bias,
+            attn.lepe.weight, attn.lepe.bias, b.out_proj.weight, b.out_proj.bias, b.cpe2.weight, b.cpe2.bias,
+            b.norm2.weight, b.norm2.bias, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias]
+
+
+def fused_dtypes(x: Tensor) -> bool:
+    """Whether the tokens are in the dtype the block computes in (the autocast dtype under autocast): how MLLA's
+    stages run in float32 and in mixed-precision training, and the configuration validated on the GPU; other
+    combinations keep the op-by-op path (benchmarks/NOTES.md says why)."""
+    kind = x.device.type
+    return not torch.is_autocast_enabled(kind) or torch.get_autocast_dtype(kind) == x.dtype
+
+
+def mlla_block(block, x: Tensor, hw_shape, keep: Optional[Tensor], keep_prob: float) -> Tensor:
+    """``block`` (an MLLABlock) on tokens x through :class:`MLLABlockFunction` (the eager path on the GPU);
+    ``keep`` (2, B): the drop-path masks of its two branches, or None."""
+    kind = x.device.type
+    dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+    cfg = BlockConfig(hw_shape[0], hw_shape[1], block.attn.num_heads, block.norm1.eps, block.norm2.eps, dtype,
+                      keep_prob, block.recompute)
+    params = block_parameters(block)
+    if torch.is_grad_enabled():
+        return MLLABlockFunction.apply(x, cfg, keep, *params)
+    w = _Weights(params, pack([params[i] for i in _PACKED_INDEX], dtype), x.shape[-1])
+    with torch.autocast(kind, enabled=False):
+        return _forward(x, cfg, keep, w, saving=False)[0]

@@ -1,0 +1,155 @@
+"""The elementwise kernels of the fused MLLA block (kernels/elementwise) and the float32 activations they and the
+depthwise conv use (kernels/activations.py), against their PyTorch references.
+
+CPU: through the Triton interpreter on small odd shapes, strided inputs included. GPU (marker `gpu`): MLLA-T
+stage-1 shapes, and the activations' float32 error against float64 next to PyTorch's own.
+"""
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+from mlla_dense.kernels import activations
+from mlla_dense.kernels.elementwise import (drop_path_grad, gelu, gelu_with_grad, pack, residual_add, silu_gate,
+                                            silu_gate_backward)
+from mlla_dense.kernels.elementwise.reference import (drop_path_grad_reference, gelu_reference, pack_reference,
+                                                      residual_add_reference, silu_gate_backward_reference,
+                                                      silu_gate_reference)
+
+DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
+# float32 exactly up to the order of operations; bfloat16 within a rounding step of the largest intermediate
+# (values up to ~10 here): the interpreter truncates where GPUs round to nearest
+TOLERANCES = {torch.float32: dict(rtol=1e-5, atol=1e-5),
+              torch.bfloat16: dict(rtol=1.6e-2, atol=0.1 if DEVICE == 'cpu' else 1.6e-2)}
+
+
+@pytest.fixture(autouse=True)
+def triton_backend(use_backend):
+    use_backend('triton')
+
+
+def tokens(b, n, c, dtype, seed, scale=2.0):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, n, c, generator=gen) * scale).to(DEVICE, dtype)
+
+
+def halves(b, n, c, dtype, seed):
+    """The two (B, N, C) halves of one (B, N, 2C) tensor: strided views, as the block's gate and input are."""
+    both = tokens(b, n, 2 * c, dtype, seed)
+    return both[..., :c], both[..., c:]
+
+
+SHAPES = [(2, 37, 32), (1, 50, 24), (3, 7, 96)]
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('dtype', DTYPES, ids=['fp32', 'bf16'])
+def test_silu_gate_and_backward(shape, dtype):
+    gate, x = halves(*shape, dtype, 0)
+    dy = tokens(*shape, dtype, 1)
+    torch.testing.assert_close(silu_gate(x, gate), silu_gate_reference(x, gate), **TOLERANCES[dtype])
+    dx = torch.empty_like(dy)
+    dgi = torch.zeros(*shape[:2], 2 * shape[2], dtype=dtype, device=DEVICE)
+    silu_gate_backward(dy, x, gate, dx, dgi[..., :shape[2]])
+    ref_dx, ref_dg = silu_gate_backward_reference(dy, x, gate)
+    torch.testing.assert_close(dx, ref_dx, **TOLERANCES[dtype])
+    torch.testing.assert_close(dgi[..., :shape[2]], ref_dg, **TOLERANCES[dtype])
+    assert (dgi[..., shape[2]:] == 0).all()  # the other half of the buffer is left alone
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('dtypes', [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
+                                    (torch.float32, torch.bfloat16)], ids=['fp32', 'bf16', 'fp32+bf16'])
+def test_residual_add_with_and_without_drop_path(shape, dtypes):
+    res, y = tokens(*shape, dtypes[0], 0), tokens(*shape, dtypes[1], 1)
+    tol = TOLERANCES[torch.bfloat16 if torch.bfloat16 in dtypes else torch.float32]
+    out = residual_add(res, y)
+    assert out.dtype == torch.result_type(res, y)
+    torch.testing.assert_close(out, residual_add_reference(res, y), **tol)
+    keep = torch.tensor([1.0, 0.0, 1.0], device=DEVICE)[:shape[0]]
+    out = residual_add(res, y, keep, 0.7)
+    torch.testing.assert_close(out, residual_add_reference(res, y, keep, 0.7), **tol)
+    if shape[0] > 1:
+        assert torch.equal(out[1], res[1].to(out.dtype))  # a dropped sample keeps its residual only
+    d = tokens(*shape, dtypes[0], 2)
+    grad = drop_path_grad(d, keep, 0.7, dtypes[1])
+    assert grad.dtype == dtypes[1]
+    torch.testing.assert_close(grad, drop_path_grad_reference(d, keep, 0.7, dtypes[1]), **tol)
+
+
+@pytest.mark.parametrize('shape', SHAPES)
+@pytest.mark.parametrize('dtype', DTYPES, ids=['fp32', 'bf16'])
+def test_gelu_and_its_backward(shape, dtype):
+    a, dh = tokens(*shape, dtype, 0, scale=3.0), tokens(*shape, dtype, 1)
+    torch.testing.assert_close(gelu(a), gelu_reference(a), **TOLERANCES[dtype])
+    h, da = gelu_with_grad(a, dh)
+    ref_h, ref_da = gelu_reference(a, dh)
+    torch.testing.assert_close(h, ref_h, **TOLERANCES[dtype])
+    torch.testing.assert_close(da, ref_da, **TOLERANCES[dtype])
+
+
+@pytest.mark.parametrize('dtype', DTYPES, ids=['fp32', 'bf16'])
+def test_pack_casts_and_concatenates(dtype):
+    gen = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(*s, generator=gen).to(DEVICE) for s in ((7, 5), (5,), (9000,), (3, 3, 3))]
+    out = pack(tensors, dtype)
+    assert out.dtype == dtype and out.shape == (35 + 5 + 9000 + 27,)
+    torch.testing.assert_close(out, pack_reference(tensors, dtype), **TOLERANCES[dtype])
+    tensors[1].add_(1.0)  # same storage, new values: packed again from the parameters as they are now
+    torch.testing.assert_close(pack(tensors, dtype), pack_reference(tensors, dtype), **TOLERANCES[dtype])
+    with pytest.raises(ValueError, match='contiguous tensors of one dtype'):
+        pack([tensors[0].t(), tensors[1]], dtype)
+
+
+@triton.jit
+def _activations_kernel(x_ptr, out_ptr, N, BLOCK: tl.constexpr):
+    idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = idx < N
+    x = tl.load(x_ptr + idx, mask=mask)
+    tl.store(out_ptr + idx, activations.accurate_exp(x), mask=mask)
+    tl.store(out_ptr + N + idx, activations.silu(x), mask=mask)
+    tl.store(out_ptr + 2 * N + idx, activations.silu_grad(x), mask=mask)
+    tl.store(out_ptr + 3 * N + idx, activations.gelu(x), mask=mask)
+    tl.store(out_ptr + 4 * N + idx, activations.gelu_grad(x), mask=mask)
+
+
+def activation_errors(x, floor=1e-3):
+    """Per activation (exp, silu, silu', gelu, gelu'), the largest error against float64 of the float32 values,
+    ours and PyTorch's: |got - exact| / max(|exact|, floor) (relative, absolute near zeros), exp's relative."""
+    out = torch.empty(5, x.numel(), device=x.device)
+    _activations_kernel[(triton.cdiv(x.numel(), 1024),)](x, out, x.numel(), BLOCK=1024)
+    exact = x.double()
+    sig = torch.sigmoid(exact)
+    truth = [exact.exp(), exact * sig, sig * (1 + exact * (1 - sig)), torch.nn.functional.gelu(exact),
+             torch.ops.aten.gelu_backward(torch.ones_like(exact), exact)]
+    ones = torch.ones_like(x)
+    theirs = [x.exp(), torch.nn.functional.silu(x), torch.ops.aten.silu_backward(ones, x),
+              torch.nn.functional.gelu(x), torch.ops.aten.gelu_backward(ones, x)]
+
+    def worst(got, want, least):
+        return ((got.double() - want).abs() / want.abs().clamp_min(least)).max().item()
+    floors = [1e-30] + [floor] * 4
+    return [(worst(o, t, f), worst(p, t, f)) for o, p, t, f in zip(out, theirs, truth, floors)]
+
+
+def test_activations_match_float64():
+    for ours, _ in activation_errors(torch.linspace(-20, 20, 4001, device=DEVICE)):
+        assert ours < 2e-4
+
+
+@pytest.mark.gpu
+def test_gpu_activations_as_accurate_as_pytorch():
+    """On the GPU (where tl.exp is 2^(x log2 e) with a rounded product) each activation stays within a few ulps of
+    float64 wherever PyTorch's does (4e-7 ~ 3.4 ulp of float32)."""
+    for ours, theirs in activation_errors(torch.linspace(-60, 60, 1_000_001, device='cuda')):
+        assert ours < max(4e-7, 1.5 * theirs), (ours, theirs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('dtype', DTYPES, ids=['fp32', 'bf16'])
+def test_gpu_mlla_t_stage1_shapes(dtype):
+    shape = (2, 67200, 64)
+    test_silu_gate_and_backward(shape, dtype)
+    test_gelu_and_its_backward((2, 67200, 256), dtype)
+    test_residual_add_with_and_without_drop_path(shape, (dtype, dtype))
