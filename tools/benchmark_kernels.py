@@ -35,13 +35,11 @@ import os
 
 import torch
 
-from mlla_dense.kernels.depthwise_conv import depthwise_conv_reference
-from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_triton
-from mlla_dense.kernels.layer_norm import layer_norm_reference
-from mlla_dense.kernels.layer_norm.op import layer_norm_triton
-from mlla_dense.kernels.linear_attention import linear_attention_reference
-from mlla_dense.kernels.linear_attention.op import linear_attention_triton
-from mlla_dense.kernels.selective_scan import ss2d_paths_reference, ss2d_paths_triton
+from mlla_dense.kernels.backend import forced_backend
+from mlla_dense.kernels.depthwise_conv import depthwise_conv, depthwise_conv_reference
+from mlla_dense.kernels.layer_norm import layer_norm, layer_norm_reference
+from mlla_dense.kernels.linear_attention import linear_attention, linear_attention_reference
+from mlla_dense.kernels.selective_scan import ss2d_paths, ss2d_paths_reference
 from mlla_dense.utils.benchmarking import copy_bandwidth_gbs, print_table, run_info, time_ms, write_json
 
 # (name, B, H, W, C, heads)
@@ -141,10 +139,19 @@ def scan_case(shape, dtype, device):
     return tensors, run, b * 4 * d * length, {'forward': inputs + out, 'forward+backward': 3 * inputs + 2 * out}
 
 
-OPS = {'linear_attention': (ATTENTION_SHAPES, attention_case, linear_attention_reference, linear_attention_triton),
-       'selective_scan': (SCAN_SHAPES, scan_case, ss2d_paths_reference, ss2d_paths_triton),
-       'depthwise_conv': (STAGE_SHAPES, conv_case, depthwise_conv_reference, depthwise_conv_triton),
-       'layer_norm': (STAGE_SHAPES, norm_case, layer_norm_reference, layer_norm_triton)}
+def triton_path(fn):
+    """The op's public function with its Triton kernels (whatever MLLA_DENSE_BACKEND says)."""
+    def run(*args):
+        with forced_backend('triton'):
+            return fn(*args)
+    return run
+
+
+OPS = {'linear_attention': (ATTENTION_SHAPES, attention_case, linear_attention_reference,
+                            triton_path(linear_attention)),
+       'selective_scan': (SCAN_SHAPES, scan_case, ss2d_paths_reference, triton_path(ss2d_paths)),
+       'depthwise_conv': (STAGE_SHAPES, conv_case, depthwise_conv_reference, triton_path(depthwise_conv)),
+       'layer_norm': (STAGE_SHAPES, norm_case, layer_norm_reference, triton_path(layer_norm))}
 
 
 def measure(fn, tensors, run, backward, cuda):
