@@ -29,7 +29,7 @@ def _chunk_backward_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, dz_ptr, state_ptr
                            sdq_b, sdq_n, sdq_h, sdk_b, sdk_n, sdk_h, sdv_b, sdv_n, sdv_h, sdc_b, sdc_n, sdc_h,
                            K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, KS: tl.constexpr,
                            T: tl.constexpr, PER_CHANNEL: tl.constexpr, REVERSE: tl.constexpr,
-                           COLUMNS: tl.constexpr, HAS_DZ: tl.constexpr, ACCUMULATE: tl.constexpr,
+                           COLUMNS: tl.constexpr, ACCUMULATE: tl.constexpr,
                            DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
     """dq, dk, dv (added to what is there with ACCUMULATE) and the cumulative log decays' gradient of one
     chunk."""
@@ -41,10 +41,7 @@ def _chunk_backward_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, dz_ptr, state_ptr
     cols_v = tl.arange(0, BV)
     v = load_rows(v_ptr + b * sv_b + h * sv_h, pos, sv_n, cols_v, V, valid)
     do = load_rows(do_ptr + b * sdo_b + h * sdo_h, pos, sdo_n, cols_v, V, valid)
-    if HAS_DZ:
-        dz = tl.load(dz_ptr + b * sdz_b + pos * sdz_n + h * sdz_h, mask=valid, other=0.).to(tl.float32)[:, None]
-    else:
-        dz = tl.zeros((T, 1), tl.float32)
+    dz = tl.load(dz_ptr + b * sdz_b + pos * sdz_n + h * sdz_h, mask=valid, other=0.).to(tl.float32)[:, None]
     weights = mm(do, tl.trans(v), DOT_DTYPE, PRECISION) + dz
     g_base = g_ptr + b * sg_b + h * sg_h
     if not PER_CHANNEL:

@@ -44,10 +44,9 @@ def log_decays(g_ptr, pos, stride_n, cols, width, valid, T: tl.constexpr, PER_CH
     """Cumulative log decays of a chunk from its start through each position, (T, KS) or (T, 1), and of the
     whole chunk, (1, KS) or (1, 1). Positions past the sequence decay by 1 (log 0)."""
     if PER_CHANNEL:
-        g = load_rows(g_ptr, pos, stride_n, cols, width, valid)
-    else:
-        g = tl.load(g_ptr + pos * stride_n, mask=valid, other=0.).to(tl.float32)[:, None]
-    cum = tl.cumsum(g, axis=0)
+        cum = tl.cumsum(load_rows(g_ptr, pos, stride_n, cols, width, valid), axis=0)
+    else:  # a scan of the (T,) vector: Triton 3.6 cannot lower one along a (T, 1) tile for sm_90
+        cum = tl.cumsum(tl.load(g_ptr + pos * stride_n, mask=valid, other=0.).to(tl.float32), axis=0)[:, None]
     last = (tl.arange(0, T) == T - 1)[:, None]
     return cum, tl.sum(tl.where(last, cum, 0.), axis=0)[None, :]
 

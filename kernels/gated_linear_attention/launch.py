@@ -95,7 +95,7 @@ def _suffix_sum(x: torch.Tensor, direction: str, grid) -> torch.Tensor:
 
 
 def backward(do, dz, q, k, v, log_decay, states, directions, grid):
-    """(dq, dk, dv, dlog_decay) in the dtypes of q, k, v, log_decay; ``dz`` may be None (z unused)."""
+    """(dq, dk, dv, dlog_decay) in the dtypes of q, k, v, log_decay; ``dz`` None (z unused) counts as zeros."""
     b, n, h, _ = q.shape
     lay = Layout(q, v, log_decay.dim() == 4)
     chunks = lay.num_chunks(n)
@@ -105,17 +105,17 @@ def backward(do, dz, q, k, v, log_decay, states, directions, grid):
     dcum = torch.empty(log_decay.shape, dtype=torch.float32, device=q.device)
     grad_states = torch.empty_like(states[0])
     sizes = _grid_args(q, grid)
-    dz_args = (dz, *_bnh(dz)) if dz is not None else (do, 0, 0, 0)
+    if dz is None:
+        dz = torch.zeros(q.shape[:3], dtype=torch.float32, device=q.device)
     dlog_decay = 0
     for i, direction in enumerate(directions):
         meta = lay.meta(direction)
-        _chunk_state_kernel[(chunks, b * h)](q, do, dz_args[0], log_decay, grad_states, *sizes, chunks, *_bnh(q),
-                                             *_bnh(do), *dz_args[1:], *_bnh(log_decay), FROM_START=True,
-                                             HAS_W=dz is not None, **meta)
+        _chunk_state_kernel[(chunks, b * h)](q, do, dz, log_decay, grad_states, *sizes, chunks, *_bnh(q), *_bnh(do),
+                                             *_bnh(dz), *_bnh(log_decay), FROM_START=True, HAS_W=True, **meta)
         lay.pass_states(grad_states, backward=True)
         _chunk_backward_kernel[(chunks, b * h)](
-            q, k, v, log_decay, do, dz_args[0], states[i], grad_states, *grads, dcum, *sizes, chunks,
-            *_bnh(q), *_bnh(k), *_bnh(v), *_bnh(log_decay), *_bnh(do), *dz_args[1:],
-            *(s for t in grads for s in _bnh(t)), *_bnh(dcum), HAS_DZ=dz is not None, ACCUMULATE=i > 0, **meta)
+            q, k, v, log_decay, do, dz, states[i], grad_states, *grads, dcum, *sizes, chunks,
+            *_bnh(q), *_bnh(k), *_bnh(v), *_bnh(log_decay), *_bnh(do), *_bnh(dz),
+            *(s for t in grads for s in _bnh(t)), *_bnh(dcum), ACCUMULATE=i > 0, **meta)
         dlog_decay = dlog_decay + _suffix_sum(dcum, direction, grid)
     return tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v))) + (dlog_decay.to(log_decay.dtype),)

@@ -73,6 +73,7 @@ def backward_through(out, *leaves):
 
 def compile_all():
     from mlla_dense.kernels.depthwise_conv.op import DepthwiseConvFunction
+    from mlla_dense.kernels.gated_linear_attention.op import GatedLinearAttentionFunction
     from mlla_dense.kernels.layer_norm.op import LayerNormFunction
     from mlla_dense.kernels.linear_attention.op import LinearAttentionFunction
     from mlla_dense.kernels.selective_scan.op import SelectiveScanFunction
@@ -91,6 +92,12 @@ def compile_all():
         for c in (64, 768):
             x, w, b = randn(2, 30, c), randn(c, low=False), randn(c, low=False)
             backward_through(LayerNormFunction.apply(x, w, b, 1e-5, torch.bfloat16), x, w, b)
+        for per_channel in (False, True):
+            for heads, width in ((2, 32), (1, 16), (8, 64)):
+                q, k, v = (randn(2, 30, heads, width) for _ in range(3))
+                g = randn(2, 30, heads, *((width,) if per_channel else ()))
+                o, z = GatedLinearAttentionFunction.apply(q, k, v, g, 'rows,columns_reversed', [5, 6])
+                backward_through(o.sum() + z.sum(), q, k, v, g)
         if dtype == torch.float16:
             continue  # the scan takes bf16 or fp32
         for n_state in (1, 16):
