@@ -16,8 +16,8 @@ cumulative value from t on, so its gradient is the suffix sum of those in scan o
 import triton
 import triton.language as tl
 
-from .common import (channel_decays, decay_matrix, load_rows, load_state, log_decays, mm, scan_positions,
-                     store_rows)
+from .common import (chunk_program, decay_matrix, key_slice, load_rows, load_state_matrix, load_state_vector,
+                     log_decays, mm, store_rows)
 
 
 @triton.jit
@@ -28,50 +28,52 @@ def _chunk_backward_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, dz_ptr, state_ptr
                            sdo_b, sdo_n, sdo_h, sdz_b, sdz_n, sdz_h,
                            sdq_b, sdq_n, sdq_h, sdk_b, sdk_n, sdk_h, sdv_b, sdv_n, sdv_h, sdc_b, sdc_n, sdc_h,
                            K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, KS: tl.constexpr,
-                           T: tl.constexpr, PER_CHANNEL: tl.constexpr, REVERSE: tl.constexpr,
-                           COLUMNS: tl.constexpr, ACCUMULATE: tl.constexpr,
-                           DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+                           VB: tl.constexpr, T: tl.constexpr, PER_CHANNEL: tl.constexpr, REVERSE: tl.constexpr,
+                           COLUMNS: tl.constexpr, ACCUMULATE: tl.constexpr, DOT_DTYPE: tl.constexpr,
+                           PRECISION: tl.constexpr):
     """dq, dk, dv (added to what is there with ACCUMULATE) and the cumulative log decays' gradient of one
     chunk."""
-    chunk = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = (bh // NUM_HEADS).to(tl.int64)
-    h = bh % NUM_HEADS
-    pos, valid = scan_positions(chunk, N, GRID_H, GRID_W, T, REVERSE, COLUMNS)
-    cols_v = tl.arange(0, BV)
-    v = load_rows(v_ptr + b * sv_b + h * sv_h, pos, sv_n, cols_v, V, valid)
-    do = load_rows(do_ptr + b * sdo_b + h * sdo_h, pos, sdo_n, cols_v, V, valid)
-    dz = tl.load(dz_ptr + b * sdz_b + pos * sdz_n + h * sdz_h, mask=valid, other=0.).to(tl.float32)[:, None]
-    weights = mm(do, tl.trans(v), DOT_DTYPE, PRECISION) + dz
+    chunk, bh, b, h, pos, valid = chunk_program(N, NUM_HEADS, GRID_H, GRID_W, T, REVERSE, COLUMNS)
+    q_base = q_ptr + b * sq_b + h * sq_h
+    k_base = k_ptr + b * sk_b + h * sk_h
+    v_base = v_ptr + b * sv_b + h * sv_h
+    do_base = do_ptr + b * sdo_b + h * sdo_h
     g_base = g_ptr + b * sg_b + h * sg_h
-    if not PER_CHANNEL:
-        cum, total = log_decays(g_base, pos, sg_n, tl.arange(0, KS), K, valid, T, False)
-        decays = decay_matrix(cum, T)
-        grad_attn = weights * decays
-        dcum = tl.zeros((T,), tl.float32)
+    dz = tl.load(dz_ptr + b * sdz_b + pos * sdz_n + h * sdz_h, mask=valid, other=0.).to(tl.float32)[:, None]
+    weights = tl.zeros((T, T), tl.float32) + dz
+    for v_start in range(0, BV, VB):
+        cols = v_start + tl.arange(0, VB)
+        weights += mm(load_rows(do_base, pos, sdo_n, cols, V, valid),
+                      tl.trans(load_rows(v_base, pos, sv_n, cols, V, valid)), DOT_DTYPE, PRECISION)
+    cum, total = log_decays(g_base, pos, sg_n, tl.arange(0, KS), K, valid, T, False)  # per channel: per slice
+    decays = decay_matrix(cum, T)
+    grad_attn = weights * decays
+    dcum = tl.zeros((T,), tl.float32)
     offset = (bh.to(tl.int64) * NUM_CHUNKS + chunk) * (BK * BV + 2 * BK)
     attn = tl.zeros((T, T), tl.float32)
-    dv = tl.zeros((T, BV), tl.float32)
     for start in tl.static_range(0, BK, KS):
         keys = start + tl.arange(0, KS)
-        q = load_rows(q_ptr + b * sq_b + h * sq_h, pos, sq_n, keys, K, valid)
-        k = load_rows(k_ptr + b * sk_b + h * sk_h, pos, sk_n, keys, K, valid)
+        q, k, cum, total, channel, term = key_slice(q_base, k_base, g_base, pos, sq_n, sk_n, sg_n, keys, K, valid,
+                                                    cum, total, T, PER_CHANNEL, DOT_DTYPE, PRECISION)
+        attn += term
         if PER_CHANNEL:
-            cum, total = log_decays(g_base, pos, sg_n, keys, K, valid, T, True)
-            channel = channel_decays(cum, T)
-            attn += tl.sum(q[:, None, :] * k[None, :, :] * channel, axis=2)
             dq = tl.sum(weights[:, :, None] * k[None, :, :] * channel, axis=1)
             dk = tl.sum(weights[:, :, None] * q[:, None, :] * channel, axis=0)
         else:
-            attn += mm(q, tl.trans(k), DOT_DTYPE, PRECISION)
             dq = mm(grad_attn, k, DOT_DTYPE, PRECISION)
             dk = mm(tl.trans(grad_attn), q, DOT_DTYPE, PRECISION)
-        state, norm_state = load_state(state_ptr + offset, keys, K, cols_v, V, BK, BV)
-        grad_state, grad_norm_state = load_state(grad_state_ptr + offset, keys, K, cols_v, V, BK, BV)
-        dq += tl.exp(cum) * (mm(do, tl.trans(state), DOT_DTYPE, PRECISION) + dz * norm_state)
-        to_end = tl.exp(total - cum)
-        dk += to_end * (mm(v, tl.trans(grad_state), DOT_DTYPE, PRECISION) + grad_norm_state)
-        dv += mm(k * to_end, grad_state, DOT_DTYPE, PRECISION)
+        from_state = dz * load_state_vector(state_ptr + offset, keys, K, BK, BV)
+        from_grad_state = tl.zeros((T, KS), tl.float32) + load_state_vector(grad_state_ptr + offset, keys, K, BK, BV)
+        for v_start in range(0, BV, VB):
+            cols = v_start + tl.arange(0, VB)
+            from_state += mm(load_rows(do_base, pos, sdo_n, cols, V, valid),
+                             tl.trans(load_state_matrix(state_ptr + offset, keys, K, cols, V, BV)), DOT_DTYPE,
+                             PRECISION)
+            from_grad_state += mm(load_rows(v_base, pos, sv_n, cols, V, valid),
+                                  tl.trans(load_state_matrix(grad_state_ptr + offset, keys, K, cols, V, BV)),
+                                  DOT_DTYPE, PRECISION)
+        dq += tl.exp(cum) * from_state
+        dk += tl.exp(total - cum) * from_grad_state
         store_rows(dq_ptr + b * sdq_b + h * sdq_h, dq, pos, sdq_n, keys, K, valid, ACCUMULATE)
         store_rows(dk_ptr + b * sdk_b + h * sdk_h, dk, pos, sdk_n, keys, K, valid, ACCUMULATE)
         if PER_CHANNEL:
@@ -81,5 +83,17 @@ def _chunk_backward_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, dz_ptr, state_ptr
     if not PER_CHANNEL:
         attn = attn * decays
         tl.store(dcum_ptr + b * sdc_b + pos * sdc_n + h * sdc_h, dcum, mask=valid)
-    dv += mm(tl.trans(attn), do, DOT_DTYPE, PRECISION)
-    store_rows(dv_ptr + b * sdv_b + h * sdv_h, dv, pos, sdv_n, cols_v, V, valid, ACCUMULATE)
+    for v_start in range(0, BV, VB):
+        cols = v_start + tl.arange(0, VB)
+        dv = mm(tl.trans(attn), load_rows(do_base, pos, sdo_n, cols, V, valid), DOT_DTYPE, PRECISION)
+        for start in tl.static_range(0, BK, KS):
+            keys = start + tl.arange(0, KS)
+            k_to_end = load_rows(k_base, pos, sk_n, keys, K, valid)
+            if PER_CHANNEL:
+                slice_cum, slice_total = log_decays(g_base, pos, sg_n, keys, K, valid, T, True)
+                k_to_end *= tl.exp(slice_total - slice_cum)
+            else:
+                k_to_end *= tl.exp(total - cum)
+            dv += mm(k_to_end, load_state_matrix(grad_state_ptr + offset, keys, K, cols, V, BV), DOT_DTYPE,
+                     PRECISION)
+        store_rows(dv_ptr + b * sdv_b + h * sdv_h, dv, pos, sdv_n, cols, V, valid, ACCUMULATE)

@@ -1,25 +1,30 @@
 """Triton helpers shared by the forward and backward kernels.
 
 A program owns one chunk of T consecutive scan positions of one (batch, head). Position t of the scan reads the
-token ``scan_positions`` gives (index arithmetic: reversed and column-major scans need no copies). Keys are
+token ``chunk_program`` gives (index arithmetic: reversed and column-major scans need no copies). Keys are
 handled in slices of KS channels (one slice of all K channels when a head has one decay; 16-channel slices when
-every key channel has its own, whose intra-chunk weights are (T, T, KS) tensors). Decays enter only as exp of
-differences of cumulative log decays that are never positive, so nothing overflows.
+every key channel has its own, whose intra-chunk weights are (T, T, KS) tensors), values in blocks of VB
+channels (a single head carries all C channels as values). Decays enter only as exp of differences of
+cumulative log decays that are never positive, so nothing overflows.
 """
 import triton
 import triton.language as tl
 
 
 @triton.jit
-def scan_positions(chunk, N, GRID_H, GRID_W, T: tl.constexpr, REVERSE: tl.constexpr, COLUMNS: tl.constexpr):
-    """(token index (int64), valid) of the T scan positions of ``chunk``."""
+def chunk_program(N, NUM_HEADS, GRID_H, GRID_W, T: tl.constexpr, REVERSE: tl.constexpr,
+                  COLUMNS: tl.constexpr):
+    """What a program of a (chunks, batch * heads) grid owns: (chunk, batch * heads index, batch (int64), head,
+    token index of each of its scan positions (int64), valid positions)."""
+    chunk = tl.program_id(0)
+    bh = tl.program_id(1)
     t = chunk * T + tl.arange(0, T)
     valid = t < N
     if REVERSE:
         t = N - 1 - t
     if COLUMNS:
         t = (t % GRID_H) * GRID_W + t // GRID_H
-    return tl.where(valid, t, 0).to(tl.int64), valid
+    return chunk, bh, (bh // NUM_HEADS).to(tl.int64), bh % NUM_HEADS, tl.where(valid, t, 0).to(tl.int64), valid
 
 
 @triton.jit
@@ -81,21 +86,29 @@ def state_size(block_k: int, block_v: int) -> int:
 
 
 @triton.jit
-def load_state(row_ptr, k, width_k, cols, width_v, BK: tl.constexpr, BV: tl.constexpr):
-    """Key channels ``k`` of a state row: (len(k), BV) rows of its matrix and (1, len(k)) of its vector."""
-    ok = k < width_k
-    matrix = tl.load(row_ptr + k[:, None] * BV + cols[None, :], mask=ok[:, None] & (cols < width_v)[None, :],
-                     other=0.)
-    return matrix, tl.load(row_ptr + BK * BV + k, mask=ok, other=0.)[None, :]
+def load_state_matrix(row_ptr, keys, K, cols, V, BV: tl.constexpr):
+    """Rows ``keys``, columns ``cols`` of a state row's (BK, BV) matrix."""
+    return tl.load(row_ptr + keys[:, None] * BV + cols[None, :], mask=(keys < K)[:, None] & (cols < V)[None, :],
+                   other=0.)
 
 
 @triton.jit
-def store_state(row_ptr, k, matrix, vector, total, BK: tl.constexpr, BV: tl.constexpr):
-    """Store key channels ``k`` of a state row: matrix (len(k), BV), vector and chunk log decay (1, len(k))."""
-    cols = tl.arange(0, BV)
-    tl.store(row_ptr + k[:, None] * BV + cols[None, :], matrix)
-    tl.store(row_ptr + BK * BV + k, tl.reshape(vector, (k.shape[0],)))
-    tl.store(row_ptr + BK * BV + BK + k, tl.reshape(total + tl.zeros(vector.shape, tl.float32), (k.shape[0],)))
+def load_state_vector(row_ptr, keys, K, BK: tl.constexpr, BV: tl.constexpr):
+    """Entries ``keys`` of a state row's vector, as a (1, len(keys)) row."""
+    return tl.load(row_ptr + BK * BV + keys, mask=keys < K, other=0.)[None, :]
+
+
+@triton.jit
+def store_state(row_ptr, keys, cols, matrix, BV: tl.constexpr):
+    """Store a (len(keys), len(cols)) block of a state row's matrix."""
+    tl.store(row_ptr + keys[:, None] * BV + cols[None, :], matrix)
+
+
+@triton.jit
+def store_state_vector(row_ptr, keys, vector, total, BK: tl.constexpr, BV: tl.constexpr):
+    """Store entries ``keys`` of a state row's vector and of its chunk log decays, both (1, len(keys))."""
+    tl.store(row_ptr + BK * BV + keys, tl.reshape(vector, (keys.shape[0],)))
+    tl.store(row_ptr + BK * BV + BK + keys, tl.reshape(total + tl.zeros(vector.shape, tl.float32), (keys.shape[0],)))
 
 
 @triton.jit
@@ -117,3 +130,21 @@ def _state_pass_kernel(state_ptr, NUM_CHUNKS, BK: tl.constexpr, BV: tl.constexpr
         decay = tl.exp(tl.load(row + BK * BV + BK + key, mask=ok, other=0.))
         tl.store(row + e, carry, mask=ok)
         carry = decay * carry + local
+
+
+@triton.jit
+def key_slice(q_base, k_base, g_base, pos, sq_n, sk_n, sg_n, keys, K, valid, cum, total, T: tl.constexpr,
+              PER_CHANNEL: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+    """One key slice of a chunk: q and k (T, KS), its cumulative log decays (loaded for the slice with one decay per
+    key channel, else those given), the (T, T, KS) channel decays (per channel; else a placeholder) and its term
+    of the attention weights q_i . k_j (with the channel decays; one decay per head is applied to the sum)."""
+    q = load_rows(q_base, pos, sq_n, keys, K, valid)
+    k = load_rows(k_base, pos, sk_n, keys, K, valid)
+    if PER_CHANNEL:
+        cum, total = log_decays(g_base, pos, sg_n, keys, K, valid, T, True)
+        channel = channel_decays(cum, T)
+        attn = tl.sum(q[:, None, :] * k[None, :, :] * channel, axis=2)
+    else:
+        attn = mm(q, tl.trans(k), DOT_DTYPE, PRECISION)
+        channel = attn
+    return q, k, cum, total, channel, attn

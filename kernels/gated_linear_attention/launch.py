@@ -10,13 +10,16 @@ from .common import _state_pass_kernel, state_size
 from .forward import _chunk_output_kernel, _chunk_state_kernel
 
 # Chunk lengths by decay kind (one per head: (T, T) products on tensor cores; one per key channel: (T, T, 16)
-# elementwise weights per 16-channel key slice), warps, state-pass elements per program. Not yet swept on a GPU.
-TUNING = dict(chunk=dict(head=64, channel=16), key_slice=16, num_warps=4, pass_elements=256, pass_warps=2)
+# elementwise weights per 16-channel key slice), warps of the chunk kernels (8 for the backward and for wide
+# tiles: the sm_90 compile check showed 4 warps spilling there), state-pass elements per program. Not yet swept
+# on a GPU.
+TUNING = dict(chunk=dict(head=64, channel=16), key_slice=16, value_block=64, num_warps=4, wide_warps=8,
+              wide_tile=64 * 64, pass_elements=256, pass_warps=2)
 
 
 class Layout:
     """Tiles and arithmetic of one call: BK / BV = key / value widths padded to powers of two (>= 16, tl.dot's
-    minimum), T tokens per chunk, KS key channels per slice. Products take 16-bit operands for bfloat16 inputs
+    minimum), T tokens per chunk, KS key channels per slice, VB value channels per block. Products take 16-bit operands for bfloat16 inputs
     and float32 operands otherwise ('tf32' for float16 inputs: their states may exceed float16's range;
     'tf32x3' for float32 inputs: float32-accurate). Under the Triton interpreter chunks are 16 tokens, so that
     small test sequences cross several, and operands are float32 (the interpreter multiplies bfloat16 tiles as
@@ -30,6 +33,7 @@ class Layout:
         self.per_channel = per_channel
         self.chunk = 16 if interpreted else TUNING['chunk']['channel' if per_channel else 'head']
         self.key_slice = min(self.block_k, TUNING['key_slice']) if per_channel else self.block_k
+        self.value_block = min(self.block_v, TUNING['value_block'])
         self.dot_dtype = tl.bfloat16 if q.dtype == torch.bfloat16 and not interpreted else tl.float32
         self.precision = 'tf32x3' if q.dtype == torch.float32 else 'tf32'
         self.state_size = state_size(self.block_k, self.block_v)
@@ -37,11 +41,13 @@ class Layout:
     def num_chunks(self, n: int) -> int:
         return triton.cdiv(n, self.chunk)
 
-    def meta(self, direction: str) -> dict:
-        return dict(K=self.k, V=self.v, BK=self.block_k, BV=self.block_v, KS=self.key_slice, T=self.chunk,
+    def meta(self, direction: str, backward: bool = False) -> dict:
+        wide = backward or self.chunk * max(self.key_slice, self.value_block) >= TUNING['wide_tile']
+        return dict(K=self.k, V=self.v, BK=self.block_k, BV=self.block_v, KS=self.key_slice, VB=self.value_block,
+                    T=self.chunk,
                     PER_CHANNEL=self.per_channel, REVERSE=direction.endswith('reversed'),
                     COLUMNS=direction.startswith('columns'), DOT_DTYPE=self.dot_dtype, PRECISION=self.precision,
-                    num_warps=TUNING['num_warps'])
+                    num_warps=TUNING['wide_warps' if wide else 'num_warps'])
 
     def pass_states(self, states: torch.Tensor, backward: bool):
         """Chunk-local states (rows, chunks, state_size) -> the states entering (leaving, ``backward``) each."""
@@ -116,6 +122,6 @@ def backward(do, dz, q, k, v, log_decay, states, directions, grid):
         _chunk_backward_kernel[(chunks, b * h)](
             q, k, v, log_decay, do, dz, states[i], grad_states, *grads, dcum, *sizes, chunks,
             *_bnh(q), *_bnh(k), *_bnh(v), *_bnh(log_decay), *_bnh(do), *_bnh(dz),
-            *(s for t in grads for s in _bnh(t)), *_bnh(dcum), ACCUMULATE=i > 0, **meta)
+            *(s for t in grads for s in _bnh(t)), *_bnh(dcum), ACCUMULATE=i > 0, **lay.meta(direction, True))
         dlog_decay = dlog_decay + _suffix_sum(dcum, direction, grid)
     return tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v))) + (dlog_decay.to(log_decay.dtype),)

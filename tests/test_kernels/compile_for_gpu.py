@@ -93,8 +93,8 @@ def compile_all():
             x, w, b = randn(2, 30, c), randn(c, low=False), randn(c, low=False)
             backward_through(LayerNormFunction.apply(x, w, b, 1e-5, torch.bfloat16), x, w, b)
         for per_channel in (False, True):
-            for heads, width in ((2, 32), (1, 16), (8, 64)):
-                q, k, v = (randn(2, 30, heads, width) for _ in range(3))
+            for heads, width, value_width in ((2, 32, 32), (1, 16, 96), (8, 64, 64)):
+                q, k, v = randn(2, 30, heads, width), randn(2, 30, heads, width), randn(2, 30, heads, value_width)
                 g = randn(2, 30, heads, *((width,) if per_channel else ()))
                 o, z = GatedLinearAttentionFunction.apply(q, k, v, g, 'rows,columns_reversed', [5, 6])
                 backward_through(o.sum() + z.sum(), q, k, v, g)

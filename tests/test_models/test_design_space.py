@@ -168,12 +168,12 @@ def test_output_shapes_any_size(switches, size):
 def test_absolute_position_embedding_resized_bicubically():
     """APE at 56x56 is resized to other grids like Swin's (bicubic, half-pixel centres, clamped borders)."""
     model = LinearAttentionDesignSpace(arch='nano', pos_embed=('ape',)).double()
-    table = model.ape.absolute_pos_embed
+    table = model.patch_embed.ape.absolute_pos_embed
     tokens = torch.zeros(1, 13 * 29, 32, dtype=torch.float64)
-    resized = model.ape(tokens, (13, 29))[0].T.reshape(32, 13, 29)
+    resized = model.patch_embed.ape(tokens, (13, 29))[0].T.reshape(32, 13, 29)
     expected = plain.bicubic_resize(table[0].detach(), 13, 29)
     assert ((resized - expected).norm() / expected.norm()).item() < 1e-12
-    assert torch.equal(model.ape(torch.zeros(1, 56 * 56, 32, dtype=torch.float64), (56, 56))[0].T.reshape(32, 56, 56),
+    assert torch.equal(model.patch_embed.ape(torch.zeros(1, 56 * 56, 32, dtype=torch.float64), (56, 56))[0].T.reshape(32, 56, 56),
                        table[0])
 
 

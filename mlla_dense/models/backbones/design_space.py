@@ -16,13 +16,12 @@ from torch import nn
 
 from mlla_dense.kernels.depthwise_conv import depthwise_conv
 from mlla_dense.registry import register_backbone
-from .mlla import IGNORED_CHECKPOINT_KEYS, NEW_LAYERS, MLLABlock
+from .mlla import IGNORED_CHECKPOINT_KEYS, MLLA, NEW_LAYERS, MLLABlock, MLLAStage
 from .pretrained_backbone import PretrainedBackbone
 from ..layers.absolute_pos_embed import AbsolutePositionEmbedding
 from ..layers.design_space_mixer import DesignSpaceMixer
 from ..layers.mlla_stem import PatchMerging, Stem
 from ..layers.mlp import Mlp
-from ..layers.recompute import recomputed
 from ..layers.silu_gate import silu_gate
 
 ARCH_SETTINGS = {
@@ -104,14 +103,7 @@ class DesignSpaceStage(nn.Module):
         else:
             self.downsample = None
 
-    def forward(self, x, hw_shape):
-        """Returns (stage output, its grid, input of the next stage, its grid)."""
-        for block in self.blocks:
-            x = recomputed(block, x, hw_shape, enabled=self.with_cp)
-        if self.downsample is None:
-            return x, hw_shape, x, hw_shape
-        x_down, down_shape = self.downsample(x, hw_shape)
-        return x, hw_shape, x_down, tuple(down_shape)
+    forward = MLLAStage.forward  # (stage output, its grid, input of the next stage, its grid)
 
 
 class SwinStem(nn.Module):
@@ -125,6 +117,19 @@ class SwinStem(nn.Module):
     def forward(self, x):
         x, hw_shape = self.embed(x)
         return x, tuple(hw_shape)
+
+
+class StemWithPositionEmbedding(nn.Module):
+    """A stem followed by the absolute position embedding of its token grid."""
+
+    def __init__(self, stem: nn.Module, embed_dim: int):
+        super().__init__()
+        self.stem = stem
+        self.ape = AbsolutePositionEmbedding(embed_dim)
+
+    def forward(self, x):
+        x, hw_shape = self.stem(x)
+        return self.ape(x, hw_shape), hw_shape
 
 
 @register_backbone
@@ -185,7 +190,8 @@ class LinearAttentionDesignSpace(PretrainedBackbone):
         self.in_chans, self.out_indices, self.frozen_stages = in_chans, out_indices, frozen_stages
         self.num_features = [embed_dim * 2 ** i for i in range(num_stages)]
         self.patch_embed = Stem(in_chans, embed_dim) if macro == 'mlla' else SwinStem(in_chans, embed_dim)
-        self.ape = AbsolutePositionEmbedding(embed_dim) if 'ape' in pos_embed else None
+        if 'ape' in pos_embed:
+            self.patch_embed = StemWithPositionEmbedding(self.patch_embed, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         self.layers = nn.ModuleList()
@@ -218,15 +224,4 @@ class LinearAttentionDesignSpace(PretrainedBackbone):
             raise ValueError(f'depths {depths} and num_heads {num_heads} differ in length')
         return embed_dim, depths, num_heads
 
-    def forward_features(self, x: torch.Tensor):
-        x, hw_shape = self.patch_embed(x)
-        if self.ape is not None:
-            x = self.ape(x, hw_shape)
-        x = self.pos_drop(x)
-        outs = []
-        for i, stage in enumerate(self.layers):
-            out, out_shape, x, hw_shape = stage(x, hw_shape)
-            if i in self.out_indices:
-                out = getattr(self, f'norm{i}')(out)
-                outs.append(out.reshape(-1, *out_shape, out.shape[-1]).permute(0, 3, 1, 2).contiguous())
-        return tuple(outs)
+    forward_features = MLLA.forward_features  # stem, stages, output norms: the same walk
