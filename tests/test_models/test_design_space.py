@@ -8,7 +8,7 @@ import plain_design_space as plain
 from mlla_dense.models.backbones.design_space import DesignSpaceBlock, LinearAttentionDesignSpace
 from mlla_dense.models.backbones.mlla import MLLA
 from mlla_dense.models.layers.design_space_mixer import DesignSpaceMixer
-from test_models.test_mlla import randomize
+from test_models.test_mlla import SMALL, randomize
 
 GRID = (3, 5)
 # One switch at a time from the linear-attention baseline, then combinations: Mamba's selective scan (input and
@@ -77,10 +77,10 @@ def test_mlla_switches_take_mlla_kernel_and_others_do_not():
         assert not DesignSpaceMixer(8, 2, **dict(dict(rope=True, lepe=True), **other)).mlla_kernel
 
 
-@pytest.mark.parametrize('forget_gate', ['mamba2', 'gla'])
-def test_gated_mixer_through_triton_kernels(monkeypatch, forget_gate):
-    """The Triton path of a gated mixer (interpreter on CPU) in float32 against its float64 reference path."""
-    module = perturbed(DesignSpaceMixer(32, 2, forget_gate=forget_gate, rope=True, input_gate=True))
+def test_gated_mixer_through_triton_kernels(monkeypatch):
+    """The Triton path of a gated mixer (interpreter on CPU) in float32 against its float64 reference path: one
+    decay per key channel, RoPE (two kernel calls: the rotated numerator, the plain normalizer)."""
+    module = perturbed(DesignSpaceMixer(32, 2, forget_gate='gla', rope=True, input_gate=True))
     x = torch.randn(2, 4 * 5, 32, dtype=torch.float64)
     params = [p for _, p in module.named_parameters()]
     names = [name for name, _ in module.named_parameters()]
@@ -113,12 +113,14 @@ MLLA_POINT = dict(arch='mlla-t', macro='mlla', block='mamba-sub', pos_embed=('cp
                   forget_gate='none', attn_norm=True, input_gate=False, shortcut=False)
 
 
-@pytest.mark.parametrize('mlla_kernel', [True, False])
-def test_mlla_point_equals_mlla(mlla_kernel):
-    """MLLA's switches with MLLA-T's weights (loaded strictly, same parameter names) give MLLA-T's outputs:
-    fp32 within 1e-5 relative, through MLLA's fused linear attention or the mixer's general path."""
-    mlla = randomize(MLLA(arch='tiny', drop_path_rate=0.)).eval()
-    point = LinearAttentionDesignSpace(**MLLA_POINT, drop_path_rate=0.).eval()
+@pytest.mark.parametrize('mlla_kernel,sizes', [(True, dict(arch='tiny')), (False, SMALL)])
+def test_mlla_point_equals_mlla(mlla_kernel, sizes):
+    """MLLA's switches with MLLA's weights (loaded strictly, same parameter names) give MLLA's outputs: fp32
+    within 1e-5 relative; MLLA-T through MLLA's fused linear attention, a smaller MLLA through the mixer's
+    general path."""
+    mlla = randomize(MLLA(**sizes, drop_path_rate=0.)).eval()
+    arch = dict(arch='mlla-t') if 'arch' in sizes else dict(sizes, arch=None)
+    point = LinearAttentionDesignSpace(**dict(MLLA_POINT, **arch), drop_path_rate=0.).eval()
     point.load_state_dict(mlla.state_dict(), strict=True)
     for module in point.modules():
         if isinstance(module, DesignSpaceMixer):
@@ -132,15 +134,15 @@ def test_mlla_point_equals_mlla(mlla_kernel):
 
 def test_mlla_point_loads_official_checkpoint(tmp_path):
     """The official ImageNet checkpoint format ({'model': ...} with the classifier) loads through init_cfg."""
-    sd = MLLA(arch='tiny').state_dict()
+    sd = MLLA(**SMALL).state_dict()
     sd = {k: v for k, v in sd.items() if not k.startswith('norm')}
-    sd.update({'head.weight': torch.zeros(1000, 512), 'head.bias': torch.zeros(1000), 'norm.weight': torch.ones(512),
-               'norm.bias': torch.zeros(512)})
-    torch.save({'model': sd}, tmp_path / 'mlla_t.pth')
-    point = LinearAttentionDesignSpace(**MLLA_POINT, init_cfg=dict(type='Pretrained',
-                                                                   checkpoint=str(tmp_path / 'mlla_t.pth')))
+    sd.update({'head.weight': torch.zeros(1000, 256), 'head.bias': torch.zeros(1000), 'norm.weight': torch.ones(256),
+               'norm.bias': torch.zeros(256)})
+    torch.save({'model': sd}, tmp_path / 'mlla.pth')
+    point = LinearAttentionDesignSpace(**dict(MLLA_POINT, arch=None, **SMALL),
+                                       init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'mlla.pth')))
     point.init_weights()
-    assert torch.equal(point.layers[2].blocks[3].attn.qk.weight, sd['layers.2.blocks.3.attn.qk.weight'])
+    assert torch.equal(point.layers[1].blocks[1].attn.qk.weight, sd['layers.1.blocks.1.attn.qk.weight'])
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
