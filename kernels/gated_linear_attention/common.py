@@ -112,24 +112,46 @@ def store_state_vector(row_ptr, keys, vector, total, BK: tl.constexpr, BV: tl.co
 
 
 @triton.jit
-def _state_pass_kernel(state_ptr, NUM_CHUNKS, BK: tl.constexpr, BV: tl.constexpr, E: tl.constexpr,
-                       BACKWARD: tl.constexpr):
-    """Chunk-local states -> the states entering each chunk, in place: x_c = exp(total_(c-1)) x_(c-1) +
-    local_(c-1) in scan order, or from the last chunk back to the first (BACKWARD: the gradient states, where
-    x_c gathers the chunks after c). Each program walks the chunks of E elements of one (batch, head)."""
+def compose(decay_left, value_left, decay_right, value_right):
+    """x -> decay_left x + value_left, then x -> decay_right x + value_right (one step of the state pass)."""
+    return decay_left * decay_right, decay_right * value_left + value_right
+
+
+@triton.jit
+def _state_pass_kernel(local_ptr, out_ptr, NUM_CHUNKS, BK: tl.constexpr, BV: tl.constexpr, E: tl.constexpr,
+                       P: tl.constexpr, BACKWARD: tl.constexpr):
+    """Chunk-local states -> the states entering each chunk: x_c = exp(total_(c-1)) x_(c-1) + local_(c-1) in scan
+    order, or from the last chunk back to the first (BACKWARD: the gradient states, where x_c gathers the chunks
+    after c). A program owns E elements of the state rows of one (batch, head) and walks the chunks P at a time:
+    an associative scan over the P chunks in registers, the carry from the P before added (NUM_CHUNKS / P
+    sequential steps, not NUM_CHUNKS)."""
     bh = tl.program_id(0)
     e = tl.program_id(1) * E + tl.arange(0, E)
-    ok = e < BK * BV + BK
-    key = tl.where(e < BK * BV, e // BV, e - BK * BV)
-    base = state_ptr + bh.to(tl.int64) * NUM_CHUNKS * (BK * BV + 2 * BK)
+    ok = e < BK * BV + 2 * BK  # the rows' log-decay slots get zeros (the outputs are never read there)
+    carried = e < BK * BV + BK
+    key = tl.where(e < BK * BV, e // BV, tl.where(carried, e - BK * BV, 0))
+    row = BK * BV + 2 * BK
+    local = local_ptr + bh.to(tl.int64) * NUM_CHUNKS * row
+    out = out_ptr + bh.to(tl.int64) * NUM_CHUNKS * row
+    tl.store(out + (NUM_CHUNKS - 1 if BACKWARD else 0) * row + e, tl.zeros((E,), tl.float32), mask=ok)
     carry = tl.zeros((E,), tl.float32)
-    for step in range(NUM_CHUNKS):
-        chunk = NUM_CHUNKS - 1 - step if BACKWARD else step
-        row = base + chunk * (BK * BV + 2 * BK)
-        local = tl.load(row + e, mask=ok, other=0.)
-        decay = tl.exp(tl.load(row + BK * BV + BK + key, mask=ok, other=0.))
-        tl.store(row + e, carry, mask=ok)
-        carry = decay * carry + local
+    last = (tl.arange(0, P) == P - 1)[:, None]
+    for step in range(0, NUM_CHUNKS, P):
+        if BACKWARD:
+            chunk = NUM_CHUNKS - 1 - step - tl.arange(0, P)
+            target = chunk - 1
+        else:
+            chunk = step + tl.arange(0, P)
+            target = chunk + 1
+        mask = ((chunk >= 0) & (chunk < NUM_CHUNKS))[:, None] & ok[None, :]
+        rows = local + chunk[:, None] * row
+        value = tl.load(rows + e[None, :], mask=mask & carried[None, :], other=0.)
+        decay = tl.exp(tl.load(rows + BK * BV + BK + key[None, :], mask=mask & carried[None, :], other=0.))
+        decay, value = tl.associative_scan((decay, value), axis=0, combine_fn=compose)
+        value += decay * carry[None, :]
+        tl.store(out + target[:, None] * row + e[None, :], value,
+                 mask=mask & ((target >= 0) & (target < NUM_CHUNKS))[:, None])
+        carry = tl.sum(tl.where(last, value, 0.), axis=0)
 
 
 @triton.jit

@@ -2,8 +2,8 @@
 
 1. ``_chunk_state_kernel``: per chunk, the state it adds on its own: sum_j k_j^T v_j with k_j decayed to the
    chunk end, and sum_j k_j (the normalizer's). The backward runs the same kernel on (q, dO, dz).
-2. ``_state_pass_kernel``: walks the chunks in scan order and turns those into the states entering each chunk,
-   S_c = exp(total_(c-1)) S_(c-1) + local_(c-1), in place. Small (K x V per head), sequential over chunks only.
+2. ``_state_pass_kernel`` (common.py): turns those into the states entering each chunk,
+   S_c = exp(total_(c-1)) S_(c-1) + local_(c-1), an associative scan over blocks of chunks (K x V per head).
 3. ``_chunk_output_kernel``: per chunk, the exact intra-chunk products plus the entering state:
    o_i = sum_(j<=i in chunk) (q_i exp(cum_i - cum_j)) . k_j v_j + (q_i exp(cum_i)) S_c, likewise z_i.
 
