@@ -6,8 +6,8 @@ numbers. What should reproduce is the ordering, not the absolute numbers (other 
 design_space.json and .png.
 
 With ``--train``, a short shapes-demo training of every row instead (configs/design_space/shapes/: Mask R-CNN
-then UperNet, from scratch, box mAP and mIoU on shapes-val): a smoke comparison that every row trains, not a
-result (minutes of CPU per row). Writes design_space_shapes.json and .png.
+then UperNet, from scratch: first and last logged training loss, box mAP and mIoU on shapes-val): a smoke
+comparison that every row trains, not a result (minutes of CPU per row). Writes design_space_shapes.json and .png.
 
     python tools/design_space_table.py --out benchmarks/results            # params, FLOPs; throughput on a GPU
     python tools/design_space_table.py --train --out benchmarks/results    # the shapes smoke comparison
@@ -174,12 +174,16 @@ def smoke_training(args):
         for task, opts, metric in (('det', det_opts, 'coco/bbox_mAP'), ('seg', seg_opts, 'mIoU')):
             start = time.perf_counter()
             runner = train(config_for(config(row, f'{task}-shapes'), args, f'{row}/{task}', opts))
+            losses = runner.message_hub.get_scalar('train/loss').data[0]  # the logged history
+            record[f'{task}_loss_first'], record[f'{task}_loss_last'] = round(float(losses[0]), 3), round(
+                float(losses[-1]), 3)
             value = float(evaluate(runner)[metric])
             record['box_mAP' if task == 'det' else 'mIoU'] = round(value if task == 'det' else value / 100, 4)
             record[f'{task}_seconds'] = round(time.perf_counter() - start, 1)
         records.append(record)
         print(record, flush=True)
-    print_table(records, ['row', 'design', 'box_mAP', 'mIoU', 'det_seconds', 'seg_seconds'])
+    print_table(records, ['row', 'design', 'det_loss_first', 'det_loss_last', 'box_mAP', 'seg_loss_first',
+                          'seg_loss_last', 'mIoU', 'det_seconds', 'seg_seconds'])
     info = dict(run_info(), note=f'smoke comparison, not a result: nano-size models trained from scratch for '
                                  f'{args.det_epochs} epochs ({args.num_train} images) and {args.seg_iters} '
                                  f'iterations on generated shapes, evaluated on {args.num_val} images',

@@ -32,4 +32,5 @@ def test_shapes_smoke_training(tmp_path):
     assert payload['note'].startswith('smoke comparison, not a result')
     record, = payload['records']
     assert record['row'] == 'forget-gate' and 0 <= record['box_mAP'] <= 1 and 0 <= record['mIoU'] <= 1
+    assert all(record[f'{task}_loss_{at}'] > 0 for task in ('det', 'seg') for at in ('first', 'last'))
     assert (tmp_path / 'design_space_shapes.png').stat().st_size > 10_000
