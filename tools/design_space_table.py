@@ -201,7 +201,7 @@ def plot_training(records, info, path):
     ax.bar([i - 0.2 for i in x], [r['box_mAP'] for r in records], 0.4, label='box mAP (Mask R-CNN)')
     ax.bar([i + 0.2 for i in x], [r['mIoU'] for r in records], 0.4, label='mIoU (UperNet)')
     ax.set_xticks(list(x), [r['row'] for r in records], rotation=45, ha='right')
-    ax.set(title='SMOKE COMPARISON, NOT A RESULT: ' + info['note'], ylabel='shapes-val')
+    ax.set(title=info['note'].upper(), ylabel='shapes-val')
     ax.title.set_fontsize(8)
     ax.grid(True, axis='y', alpha=0.3)
     ax.legend()

@@ -8,10 +8,8 @@ _base_ = '../../_base_/mask-rcnn_mlla_fpn_coco.py'
 model = dict(
     backbone=dict(
         _delete_=True,
-        type='LinearAttentionDesignSpace',
+        type='LinearAttentionDesignSpace',  # every switch at its default: the linear-attention baseline
         arch='swin-t',
-        macro='swin',  # every switch at its default: the linear-attention baseline
         drop_path_rate=0.2,
-        out_indices=(0, 1, 2, 3),
         init_cfg=None),
     neck=dict(in_channels=[96, 192, 384, 768]))

@@ -7,11 +7,9 @@ _base_ = '../../_base_/upernet_mlla_ade20k-512x512.py'
 model = dict(
     backbone=dict(
         _delete_=True,
-        type='LinearAttentionDesignSpace',
+        type='LinearAttentionDesignSpace',  # every switch at its default: the linear-attention baseline
         arch='swin-t',
-        macro='swin',  # every switch at its default: the linear-attention baseline
         drop_path_rate=0.3,
-        out_indices=(0, 1, 2, 3),
         init_cfg=None),
     decode_head=dict(in_channels=[96, 192, 384, 768]),
     auxiliary_head=dict(in_channels=384))
