@@ -21,6 +21,13 @@ inputs, dy and every input gradient backward. The reference is a Python loop ove
 compilation run only up to ``--max-reference-length`` positions, longer shapes are Triton-only (recorded so).
 Writes selective_scan.json and .png.
 
+``--op gated_linear_attention``: the forget gate's chunked gated linear attention over the four SS2D directions at
+MLLA-T's stage shapes of a 2x3x800x1344 input and stage 1 of 64x224x224 (heads of 32 channels), with one decay
+per head (Mamba-2's form) and one per key channel (GLA's); beside the reference and its compilation it times
+the selective-scan kernel (``selective_scan``: VMamba's four SS2D paths, d_state 1) on the same batch, channels
+and tokens. The roofline counts reading q, k, v, the log decays and writing o and z (float32) forward, plus
+reading dO, dz and writing every input gradient backward. Writes gated_linear_attention.json and .png.
+
 Times are CUDA-graph replays (device time, as the kernels run inside a model where the CPU runs ahead);
 ``eager_ms`` also records plain launches from Python, which include the CPU's launch overhead. ``--smoke``
 runs tiny shapes on any device (on CPU with TRITON_INTERPRET=1) to check the tool, not to measure.
@@ -29,6 +36,7 @@ runs tiny shapes on any device (on CPU with TRITON_INTERPRET=1) to check the too
     python tools/benchmark_kernels.py --op depthwise_conv --out benchmarks/results
     python tools/benchmark_kernels.py --op layer_norm --out benchmarks/results
     python tools/benchmark_kernels.py --op selective_scan --out benchmarks/results
+    python tools/benchmark_kernels.py --op gated_linear_attention --out benchmarks/results
 """
 import argparse
 import os
@@ -37,6 +45,8 @@ import torch
 
 from mlla_dense.kernels.backend import forced_backend
 from mlla_dense.kernels.depthwise_conv import depthwise_conv, depthwise_conv_reference
+from mlla_dense.kernels.gated_linear_attention import (DIRECTIONS, gated_linear_attention,
+                                                      gated_linear_attention_reference)
 from mlla_dense.kernels.layer_norm import layer_norm, layer_norm_reference
 from mlla_dense.kernels.linear_attention import linear_attention, linear_attention_reference
 from mlla_dense.kernels.selective_scan import ss2d_paths, ss2d_paths_reference
@@ -52,8 +62,13 @@ STAGE_SHAPES = [('800x1344 stage1', 2, 200, 336, 64), ('800x1344 stage2', 2, 100
 # (name, B, D, L, N): VMamba-T (ssm_ratio 1: D = stage channels) on 800x1344.
 SCAN_SHAPES = [('800x1344 stage1', 2, 96, 200 * 336, 1), ('800x1344 stage2', 2, 192, 100 * 168, 1),
                ('800x1344 stage3', 2, 384, 50 * 84, 1), ('800x1344 stage4', 2, 768, 25 * 42, 1)]
+# (name, B, H, W, heads, head width, one decay per key channel): MLLA-T's heads of 32 channels.
+GATED_SHAPES = [(f'{name} {kind}', b, h, w, c // 32, 32, kind == 'channel')
+                for kind in ('head', 'channel') for name, b, h, w, c, _ in ATTENTION_SHAPES
+                if name != '8x512x512 stage1']
 SMOKE_SHAPES = {'linear_attention': [('smoke', 1, 5, 7, 32, 2)], 'selective_scan': [('smoke', 1, 4, 24, 1)],
-                'depthwise_conv': [('smoke', 1, 5, 7, 32)], 'layer_norm': [('smoke', 1, 5, 7, 32)]}
+                'depthwise_conv': [('smoke', 1, 5, 7, 32)], 'layer_norm': [('smoke', 1, 5, 7, 32)],
+                'gated_linear_attention': [('smoke', 1, 2, 3, 1, 4, False)]}
 
 
 def parse_args():
@@ -147,8 +162,36 @@ def triton_path(fn):
     return run
 
 
+def gated_case(shape, dtype, device):
+    """(inputs, runner, elements, {pass: bytes}, {'selective_scan': (fn, inputs, runner)}) of one gated shape: the
+    four SS2D directions, and VMamba's four-path selective scan over the same (B, C, H*W)."""
+    name, b, h, w, heads, width, per_channel = shape
+    gen = torch.Generator(device=device).manual_seed(0)
+    n = h * w
+
+    def randn(*size):
+        return torch.randn(*size, device=device, generator=gen)
+
+    tensors = dict(q=(randn(b, n, heads, width).abs() + 0.1).to(dtype),
+                   k=(randn(b, n, heads, width).abs() + 0.1).to(dtype), v=randn(b, n, heads, width).to(dtype),
+                   g=(-0.1 * randn(b, n, heads, *((width,) if per_channel else ())).abs()).to(dtype))
+
+    def run(fn, t):
+        return fn(t['q'], t['k'], t['v'], t['g'], DIRECTIONS, (h, w))
+
+    elem = torch.finfo(dtype).bits // 8
+    c = heads * width
+    inputs = (3 * b * n * c + tensors['g'].numel()) * elem
+    outputs = 4 * b * n * (c + heads)
+    scan_tensors, scan_run, _, _ = scan_case((name, b, c, n, 1), dtype, device)
+    return (tensors, run, b * n * c, {'forward': inputs + outputs, 'forward+backward': 3 * inputs + 2 * outputs},
+            {'selective_scan': (triton_path(ss2d_paths), scan_tensors, scan_run)})
+
+
 OPS = {'linear_attention': (ATTENTION_SHAPES, attention_case, linear_attention_reference,
                             triton_path(linear_attention)),
+       'gated_linear_attention': (GATED_SHAPES, gated_case, gated_linear_attention_reference,
+                                  triton_path(gated_linear_attention)),
        'selective_scan': (SCAN_SHAPES, scan_case, ss2d_paths_reference, triton_path(ss2d_paths)),
        'depthwise_conv': (STAGE_SHAPES, conv_case, depthwise_conv_reference, triton_path(depthwise_conv)),
        'layer_norm': (STAGE_SHAPES, norm_case, layer_norm_reference, triton_path(layer_norm))}
@@ -163,7 +206,7 @@ def measure(fn, tensors, run, backward, cuda):
     else:
         leaves = {k: t.detach().requires_grad_() if t.is_floating_point() else t for k, t in tensors.items()}
         out = run(fn, leaves)
-        grad = torch.randn_like(out)
+        grad = [torch.randn_like(o) for o in (out if isinstance(out, tuple) else (out,))]  # every output's
         del out
 
         def step():
@@ -186,7 +229,7 @@ def main():
     records, skipped = [], []
     for shape in shapes:
         name = shape[0]
-        tensors, run, elements, n_bytes = make_case(shape, dtype, device)
+        tensors, run, elements, n_bytes, *extras = make_case(shape, dtype, device)
         impls = {'triton': triton_fn}
         length = shape[3] if args.op == 'selective_scan' else 0
         if length > args.max_reference_length:
@@ -198,10 +241,12 @@ def main():
                 # a fresh compilation per shape: past dynamo's recompile limit (8) it would silently run eager
                 torch._dynamo.reset()
                 impls['compile'] = torch.compile(reference, dynamic=False)
+        runs = {impl: (fn, tensors, run) for impl, fn in impls.items()}
+        runs.update(*extras)  # other kernels timed on the same shape
         for backward, pass_name in ((False, 'forward'), (True, 'forward+backward')):
             roofline_ms = n_bytes[pass_name] / (bandwidth * 1e9) * 1e3 if bandwidth else None
-            for impl, fn in impls.items():
-                ms, eager_ms = measure(fn, tensors, run, backward, cuda)
+            for impl, (fn, impl_tensors, impl_run) in runs.items():
+                ms, eager_ms = measure(fn, impl_tensors, impl_run, backward, cuda)
                 records.append(dict(shape=name, dims=list(shape[1:]), elements=elements, dtype=args.dtype,
                                     impl=impl, pass_=pass_name, ms=round(ms, 4), eager_ms=round(eager_ms, 4),
                                     gbs=round(n_bytes[pass_name] / (ms * 1e-3) / 1e9, 1),

@@ -67,23 +67,37 @@ def _counted_selective_scan(counter: list):
         scan_module.selective_scan_reference = original
 
 
-def model_complexity(cfg, height: int, width: int) -> dict:
-    """{'params': int, 'flops': int, 'scope': str} of ``cfg.model`` for one (3, height, width) image."""
-    scope = cfg.get('default_scope', 'mmdet')
+def _build(cfg: dict, scope: str):
+    """``cfg`` built in ``scope``'s registry, in eval mode, without loading a checkpoint."""
     registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
     from mmengine.registry import init_default_scope
     init_default_scope(scope)
+    return registry.build(cfg).eval()
+
+
+def _flops(module: nn.Module, height: int, width: int) -> int:
+    """FLOPs of ``module`` on one (3, height, width) image, selective scans included; the reference math is
+    traced, not opaque kernels."""
+    scans = []
+    with torch.no_grad(), forced_backend('torch'), _counted_selective_scan(scans):
+        analyzer = FlopAnalyzer(module, (torch.randn(1, 3, height, width),))
+        analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        return int(analyzer.total()) + sum(scans)
+
+
+def model_complexity(cfg, height: int, width: int) -> dict:
+    """{'params': int, 'flops': int, 'scope': str} of ``cfg.model`` for one (3, height, width) image."""
+    scope = cfg.get('default_scope', 'mmdet')
     model_cfg = cfg.model.copy()
     if 'backbone' in model_cfg:
         model_cfg['backbone'] = dict(model_cfg['backbone'], init_cfg=None)
-    model = registry.build(model_cfg).eval()
-    params = parameter_count(model)['']
+    model = _build(model_cfg, scope)
     wrapped = _DetectorDummy(model, height, width) if hasattr(model, 'roi_head') else _SegmentorDummy(model)
-    inputs = torch.randn(1, 3, height, width)
-    scans = []
-    # the reference math is traced, not opaque kernels
-    with torch.no_grad(), forced_backend('torch'), _counted_selective_scan(scans):
-        analyzer = FlopAnalyzer(wrapped, (inputs,))
-        analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        flops = analyzer.total()
-    return dict(params=int(params), flops=int(flops) + sum(scans), scope=scope)
+    return dict(params=int(parameter_count(model)['']), flops=_flops(wrapped, height, width), scope=scope)
+
+
+def backbone_complexity(backbone_cfg: dict, height: int, width: int, scope: str = 'mmdet') -> dict:
+    """{'params': int, 'flops': int} of a backbone alone for one (3, height, width) image (the classification
+    papers' columns, classifier head aside)."""
+    backbone = _build(dict(backbone_cfg, init_cfg=None), scope)
+    return dict(params=int(parameter_count(backbone)['']), flops=_flops(backbone, height, width))

@@ -13,7 +13,7 @@ from mlla_dense.models.backbones.mlla import MLLA
 from mlla_dense.models.backbones.vmamba import VMamba
 
 CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', '*', '*.py')))
-CONFIGS = [c for c in CONFIGS if '_base_' not in c]
+CONFIGS = [c for c in CONFIGS if '_base_' not in c and '/design_space/' not in c]  # design_space: own test file
 # Paper numbers: MLLA (NeurIPS 2024) and VMamba (NeurIPS 2024) tables of Mask R-CNN on COCO, UperNet on ADE20K.
 PAPER_PARAMS = {'mask-rcnn_mlla-t': 44e6, 'mask-rcnn_mlla-s': 63e6, 'mask-rcnn_mlla-b': 115e6, 'upernet_mlla-b': 128e6,
                 'mask-rcnn_vmamba-t': 50e6, 'mask-rcnn_vmamba-s': 70e6, 'mask-rcnn_vmamba-b': 108e6,

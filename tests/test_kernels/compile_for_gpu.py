@@ -94,6 +94,7 @@ def compile_elementwise(dtype):
 
 def compile_all():
     from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
+    from mlla_dense.kernels.gated_linear_attention.op import GatedLinearAttentionFunction
     from mlla_dense.kernels.layer_norm.op import layer_norm_op
     from mlla_dense.kernels.linear_attention.op import linear_attention_op
     from mlla_dense.kernels.selective_scan.op import selective_scan_op
@@ -113,6 +114,12 @@ def compile_all():
             x, w, b = randn(2, 30, c), randn(c, low=False), randn(c, low=False)
             backward_through(layer_norm_op(x, w, b, 1e-5, torch.bfloat16), x, w, b)
         compile_elementwise(dtype)
+        for per_channel in (False, True):
+            for heads, width, value_width in ((2, 32, 32), (1, 16, 96), (8, 64, 64)):
+                q, k, v = randn(2, 30, heads, width), randn(2, 30, heads, width), randn(2, 30, heads, value_width)
+                g = randn(2, 30, heads, *((width,) if per_channel else ()))
+                o, z = GatedLinearAttentionFunction.apply(q, k, v, g, 'rows,columns_reversed', [5, 6])
+                backward_through(o.sum() + z.sum(), q, k, v, g)
         if dtype == torch.float16:
             continue  # the scan takes bf16 or fp32
         for n_state in (1, 16):

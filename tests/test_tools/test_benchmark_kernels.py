@@ -22,6 +22,18 @@ def test_smoke_run_writes_records_and_plot(op, tmp_path):
     assert (tmp_path / f'{op}.png').stat().st_size > 10_000
 
 
+def test_gated_linear_attention_smoke_times_the_selective_scan_too(tmp_path):
+    """--op gated_linear_attention times the selective-scan kernel on the same shape beside the gated kernels."""
+    result = run(['python', 'tools/benchmark_kernels.py', '--op', 'gated_linear_attention', '--smoke', '--no-compile',
+                  '--out', str(tmp_path)], env={'TRITON_INTERPRET': '1'})
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / 'gated_linear_attention.json') as f:
+        records = json.load(f)['records']
+    assert {(r['impl'], r['pass_']) for r in records} == {
+        (i, p) for i in ('triton', 'eager', 'selective_scan') for p in ('forward', 'forward+backward')}
+    assert (tmp_path / 'gated_linear_attention.png').stat().st_size > 10_000
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the refusal on a machine without CUDA')
 def test_without_gpu_only_smoke_runs(tmp_path):
     result = run(['python', 'tools/benchmark_kernels.py', '--out', str(tmp_path)], env={'TRITON_INTERPRET': '1'})

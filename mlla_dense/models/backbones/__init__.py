@@ -1,5 +1,6 @@
 """Registered backbones."""
+from .design_space import LinearAttentionDesignSpace
 from .mlla import MLLA
 from .vmamba import VMamba
 
-__all__ = ['MLLA', 'VMamba']
+__all__ = ['LinearAttentionDesignSpace', 'MLLA', 'VMamba']

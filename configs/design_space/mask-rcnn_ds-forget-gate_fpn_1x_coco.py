@@ -1,0 +1,5 @@
+# Design space, + forget gate: a data-dependent decay per head (Mamba-2's form) along the four SS2D directions. Mask
+# R-CNN 1x, COCO.
+_base_ = './_base_/mask-rcnn_design-space_fpn_1x_coco.py'
+
+model = dict(backbone=dict(forget_gate='mamba2', scan='four_directions'))

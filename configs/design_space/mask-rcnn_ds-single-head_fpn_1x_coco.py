@@ -1,0 +1,5 @@
+# Design space, - multi-head design: one head whose queries and keys have 16 channels (Mamba's state size). Mask R-CNN
+# 1x, COCO.
+_base_ = './_base_/mask-rcnn_design-space_fpn_1x_coco.py'
+
+model = dict(backbone=dict(num_heads=1, key_dim=16))

@@ -1,0 +1,5 @@
+# Design space, forget gate replaced by a positional encoding: LePE (depthwise conv of the values). UperNet 160k,
+# ADE20K.
+_base_ = './_base_/upernet_design-space_8xb2-160k_ade20k-512x512.py'
+
+model = dict(backbone=dict(pos_embed=('lepe',)))
