@@ -23,7 +23,11 @@ class Layout:
     and float32 operands otherwise ('tf32' for float16 inputs: their states may exceed float16's range;
     'tf32x3' for float32 inputs: float32-accurate). Under the Triton interpreter chunks are 16 tokens, so that
     small test sequences cross several, and operands are float32 (the interpreter multiplies bfloat16 tiles as
-    integers), and the state pass takes two chunks per step, so that they cross several steps."""
+    integers), and the state pass takes two chunks per step, so that they cross several steps.
+
+    The backward multiplies float32 operands ('tf32x3') whatever the input dtype: the log decays' gradient is a
+    suffix sum of q dq - k dk over the whole scan, whose terms nearly cancel, so 16-bit rounding of dO and of
+    the states (0.1-0.3% per term) grew to 3-12% of that gradient at MLLA-T's stage-1 length (67,200 tokens)."""
 
     def __init__(self, q: torch.Tensor, v: torch.Tensor, per_channel: bool):
         interpreted = os.environ.get('TRITON_INTERPRET') == '1'
@@ -45,9 +49,10 @@ class Layout:
     def meta(self, direction: str, backward: bool = False) -> dict:
         wide = backward or self.chunk * max(self.key_slice, self.value_block) >= TUNING['wide_tile']
         return dict(K=self.k, V=self.v, BK=self.block_k, BV=self.block_v, KS=self.key_slice, VB=self.value_block,
-                    T=self.chunk,
-                    PER_CHANNEL=self.per_channel, REVERSE=direction.endswith('reversed'),
-                    COLUMNS=direction.startswith('columns'), DOT_DTYPE=self.dot_dtype, PRECISION=self.precision,
+                    T=self.chunk, PER_CHANNEL=self.per_channel, REVERSE=direction.endswith('reversed'),
+                    COLUMNS=direction.startswith('columns'),
+                    DOT_DTYPE=tl.float32 if backward else self.dot_dtype,
+                    PRECISION='tf32x3' if backward else self.precision,
                     num_warps=TUNING['wide_warps' if wide else 'num_warps'])
 
     def pass_states(self, local: torch.Tensor, states: torch.Tensor, backward: bool):
@@ -118,13 +123,13 @@ def backward(do, dz, q, k, v, log_decay, states, directions, grid):
         dz = torch.zeros(q.shape[:3], dtype=torch.float32, device=q.device)
     dlog_decay = 0
     for i, direction in enumerate(directions):
-        meta = lay.meta(direction)
+        meta = lay.meta(direction, backward=True)
         _chunk_state_kernel[(chunks, b * h)](q, do, dz, log_decay, grad_local, *sizes, chunks, *_bnh(q), *_bnh(do),
                                              *_bnh(dz), *_bnh(log_decay), FROM_START=True, HAS_W=True, **meta)
         lay.pass_states(grad_local, grad_states, backward=True)
         _chunk_backward_kernel[(chunks, b * h)](
             q, k, v, log_decay, do, dz, states[i], grad_states, *grads, dcum, *sizes, chunks,
             *_bnh(q), *_bnh(k), *_bnh(v), *_bnh(log_decay), *_bnh(do), *_bnh(dz),
-            *(s for t in grads for s in _bnh(t)), *_bnh(dcum), ACCUMULATE=i > 0, **lay.meta(direction, True))
+            *(s for t in grads for s in _bnh(t)), *_bnh(dcum), ACCUMULATE=i > 0, **meta)
         dlog_decay = dlog_decay + _suffix_sum(dcum, direction, grid)
     return tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v))) + (dlog_decay.to(log_decay.dtype),)
