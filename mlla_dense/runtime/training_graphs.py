@@ -74,7 +74,8 @@ class _Capture:
                 buffer.copy_(saved)
         self.keepalive = capture_keepalive()  # read by the graphs from outside the module
         self.num_params = len(names)
-        self.memory_bytes = torch.cuda.memory_reserved() - reserved  # the pool's growth and the static buffers
+        # the pool's growth and the static buffers, the input included
+        self.memory_bytes = torch.cuda.memory_reserved() - reserved + self.input.numel() * self.input.element_size()
 
     def gradients(self) -> Tuple[torch.Tensor, ...]:
         """Fresh copies of the last replay's parameter gradients (None for parameters the outputs skip)."""
