@@ -17,9 +17,9 @@ NORM = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_
 
 
 def test_bucket_shape():
-    buckets = [(128, 160), (96, 192), (192, 192)]
-    assert bucket_shape(96, 128, buckets, 32) == (128, 160)  # the smallest area that holds it (not (96, 192))
-    assert bucket_shape(96, 192, buckets, 32) == (96, 192)
+    buckets = [(128, 160), (96, 224), (192, 192)]
+    assert bucket_shape(96, 128, buckets, 32) == (128, 160)  # the smallest area that holds it (not (96, 224))
+    assert bucket_shape(96, 200, buckets, 32) == (96, 224)
     assert bucket_shape(160, 96, buckets, 32) == (192, 192)
     assert bucket_shape(224, 96, buckets, 64) == (256, 128)  # larger than every bucket: the divisor
     assert bucket_shape(100, 130, (), 128) == (128, 256)
