@@ -7,11 +7,15 @@ custom_imports = dict(imports=['mlla_dense'], allow_failed_imports=False)
 # mmengine's LoggerHook lets every rank write the test metrics file; this one leaves it to rank 0.
 default_hooks = dict(logger=dict(type='MainProcessLoggerHook'))
 
+# Fast training by default: the training crops are all 512x512, so the backbone replays its training forward and
+# backward as one pair of CUDA graphs (eager on CPU). Off: model.backbone.cuda_graphs=0.
 model = dict(
     backbone=dict(
         _delete_=True,
         type='VMamba',
         arch='tiny',
+        cuda_graphs=1,
+        cuda_graphs_memory_gb=8,
         drop_path_rate=0.2,
         out_indices=(0, 1, 2, 3),
         init_cfg=dict(type='Pretrained', checkpoint='data/pretrained/vmamba_t_in1k.pth')),

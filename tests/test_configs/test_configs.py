@@ -107,3 +107,29 @@ def test_unknown_config_key_surfaces_mmengine_error():
     from mmdet.registry import MODELS
     with pytest.raises(TypeError, match='not_an_option'):
         MODELS.build(cfg.model)
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
+def test_shipped_configs_train_with_cuda_graphs(path):
+    """COCO Mask R-CNN: one capture per shape bucket and buckets in the data preprocessor; UperNet: its fixed crops
+    need one capture. Both with a memory cap. The demo configs stay eager."""
+    cfg = Config.fromfile(path)
+    backbone, name = cfg.model.backbone, osp.basename(path)
+    if name.endswith('_coco.py'):
+        assert cfg.model.data_preprocessor.type == 'BucketedDetDataPreprocessor'
+        assert backbone.cuda_graphs == len(cfg.model.data_preprocessor.buckets) >= 8
+    if name.endswith('_coco.py') or name.endswith('_ade20k-512x512.py'):
+        assert backbone.cuda_graphs >= 1 and backbone.cuda_graphs_memory_gb == 8
+    if '_demo_' in name:
+        assert backbone.get('cuda_graphs', 0) == 0
+
+
+def test_buckets_and_graphs_turn_off_from_the_command_line():
+    from mmengine.config import DictAction
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/mlla/mask-rcnn_mlla-t_fpn_1x_coco.py'))
+    options = DictAction._parse_iterable('[]')
+    cfg.merge_from_dict({'model.backbone.cuda_graphs': 0, 'model.data_preprocessor.buckets': options})
+    init_default_scope('mmdet')
+    from mmdet.registry import MODELS
+    model = MODELS.build(dict(cfg.model, backbone=dict(cfg.model.backbone, init_cfg=None)))
+    assert model.backbone.training_graphs is None and model.data_preprocessor.buckets == ()

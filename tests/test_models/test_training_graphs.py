@@ -161,3 +161,83 @@ def test_capture_while_gradient_accumulators_live_on_the_default_stream():
             assert relative_error(a, b) < TOLERANCE['bf16']
         assert_same_state(graphed, eager, TOLERANCE['bf16'])
     assert len(graphed.training_graphs._captures) == 1 and len(held) == len(list(graphed.parameters()))
+
+
+def test_bad_memory_cap_is_refused():
+    with pytest.raises(ValueError, match='max_memory_gb'):
+        MLLA(**SMALL_MLLA, cuda_graphs=1, cuda_graphs_memory_gb=0)
+
+
+def cpu_graphs(max_signatures=2, max_memory_gb=1.0):
+    """A small MLLA with graphs on CPU (where every call runs eagerly) and a signature of its input: the
+    fallback decisions are checked directly, without CUDA."""
+    model = MLLA(**SMALL_MLLA, cuda_graphs=max_signatures, cuda_graphs_memory_gb=max_memory_gb).train()
+    graphs = model.training_graphs
+    return model, graphs, graphs._signature(model, torch.randn(2, 3, 64, 96))
+
+
+def test_eager_reasons_past_the_caps_and_before_a_pending_backward():
+    model, graphs, key = cpu_graphs()
+    assert graphs.eager_reason(model, key, (2, 3, 64, 96)) is None
+    graphs.awaiting_backward = True
+    assert graphs.eager_reason(model, key, (2, 3, 64, 96))[0] == 'pending'
+    graphs.awaiting_backward = False
+    graphs._captures = {'a': None, 'b': None}
+    kind, message = graphs.eager_reason(model, key, (2, 3, 64, 96))
+    assert kind == 'full' and 'kept for 2 input signature(s)' in message and '(2, 3, 64, 96)' in message
+    graphs._captures = {key: None}
+    assert graphs.eager_reason(model, key, (2, 3, 64, 96)) is None  # captured signatures replay past the caps
+    graphs._captures = {'a': None}
+    graphs.capture_bytes = 2 ** 30 + 1
+    kind, message = graphs.eager_reason(model, key, (2, 3, 64, 96))
+    assert kind == 'memory' and 'cuda_graphs_memory_gb=1.0' in message
+
+
+def test_sync_batchnorm_runs_eagerly_only_with_several_processes(monkeypatch):
+    model, graphs, key = cpu_graphs()
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    assert graphs.eager_reason(synced, key, (2, 3, 64, 96)) is None  # one process: nothing to exchange
+    monkeypatch.setattr(torch.distributed, 'is_initialized', lambda: True)
+    monkeypatch.setattr(torch.distributed, 'get_world_size', lambda group=None: 2)
+    kind, message = graphs.eager_reason(synced, key, (2, 3, 64, 96))
+    assert kind == 'syncbn' and '2 processes' in message
+    assert graphs.eager_reason(MLLA(**SMALL_MLLA), key, (2, 3, 64, 96)) is None  # plain BatchNorm
+
+
+def test_frozen_stages_and_replaced_parameters_change_the_signature():
+    model, graphs, key = cpu_graphs()
+    x = torch.randn(2, 3, 64, 96)
+    assert graphs._signature(model, x) == key
+    model.frozen_stages = 1
+    model.train()
+    frozen = graphs._signature(model, x)
+    assert frozen != key
+    model.norm0.weight = torch.nn.Parameter(model.norm0.weight.detach().clone(), requires_grad=False)
+    assert graphs._signature(model, x) not in (key, frozen)
+
+
+def test_copies_keep_the_memory_cap():
+    model, graphs, _ = cpu_graphs(max_signatures=3, max_memory_gb=2.5)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert (clone.training_graphs.max_signatures, clone.training_graphs.max_memory_gb) == (3, 2.5)
+        assert clone.training_graphs.capture_bytes == 0
+
+
+@pytest.mark.gpu
+def test_memory_cap_falls_back_with_one_warning():
+    eager, graphed = eager_and_graphed(MLLA, SMALL_MLLA, max_signatures=4)
+    graphed.training_graphs.max_memory_gb = 1e-6  # any capture exceeds it
+    x1, x2 = torch.randn(2, 3, 64, 96, device='cuda'), torch.randn(2, 3, 64, 64, device='cuda')
+    forward_backward(graphed, [x1], 'bf16')  # the first capture is always taken
+    assert graphed.training_graphs.capture_bytes > 0
+    with pytest.warns(UserWarning, match='past cuda_graphs_memory_gb') as record:
+        for _ in range(2):
+            outs = forward_backward(graphed, [x2], 'bf16')
+    assert sum('cuda_graphs_memory_gb' in str(w.message) for w in record) == 1
+    forward_backward(eager, [x1], 'bf16')
+    for _ in range(2):
+        expected = forward_backward(eager, [x2], 'bf16')
+    for a, b in zip(outs, expected):
+        assert relative_error(a, b) < TOLERANCE['bf16']
+    assert_same_state(graphed, eager, TOLERANCE['bf16'])
+    assert len(graphed.training_graphs._captures) == 1

@@ -6,6 +6,7 @@
 _base_ = '../../_base_/mask-rcnn_mlla_fpn_coco.py'
 
 model = dict(
+    data_preprocessor=dict(buckets=[]),  # no CUDA graphs for the study's rows: no padding beyond mmdet's
     backbone=dict(
         _delete_=True,
         type='LinearAttentionDesignSpace',  # every switch at its default: the linear-attention baseline

@@ -159,8 +159,8 @@ class LinearAttentionDesignSpace(PretrainedBackbone):
         macro (str): stem and downsampling, 'swin' (4x4 patch embedding, Swin's patch merging) or 'mlla' (MLLA's
             conv stem and patch merging). Default 'swin'.
         mlp_ratio (float), qkv_bias (bool), drop_rate (float), drop_path_rate (float), out_indices, in_chans,
-            frozen_stages, with_cp, cuda_graphs, init_cfg: as in :class:`MLLA`. An arch preset gives the
-            sizes; embed_dim, depths and num_heads given as well replace its values.
+            frozen_stages, with_cp, cuda_graphs, cuda_graphs_memory_gb, init_cfg: as in :class:`MLLA`. An arch
+            preset gives the sizes; embed_dim, depths and num_heads given as well replace its values.
     """
     ignored_checkpoint_keys = IGNORED_CHECKPOINT_KEYS
     new_layers = NEW_LAYERS
@@ -175,9 +175,9 @@ class LinearAttentionDesignSpace(PretrainedBackbone):
                  block: str = 'transformer', expand: float = 2.0, macro: str = 'swin', mlp_ratio: float = 4.,
                  qkv_bias: bool = True, drop_rate: float = 0., drop_path_rate: float = 0.1,
                  out_indices: Sequence[int] = (0, 1, 2, 3), in_chans: int = 3, frozen_stages: int = -1,
-                 with_cp: bool = False, cuda_graphs: int = 0,
+                 with_cp: bool = False, cuda_graphs: int = 0, cuda_graphs_memory_gb: Optional[float] = None,
                  init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg, cuda_graphs=cuda_graphs)
+        super().__init__(init_cfg=init_cfg, cuda_graphs=cuda_graphs, cuda_graphs_memory_gb=cuda_graphs_memory_gb)
         embed_dim, depths, num_heads = self._resolve_arch(arch, embed_dim, depths, num_heads)
         pos_embed = tuple(pos_embed)
         for name, value, valid in (('block', block, BLOCKS), ('macro', macro, MACROS)):

@@ -170,7 +170,9 @@ class MLLA(PretrainedBackbone):
         use_checkpoint (bool): the official name of ``with_cp``.
         cuda_graphs (int): replay the training forward and backward as CUDA graphs for up to this many input
             shapes (0: off). For fixed-size batches on a host that cannot keep up with the GPU; the results are
-            the eager model's (:class:`~mlla_dense.models.layers.training_graphs.TrainingGraphs`). Default 0.
+            the eager model's (:class:`~mlla_dense.runtime.training_graphs.TrainingGraphs`). Default 0.
+        cuda_graphs_memory_gb (float, optional): capture no new input shape once the captures hold this much
+            memory (GiB). Default: no limit.
         img_size, patch_size, num_classes, qk_scale, ape: accepted so that official configs run unchanged;
             img_size, num_classes and qk_scale have no effect on the dense backbone, patch_size must be 4
             and ape must be False (as in every released model).
@@ -191,8 +193,9 @@ class MLLA(PretrainedBackbone):
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
                  recompute_wide: bool = True, use_checkpoint: bool = False, img_size=224, patch_size: int = 4,
                  num_classes: int = 1000, qk_scale=None, ape: bool = False, cuda_graphs: int = 0,
+                 cuda_graphs_memory_gb: Optional[float] = None,
                  init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg, cuda_graphs=cuda_graphs)
+        super().__init__(init_cfg=init_cfg, cuda_graphs=cuda_graphs, cuda_graphs_memory_gb=cuda_graphs_memory_gb)
         embed_dim, depths, num_heads = self._resolve_arch(arch, embed_dim, depths, num_heads)
         if patch_size != 4:
             raise ValueError(f'MLLA has a fixed stem of stride 4, patch_size={patch_size} is not supported')

@@ -8,7 +8,7 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
 from mlla_dense.utils.checkpoint import extract_state_dict, load_backbone_state_dict, load_checkpoint_file
-from ..layers.training_graphs import TrainingGraphs
+from mlla_dense.runtime.training_graphs import TrainingGraphs
 
 
 class PretrainedBackbone(BaseModule):
@@ -21,18 +21,20 @@ class PretrainedBackbone(BaseModule):
     their outputs in ``forward_features``.
 
     ``cuda_graphs=n`` (n > 0) replays the training forward and backward as CUDA graphs captured for up to n
-    input signatures (:class:`TrainingGraphs`): for host-bound steps with fixed-size batches.
+    input signatures, ``cuda_graphs_memory_gb`` bounding their memory (:class:`TrainingGraphs`): for host-bound
+    steps with fixed-size or bucketed batches.
     """
     ignored_checkpoint_keys: Tuple[str, ...] = ()
     new_layers: Tuple[str, ...] = ()
     checkpoint_help = ''
     out_norm_prefix = 'norm'
 
-    def __init__(self, init_cfg: Optional[dict] = None, cuda_graphs: int = 0):
+    def __init__(self, init_cfg: Optional[dict] = None, cuda_graphs: int = 0,
+                 cuda_graphs_memory_gb: Optional[float] = None):
         super().__init__(init_cfg=init_cfg)
         if not isinstance(cuda_graphs, int) or cuda_graphs < 0:
             raise ValueError(f'cuda_graphs must be an int >= 0 (0: off), got {cuda_graphs!r}')
-        self.training_graphs = TrainingGraphs(cuda_graphs) if cuda_graphs else None
+        self.training_graphs = TrainingGraphs(cuda_graphs, cuda_graphs_memory_gb) if cuda_graphs else None
 
     def forward(self, x: torch.Tensor):
         if x.dim() != 4 or x.shape[1] != self.in_chans:

@@ -99,6 +99,7 @@ class VMamba(PretrainedBackbone):
         with_cp (bool): gradient checkpointing per block. Default False.
         cuda_graphs (int): replay the training forward and backward as CUDA graphs for up to this many input
             shapes (0: off); see MLLA. Default 0.
+        cuda_graphs_memory_gb (float, optional): the captures' memory limit (GiB); see MLLA. Default: none.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=...)`` (official ImageNet or dense
             checkpoints, ``prefix='backbone.'`` for the latter).
     """
@@ -114,8 +115,9 @@ class VMamba(PretrainedBackbone):
                  ssm_d_state: int = 1, ssm_ratio: Optional[float] = None, ssm_dt_rank='auto', ssm_conv: int = 3,
                  ssm_conv_bias: bool = False, mlp_ratio: float = 4.0, drop_path_rate: Optional[float] = None,
                  out_indices: Sequence[int] = (0, 1, 2, 3), in_chans: int = 3, frozen_stages: int = -1,
-                 with_cp: bool = False, cuda_graphs: int = 0, init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg=init_cfg, cuda_graphs=cuda_graphs)
+                 with_cp: bool = False, cuda_graphs: int = 0, cuda_graphs_memory_gb: Optional[float] = None,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg, cuda_graphs=cuda_graphs, cuda_graphs_memory_gb=cuda_graphs_memory_gb)
         if arch is not None:
             if arch not in self.arch_settings:
                 raise ValueError(f'unknown VMamba arch {arch!r}; valid: {", ".join(self.arch_settings)}')

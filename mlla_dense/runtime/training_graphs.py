@@ -14,9 +14,19 @@ What keeps a replay exact:
 - the captures of one module share one memory pool (the activations of the largest signature, not the sum),
   which is safe because replays are serialized: a forward while a replay still awaits its backward runs
   eagerly (a replay would overwrite the activations that backward needs);
-- inputs that need their own gradient, calls without gradients (inference), CPU tensors and signatures past
-  ``max_signatures`` run eagerly. Each signature keeps its own input, output and gradient buffers.
-Random numbers (drop path) come from the default CUDA generator, which advances on every replay.
+- inputs that need their own gradient, calls without gradients (inference) and CPU tensors run eagerly, silently.
+  Each signature keeps its own input, output and gradient buffers.
+- these run eagerly with one warning per kind (:meth:`TrainingGraphs.eager_reason`): a new signature past
+  ``max_signatures`` or once the captures' memory exceeds ``max_memory_gb``; a SyncBatchNorm in the module while
+  more than one process trains (its forward exchanges statistics between processes, which a replay would not
+  redo); a call before the backward of the previous one.
+- gradient accumulation needs no fallback: every backward returns fresh copies of the graph's gradients, which
+  autograd adds to ``.grad`` as it does for eager gradients;
+- frozen stages need none either: frozen parameters are constants the graphs read in place (an in-place load
+  reaches the replays), and the signature holds every parameter's address and trainability and every module's
+  training mode, so freezing, unfreezing, ``norm_eval`` or a replaced parameter gives a new capture.
+Random numbers (drop path) come from the default CUDA generator, which advances on every replay. Tensors the
+kernels cache outside the module (``mlla_dense.kernels.capture_keepalive``) are held as long as the capture.
 
 The captures differentiate with respect to aliases of the parameters (``p.view_as(p)``, made inside the
 capture and passed in with ``torch.func.functional_call``), never the parameters themselves: the parameters'
@@ -24,14 +34,16 @@ gradient accumulators may live on another stream (DistributedDataParallel create
 default stream), and the autograd engine would make that stream wait on the capturing one, which CUDA refuses.
 """
 import warnings
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.distributed as dist
+from mmengine.logging import print_log
 from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.func import functional_call
 
-from mlla_dense.kernels.linear_attention.rope import cached_tables
+from mlla_dense.kernels.capture_keepalive import capture_keepalive
 
 
 class _Capture:
@@ -48,6 +60,7 @@ class _Capture:
             for _ in range(2):
                 _warm_up(module, names, self.input)
         torch.cuda.current_stream().wait_stream(side)
+        reserved = torch.cuda.memory_reserved()
         self.forward_graph, self.backward_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
         with autocast, torch.cuda.graph(self.forward_graph, pool=pool):
             aliases, self.outputs = _aliased_forward(module, names, self.input)
@@ -59,8 +72,10 @@ class _Capture:
         with torch.no_grad():
             for buffer, saved in zip(module.buffers(), saved_buffers):
                 buffer.copy_(saved)
-        self.rope_tables = cached_tables()  # read by the graphs from outside the module: kept alive
+        self.keepalive = capture_keepalive()  # read by the graphs from outside the module
         self.num_params = len(names)
+        # the pool's growth and the static buffers, the input included
+        self.memory_bytes = torch.cuda.memory_reserved() - reserved + self.input.numel() * self.input.element_size()
 
     def gradients(self) -> Tuple[torch.Tensor, ...]:
         """Fresh copies of the last replay's parameter gradients (None for parameters the outputs skip)."""
@@ -125,17 +140,28 @@ class _Replay(torch.autograd.Function):
 class TrainingGraphs:
     """Runs ``forward(x)`` of ``module`` as replays of captured CUDA graphs where that is exact (module doc).
 
-    Holds no reference to the module: a deep copy (e.g. an EMA model) starts with no captures of its own.
+    Args:
+        max_signatures (int): input signatures captured at most; later new ones run eagerly.
+        max_memory_gb (float, optional): no new capture once the captures' memory (``capture_bytes``) exceeds
+            this many GiB. Default: no limit.
+
+    ``capture_bytes`` is the CUDA memory the captures hold (the growth of reserved memory across each capture:
+    the shared pool and the static buffers); each capture logs its share. Holds no reference to the module: a
+    deep copy (e.g. an EMA model) starts with no captures of its own.
     """
 
-    def __init__(self, max_signatures: int):
+    def __init__(self, max_signatures: int, max_memory_gb: Optional[float] = None):
         if not isinstance(max_signatures, int) or max_signatures < 1:
             raise ValueError(f'max_signatures must be a positive int, got {max_signatures!r}')
+        if max_memory_gb is not None and not (isinstance(max_memory_gb, (int, float)) and max_memory_gb > 0):
+            raise ValueError(f'max_memory_gb must be a positive number or None, got {max_memory_gb!r}')
         self.max_signatures = max_signatures
+        self.max_memory_gb = max_memory_gb
         self._captures: Dict[tuple, _Capture] = {}
         self._pool = None
         self._capturing = False
         self.awaiting_backward = False
+        self.capture_bytes = 0
         self._warned = set()
 
     def __call__(self, module: nn.Module, forward: Callable, x: torch.Tensor):
@@ -144,22 +170,15 @@ class TrainingGraphs:
                 and not torch.is_inference_mode_enabled()) or self._capturing:
             return forward(x)
         named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
-        params = [p for _, p in named]
-        if not params:
+        if not named:
             return forward(x)
-        if self.awaiting_backward:
-            self._warn_once('pending', f'{type(module).__name__} was called again before the backward of its '
-                                       f'previous call: such calls run eagerly (a replay would overwrite the '
-                                       f'activations that backward needs)')
+        key = self._signature(module, x)
+        reason = self.eager_reason(module, key, tuple(x.shape))
+        if reason is not None:
+            self._warn_once(*reason)
             return forward(x)
-        key = self._signature(module, x, params)
         capture = self._captures.get(key)
         if capture is None:
-            if len(self._captures) >= self.max_signatures:
-                self._warn_once('full', f'{type(module).__name__}: CUDA graphs are kept for {self.max_signatures} '
-                                        f'input signature(s) (cuda_graphs); new ones, like {tuple(x.shape)}, run '
-                                        f'eagerly. Pad batches to a fixed size or raise cuda_graphs.')
-                return forward(x)
             if self._pool is None:
                 self._pool = torch.cuda.graph_pool_handle()
             self._capturing = True  # the capture calls the module again: those calls run its forward
@@ -167,13 +186,42 @@ class TrainingGraphs:
                 capture = self._captures[key] = _Capture(module, [name for name, _ in named], x, self._pool)
             finally:
                 self._capturing = False
-        return _Replay.apply(self, capture, x, *params)
+            self.capture_bytes += capture.memory_bytes
+            print_log(f'{type(module).__name__}: captured the training forward and backward for input '
+                      f'{tuple(x.shape)} ({len(self._captures)}/{self.max_signatures} signatures): '
+                      f'{capture.memory_bytes / 2 ** 20:.0f} MiB, {self.capture_bytes / 2 ** 20:.0f} MiB in all',
+                      logger='current')
+        return _Replay.apply(self, capture, x, *(p for _, p in named))
+
+    def eager_reason(self, module: nn.Module, key: tuple, shape: tuple) -> Optional[Tuple[str, str]]:
+        """(kind, message) when a gradient-taking CUDA call of signature ``key`` must run eagerly, else None."""
+        name = type(module).__name__
+        if self.awaiting_backward:
+            return 'pending', (f'{name} was called again before the backward of its previous call: such calls run '
+                               f'eagerly (a replay would overwrite the activations that backward needs)')
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and any(
+                'SyncBatchNorm' in type(m).__name__ for m in module.modules()):
+            return 'syncbn', (f'{name} has SyncBatchNorm layers and {dist.get_world_size()} processes train: its '
+                              f'forward exchanges statistics between them, which a CUDA graph replay would not '
+                              f'redo, so it runs eagerly. Use BatchNorm (no sync_bn) to replay CUDA graphs.')
+        if key in self._captures:
+            return None
+        if len(self._captures) >= self.max_signatures:
+            return 'full', (f'{name}: CUDA graphs are kept for {self.max_signatures} input signature(s) '
+                            f'(cuda_graphs); new ones, like {shape}, run eagerly. Pad batches to a few sizes '
+                            f'(BucketedDetDataPreprocessor) or raise cuda_graphs.')
+        if self.max_memory_gb is not None and self.capture_bytes > self.max_memory_gb * 2 ** 30:
+            return 'memory', (f'{name}: the CUDA graphs hold {self.capture_bytes / 2 ** 30:.2f} GiB, past '
+                              f'cuda_graphs_memory_gb={self.max_memory_gb}; new input signatures, like {shape}, '
+                              f'run eagerly.')
+        return None
 
     @staticmethod
-    def _signature(module: nn.Module, x: torch.Tensor, params: List[nn.Parameter]) -> tuple:
+    def _signature(module: nn.Module, x: torch.Tensor) -> tuple:
         autocast = torch.is_autocast_enabled('cuda')
         return (tuple(x.shape), x.dtype, x.device, autocast, torch.get_autocast_dtype('cuda') if autocast else None,
-                tuple(p.data_ptr() for p in params), tuple(m.training for m in module.modules()))
+                tuple((p.data_ptr(), p.requires_grad) for p in module.parameters()),
+                tuple(m.training for m in module.modules()))
 
     def _warn_once(self, kind: str, message: str):
         if kind not in self._warned:
@@ -181,10 +229,10 @@ class TrainingGraphs:
             warnings.warn(message, stacklevel=3)
 
     def __deepcopy__(self, memo):
-        return TrainingGraphs(self.max_signatures)
+        return TrainingGraphs(self.max_signatures, self.max_memory_gb)
 
     def __getstate__(self):
-        return dict(max_signatures=self.max_signatures)
+        return dict(max_signatures=self.max_signatures, max_memory_gb=self.max_memory_gb)
 
     def __setstate__(self, state):
-        self.__init__(state['max_signatures'])
+        self.__init__(state['max_signatures'], state.get('max_memory_gb'))
