@@ -25,9 +25,10 @@ class Layout:
     small test sequences cross several, and operands are float32 (the interpreter multiplies bfloat16 tiles as
     integers), and the state pass takes two chunks per step, so that they cross several steps.
 
-    The backward multiplies float32 operands ('tf32x3') whatever the input dtype: the log decays' gradient is a
-    suffix sum of q dq - k dk over the whole scan, whose terms nearly cancel, so 16-bit rounding of dO and of
-    the states (0.1-0.3% per term) grew to 3-12% of that gradient at MLLA-T's stage-1 length (67,200 tokens)."""
+    The backward, and the forward's chunk states it reads, multiply float32 operands ('tf32x3') whatever the
+    input dtype: the log decays' gradient is a suffix sum of q dq - k dk over the whole scan, whose terms nearly
+    cancel, so rounding dO, the decayed keys or the states to 16 bits (0.1-0.3% per term) grew to several
+    percent of that gradient at MLLA-T's stage-1 length (67,200 tokens)."""
 
     def __init__(self, q: torch.Tensor, v: torch.Tensor, per_channel: bool):
         interpreted = os.environ.get('TRITON_INTERPRET') == '1'
@@ -46,13 +47,15 @@ class Layout:
     def num_chunks(self, n: int) -> int:
         return triton.cdiv(n, self.chunk)
 
-    def meta(self, direction: str, backward: bool = False) -> dict:
+    def meta(self, direction: str, backward: bool = False, exact_products: bool = False) -> dict:
+        """Kernel arguments of one direction; the backward's, and ``exact_products``, with float32 operands."""
         wide = backward or self.chunk * max(self.key_slice, self.value_block) >= TUNING['wide_tile']
+        exact_products = exact_products or backward
         return dict(K=self.k, V=self.v, BK=self.block_k, BV=self.block_v, KS=self.key_slice, VB=self.value_block,
                     T=self.chunk, PER_CHANNEL=self.per_channel, REVERSE=direction.endswith('reversed'),
                     COLUMNS=direction.startswith('columns'),
-                    DOT_DTYPE=tl.float32 if backward else self.dot_dtype,
-                    PRECISION='tf32x3' if backward else self.precision,
+                    DOT_DTYPE=tl.float32 if exact_products else self.dot_dtype,
+                    PRECISION='tf32x3' if exact_products else self.precision,
                     num_warps=TUNING['wide_warps' if wide else 'num_warps'])
 
     def pass_states(self, local: torch.Tensor, states: torch.Tensor, backward: bool):
@@ -87,13 +90,13 @@ def forward(q, k, v, log_decay, directions, grid):
     local = torch.empty_like(states[0])
     sizes = _grid_args(q, grid)
     for i, direction in enumerate(directions):
-        meta = lay.meta(direction)
         _chunk_state_kernel[(chunks, b * h)](k, v, k, log_decay, local, *sizes, chunks, *_bnh(k), *_bnh(v),
-                                             0, 0, 0, *_bnh(log_decay), FROM_START=False, HAS_W=False, **meta)
+                                             0, 0, 0, *_bnh(log_decay), FROM_START=False, HAS_W=False,
+                                             **lay.meta(direction, exact_products=True))
         lay.pass_states(local, states[i], backward=False)
         _chunk_output_kernel[(chunks, b * h)](q, k, v, log_decay, states[i], o, z, *sizes, chunks, *_bnh(q),
                                               *_bnh(k), *_bnh(v), *_bnh(log_decay), *_bnh(o), *_bnh(z),
-                                              ACCUMULATE=i > 0, **meta)
+                                              ACCUMULATE=i > 0, **lay.meta(direction))
     return o, z, states
 
 

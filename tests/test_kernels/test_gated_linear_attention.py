@@ -88,7 +88,20 @@ def check(b, h, w, heads, k_dim, v_dim, per_channel, directions, dtype, tol, see
     assert all(gr.dtype == t.dtype and gr.shape == t.shape for gr, t in zip(grads, leaves))
     errors = {'o': rel_err(o, o_ref), 'z': rel_err(z, z_ref)}
     errors.update({name: rel_err(a, r) for name, a, r in zip(('dq', 'dk', 'dv', 'dlog_decay'), grads, ref_grads)})
-    assert all(e < tol for e in errors.values()), errors
+    limits = dict.fromkeys(errors, tol)
+    if dtype == torch.float32:
+        limits['dlog_decay'] = max(tol, 10 * float32_reference_decay_error(q, k, v, g, do, dz, directions, (h, w),
+                                                                            ref_grads[3]))
+    assert all(errors[name] < limits[name] for name in errors), (errors, limits)
+
+
+def float32_reference_decay_error(q, k, v, g, do, dz, directions, grid, truth):
+    """Relative error of the PyTorch reference's own float32 log-decay gradient: a suffix sum over the scan of
+    terms that nearly cancel, so at tens of thousands of tokens float32 itself is ~1e-6 from float64 there."""
+    leaves = [t.detach().float().requires_grad_() for t in (q, k, v, g)]
+    o, z = gated_linear_attention_reference(*leaves, directions, grid)
+    grad = torch.autograd.grad((o * do).sum() + (z * dz).sum(), leaves[3])[0]
+    return rel_err(grad, truth)
 
 
 # (B, H, W, heads, K, V, per-channel decays, directions): chunk-crossing and partial chunks (16-token chunks under
