@@ -145,7 +145,8 @@ def test_killed_training_resumes_to_the_end(shapes, tmp_path, kills, seed):
         stall = rng.randint(first_stall, (MAX_ITERS - start) // INTERVAL) if during_save else None
         training = Training(args, stall_save=stall)
         resumed = training.wait_for(lambda line: RESUMED_LINE.search(line) or 'training from scratch' in line)
-        resumed_iter = int(RESUMED_LINE.search(resumed).group(1)) if start else 0
+        match = RESUMED_LINE.search(resumed)
+        resumed_iter = int(match.group(1)) if match else 0
         assert resumed_iter == start, resumed  # the newest checkpoint that loads
         if reached is not None:
             assert reached - resumed_iter <= INTERVAL  # lost at most the iterations since the last checkpoint
