@@ -20,17 +20,24 @@ if not torch.cuda.is_available():
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
+def pytest_addoption(parser):
+    parser.addoption('--long', action='store_true', help='also run the long versions of tests (marked long)')
+
+
 def pytest_configure(config):
     config.addinivalue_line('markers', 'gpu: needs a CUDA device (skipped without one; run on the GPU machine)')
+    config.addinivalue_line('markers', 'long: the long version of a test whose short version always runs '
+                                       '(skipped unless --long)')
 
 
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
     skip_gpu = pytest.mark.skip(reason='needs a CUDA device')
+    skip_long = pytest.mark.skip(reason='long version: run with --long')
     for item in items:
-        if 'gpu' in item.keywords:
+        if 'gpu' in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
+        if item.get_closest_marker('long') and not config.getoption('--long'):
+            item.add_marker(skip_long)
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ _base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py'
 
 custom_imports = dict(imports=['mlla_dense'], allow_failed_imports=False)
 # mmengine's LoggerHook lets every rank write the test metrics file; this one leaves it to rank 0.
-default_hooks = dict(logger=dict(type='MainProcessLoggerHook'))
+# mmengine's CheckpointHook leaves a truncated checkpoint when killed during a save; this one writes atomically.
+default_hooks = dict(logger=dict(type='MainProcessLoggerHook'), checkpoint=dict(type='SafeCheckpointHook'))
 
 # Fast training by default: each training batch is padded to one of 12 sizes chosen by tools/shape_buckets.py for the
 # multi-scale + crop pipeline (COCO-like stream, batch 2: 513 shapes and 23.9% padded pixels with mmdet's divisor 32,

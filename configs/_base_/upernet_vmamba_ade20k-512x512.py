@@ -5,7 +5,8 @@ _base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k
 
 custom_imports = dict(imports=['mlla_dense'], allow_failed_imports=False)
 # mmengine's LoggerHook lets every rank write the test metrics file; this one leaves it to rank 0.
-default_hooks = dict(logger=dict(type='MainProcessLoggerHook'))
+# mmengine's CheckpointHook leaves a truncated checkpoint when killed during a save; this one writes atomically.
+default_hooks = dict(logger=dict(type='MainProcessLoggerHook'), checkpoint=dict(type='SafeCheckpointHook'))
 
 # Fast training by default: the training crops are all 512x512, so the backbone replays its training forward and
 # backward as one pair of CUDA graphs (eager on CPU). Off: model.backbone.cuda_graphs=0.

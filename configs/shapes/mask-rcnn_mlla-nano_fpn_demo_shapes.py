@@ -35,5 +35,5 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5)
 ]
 default_hooks = dict(logger=dict(type='MainProcessLoggerHook', interval=20),
-                     checkpoint=dict(type='CheckpointHook', interval=max_epochs, max_keep_ckpts=1))
+                     checkpoint=dict(type='SafeCheckpointHook', interval=max_epochs, max_keep_ckpts=1))
 log_processor = dict(by_epoch=True)

@@ -30,4 +30,4 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=1e-5, power=1.0, by_epoch=False, begin=30, end=max_iters)
 ]
 default_hooks = dict(logger=dict(type='MainProcessLoggerHook', interval=20, log_metric_by_epoch=False),
-                     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1))
+                     checkpoint=dict(type='SafeCheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1))

@@ -59,6 +59,7 @@ def test_config_builds_and_runs(path):
     cfg, model = build(path)
     assert cfg.custom_imports.imports == ['mlla_dense']
     assert cfg.default_hooks.logger.type == 'MainProcessLoggerHook' and cfg.default_hooks.logger.interval > 0
+    assert cfg.default_hooks.checkpoint.type == 'SafeCheckpointHook'
     name = osp.basename(path)
     family, arch = re.search(r'(mlla|vmamba)-(nano|t|s|b)', name).groups()
     assert isinstance(model.backbone, MLLA if family == 'mlla' else VMamba)

@@ -3,44 +3,9 @@ import subprocess
 import sys
 
 import torch
-from mmengine.model import BaseModel
-from mmengine.runner import Runner
-from torch import nn
 
 import mlla_dense  # noqa: F401  (allow-lists mmengine's checkpoint types)
-
-
-class ToyModel(BaseModel):
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(4, 1)
-
-    def forward(self, inputs, targets=None, mode='loss'):
-        inputs = torch.stack(inputs) if isinstance(inputs, list) else inputs
-        loss = (self.linear(inputs).squeeze(-1) - torch.stack(targets)).square().mean()
-        return {'loss': loss}
-
-
-class ToyDataset(torch.utils.data.Dataset):
-    def __len__(self):
-        return 8
-
-    def __getitem__(self, index):
-        gen = torch.Generator().manual_seed(index)
-        return dict(inputs=torch.randn(4, generator=gen), targets=torch.randn((), generator=gen))
-
-
-def make_runner(work_dir, max_iters, resume=False):
-    return Runner(
-        model=ToyModel(), work_dir=str(work_dir), resume=resume,
-        train_dataloader=dict(dataset=ToyDataset(), sampler=dict(type='DefaultSampler', shuffle=True),
-                              batch_size=2, num_workers=0),
-        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2)),
-        param_scheduler=dict(type='MultiStepLR', milestones=[1], by_epoch=False),
-        train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1, by_epoch=False),
-                           logger=dict(type='LoggerHook', interval=1)),
-        default_scope='mmengine', randomness=dict(seed=0))
+from toy_runner import make_runner
 
 
 def test_resume_continues_training(tmp_path):
