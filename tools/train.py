@@ -13,6 +13,7 @@ import os
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mlla_dense.datasets.check import stop_on_dataset_problems
 from mlla_dense.utils.run_config import DictAction, check_data, load_config, setup_cpu_distributed
 
 
@@ -29,6 +30,8 @@ def parse_args():
                         help='override config entries, e.g. model.backbone.drop_path_rate=0.2')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher (torchrun: pytorch)')
+    parser.add_argument('--skip-dataset-check', action='store_true',
+                        help='start without reading every image header and annotation first')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -51,6 +54,8 @@ def main():
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     check_data(cfg)
+    if not args.skip_dataset_check:
+        stop_on_dataset_problems(cfg)
     setup_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()
