@@ -6,7 +6,6 @@ import os.path as osp
 import cv2
 import numpy as np
 import pytest
-from mmengine.config import Config
 from pycocotools import mask as mask_utils
 
 from helpers import DET_DEMO, SEG_DEMO, make_tiny_shapes
@@ -80,7 +79,7 @@ def test_coco_problems_are_each_reported(shapes, tmp_path):
     assert len(problems) == 3 + 5
 
 
-def test_headers_only_check_skips_rle_decoding(shapes, tmp_path):
+def test_headers_only_check_skips_rle_decoding(tmp_path):
     """Without decode, a corrupt compressed RLE of the right size is not read (train.py's quick check)."""
     root = tmp_path / 'data'
     make_tiny_shapes(root, num_train=2, num_val=1)
