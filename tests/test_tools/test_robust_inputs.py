@@ -57,6 +57,26 @@ def test_image_reading_normalizes_odd_images(tmp_path, shapes):
             decode_image(str(tmp_path / name))
 
 
+def test_a_model_failure_costs_only_its_image(tmp_path, shapes):
+    """draw_each with an inferencer that fails on one image: that image is named with the error, the next is
+    drawn."""
+    from mlla_dense.utils.inference import draw_each
+    images = [str(tmp_path / f'{name}.jpg') for name in ('a', 'b', 'c')]
+    for image in images:
+        shutil.copy(osp.join(shapes, 'images/val/val_000000.jpg'), image)
+
+    def inferencer(inputs, return_vis, **kwargs):
+        if inputs[0].endswith('b.jpg'):
+            raise RuntimeError('boom')
+        return {'visualization': [np.zeros((4, 5, 3), np.uint8)]}
+
+    lines = []
+    result = draw_each(inferencer, images, str(tmp_path / 'out'), log=lines.append)
+    assert [osp.basename(p) for p in result.written] == ['a.png', 'c.png']
+    assert [image for image, _ in result.failed] == [images[1]] and 'RuntimeError: boom' in result.failed[0][1]
+    assert len(lines) == 3 and 'b.jpg: skipped' in lines[1]
+
+
 def test_image_demo_skips_bad_images_and_draws_the_others(tmp_path, shapes):
     images = tmp_path / 'images'
     images.mkdir()
