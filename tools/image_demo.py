@@ -5,17 +5,21 @@
     python tools/image_demo.py images/ CONFIG                      # no checkpoint: random weights, a warning
 
 Runs through mmdet's DetInferencer or mmseg's MMSegInferencer (chosen by the config's default_scope) and
-writes one PNG per image to OUT_DIR/vis/.
+writes one PNG per image to OUT_DIR/vis/, one image at a time: a file that cannot be read (empty, truncated,
+not an image), an image outside the size limits or one the model fails on is skipped with a line naming it
+and why, and the others are written. Grey, palette, alpha and 16-bit images are read as 8-bit colour.
+
+Exit status: 0 when every image was drawn, else the number of images skipped (at most 100).
 """
 import argparse
-import os
 import os.path as osp
+import sys
 import warnings
 
 import torch
 from mmengine.config import Config
 
-from mlla_dense.utils.drawing import write_visualizations
+from mlla_dense.utils.inference import ImageLimits, draw_each, list_images
 
 
 def parse_args():
@@ -26,16 +30,11 @@ def parse_args():
     parser.add_argument('--out-dir', default='work_dirs/image_demo', help='PNGs go to OUT_DIR/vis/')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--score-thr', type=float, default=0.3, help='detection score threshold')
+    parser.add_argument('--min-side', type=int, default=ImageLimits.min_side,
+                        help='skip images with a side shorter than this (pixels)')
+    parser.add_argument('--max-pixels', type=int, default=ImageLimits.max_pixels,
+                        help='skip images with more pixels than this (width x height)')
     return parser.parse_args()
-
-
-def image_list(inputs):
-    if osp.isdir(inputs):
-        names = sorted(n for n in os.listdir(inputs) if n.lower().endswith(('.jpg', '.jpeg', '.png', '.bmp')))
-        return [osp.join(inputs, n) for n in names]
-    if not osp.isfile(inputs):
-        raise SystemExit(f'image_demo: {inputs} is neither an image nor a folder')
-    return [inputs]
 
 
 def build_inferencer(cfg, config_path, weights, device):
@@ -54,7 +53,15 @@ def build_inferencer(cfg, config_path, weights, device):
 
 def main():
     args = parse_args()
-    images = image_list(args.inputs)
+    try:
+        images, others = list_images(args.inputs)
+    except FileNotFoundError as e:
+        raise SystemExit(f'image_demo: {e}')
+    if others:
+        print(f'ignoring {len(others)} file(s) without an image extension: {", ".join(others[:5])}'
+              f'{", ..." if len(others) > 5 else ""}')
+    if not images:
+        raise SystemExit(f'image_demo: no images in {args.inputs}')
     cfg = Config.fromfile(args.config)
     if args.weights is None:
         warnings.warn('no --weights given: drawing the predictions of a randomly initialised model')
@@ -64,8 +71,14 @@ def main():
     if cfg.get('default_scope') != 'mmseg':
         kwargs.update(pred_score_thr=args.score_thr, no_save_pred=True)
     vis_dir = osp.join(args.out_dir, 'vis')
-    write_visualizations(inferencer, images, vis_dir, **kwargs)
-    print(f'wrote {len(images)} PNG visualisations to {vis_dir}')
+    result = draw_each(inferencer, images, vis_dir, ImageLimits(args.min_side, args.max_pixels),
+                       log=lambda line: print(line, flush=True), **kwargs)
+    print(f'wrote {len(result.written)} of {len(images)} PNG visualisations to {vis_dir}')
+    if result.failed:
+        print(f'{len(result.failed)} skipped:')
+        for image, reason in result.failed:
+            print(f'  {image}: {reason}')
+    sys.exit(min(len(result.failed), 100))
 
 
 if __name__ == '__main__':

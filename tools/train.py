@@ -15,6 +15,7 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mlla_dense.datasets.check import stop_on_dataset_problems
 from mlla_dense.utils.resume import checkpoint_problem, find_resume_checkpoint
 from mlla_dense.utils.run_config import DictAction, check_data, load_config, setup_cpu_distributed
 
@@ -33,6 +34,8 @@ def parse_args():
                         help='override config entries, e.g. model.backbone.drop_path_rate=0.2')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher (torchrun: pytorch)')
+    parser.add_argument('--skip-dataset-check', action='store_true',
+                        help='start without reading every image header and annotation first')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
@@ -70,6 +73,8 @@ def main():
     if checkpoint_hook and checkpoint_hook.get('type') == 'CheckpointHook':
         checkpoint_hook.type = 'SafeCheckpointHook'  # same arguments, checkpoints that survive a kill
     check_data(cfg)
+    if not args.skip_dataset_check:
+        stop_on_dataset_problems(cfg)
     setup_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()
