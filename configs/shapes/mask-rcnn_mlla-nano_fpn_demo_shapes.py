@@ -14,9 +14,9 @@ model = dict(
     rpn_head=dict(in_channels=64, feat_channels=64,
                   anchor_generator=dict(scales=[4], ratios=[0.5, 1.0, 2.0], strides=[4, 8, 16, 32, 64])),
     roi_head=dict(
-        bbox_roi_extractor=dict(type='Float32RoIExtractor', out_channels=64, roi_layer=dict(sampling_ratio=2)),
+        bbox_roi_extractor=dict(type='Float32RoIExtractor', out_channels=64, roi_layer=dict(sampling_ratio=1)),
         bbox_head=dict(in_channels=64, fc_out_channels=128, num_classes=5),
-        mask_roi_extractor=dict(type='Float32RoIExtractor', out_channels=64, roi_layer=dict(sampling_ratio=2)),
+        mask_roi_extractor=dict(type='Float32RoIExtractor', out_channels=64, roi_layer=dict(sampling_ratio=1)),
         mask_head=dict(num_convs=2, in_channels=64, conv_out_channels=64, num_classes=5)),
     train_cfg=dict(
         rpn=dict(sampler=dict(num=128)),
@@ -28,11 +28,11 @@ max_epochs = 3
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
-optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05),
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05, fused=True),
                      paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}), clip_grad=dict(max_norm=10))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
-    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5)
+    dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5, convert_to_iter_based=True)
 ]
 default_hooks = dict(logger=dict(type='MainProcessLoggerHook', interval=20),
                      checkpoint=dict(type='CheckpointHook', interval=max_epochs, max_keep_ckpts=1))

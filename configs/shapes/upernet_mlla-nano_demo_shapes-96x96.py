@@ -15,7 +15,7 @@ model = dict(
     decode_head=dict(in_channels=[32, 64, 128, 256], channels=64, num_classes=6, norm_cfg=norm_cfg,
                      pool_scales=(1, 2, 3),
                      loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0,
-                                      class_weight=[0.1, 1.0, 1.0, 1.0, 1.0, 1.0])),
+                                      class_weight=[0.3, 1.0, 1.0, 1.0, 1.0, 1.0])),
     auxiliary_head=None,
     test_cfg=dict(mode='whole'))
 
@@ -23,7 +23,7 @@ max_iters = 500
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
-optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=3e-3, weight_decay=0.01),
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=3e-3, weight_decay=0.01, fused=True),
                      paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
