@@ -1,6 +1,8 @@
-# UperNet with the 1.9M-parameter MLLA-nano backbone, trained from scratch on the generated shapes dataset in
-# minutes on a CPU (make demo). A 64-channel UPerHead and no auxiliary head keep it light. Background covers
-# ~90% of the pixels: its loss weight is 0.1, so that the five shape classes are learnt within 500 iterations.
+# UperNet with the 1.9M-parameter MLLA-nano backbone on the generated shapes dataset, in minutes on a CPU
+# (make demo: once from scratch, shortly, to pretrain the backbone; once from the Mask R-CNN's backbone).
+# A 64-channel UPerHead and no auxiliary head keep it light. Background covers ~90% of the pixels: its loss
+# weight is 0.1, so that the five shape classes are learnt within 500 iterations (with 0.3, the pixel accuracy
+# of a 200-iteration run from scratch stayed at the background's share, ~90%).
 _base_ = [
     'mmseg::_base_/models/upernet_swin.py', '../_base_/shapes_semantic.py',
     'mmseg::_base_/default_runtime.py'
@@ -15,7 +17,7 @@ model = dict(
     decode_head=dict(in_channels=[32, 64, 128, 256], channels=64, num_classes=6, norm_cfg=norm_cfg,
                      pool_scales=(1, 2, 3),
                      loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0,
-                                      class_weight=[0.3, 1.0, 1.0, 1.0, 1.0, 1.0])),
+                                      class_weight=[0.1, 1.0, 1.0, 1.0, 1.0, 1.0])),
     auxiliary_head=None,
     test_cfg=dict(mode='whole'))
 
