@@ -40,7 +40,7 @@ def test_demo_runs_every_stage(tmp_path):
         assert height >= 2 * 384 and width >= 3 * 384
     out = result.stdout
     assert 'mlla_dense demo summary' in out and 'budget 600 s' in out
-    assert summary['generalizes'] in ('yes', 'no') and f'of every val metric): {summary["generalizes"]}' in out
+    assert summary['generalizes'] in ('yes', 'no', 'n/a') and f'of every val metric): {summary["generalizes"]}' in out
     for metric in ('box mAP', 'mask mAP', 'mIoU'):
         assert any(line.startswith(metric) and ('met' in line or 'missed' in line) for line in out.splitlines())
 
