@@ -22,7 +22,7 @@ import json
 import os
 import os.path as osp
 from dataclasses import dataclass, replace
-from typing import List, Sequence, Tuple
+from typing import List, Sequence
 
 import cv2
 import numpy as np
