@@ -1,6 +1,8 @@
-# UperNet with the 1.9M-parameter MLLA-nano backbone, trained from scratch on the generated shapes dataset in
-# minutes on a CPU (make demo). A 64-channel UPerHead and no auxiliary head keep it light. Background covers
-# ~90% of the pixels: its loss weight is 0.1, so that the five shape classes are learnt within 500 iterations.
+# UperNet with the 1.9M-parameter MLLA-nano backbone on the generated shapes dataset, in minutes on a CPU
+# (make demo: once from scratch, shortly, to pretrain the backbone; once from the Mask R-CNN's backbone).
+# A 64-channel UPerHead and no auxiliary head keep it light. Background covers ~90% of the pixels: its loss
+# weight is 0.1, so that the five shape classes are learnt within 500 iterations (with 0.3, the pixel accuracy
+# of a 200-iteration run from scratch stayed at the background's share, ~90%).
 _base_ = [
     'mmseg::_base_/models/upernet_swin.py', '../_base_/shapes_semantic.py',
     'mmseg::_base_/default_runtime.py'
@@ -23,7 +25,7 @@ max_iters = 500
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
-optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=3e-3, weight_decay=0.01),
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=3e-3, weight_decay=0.01, fused=True),
                      paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),

@@ -4,40 +4,50 @@ Generated from a seed, so anyone can run the whole path (data -> train -> evalua
 in minutes. Each image has a textured background (gradients, stripes, blotches, noise) and 1..max_objects
 shapes (circle, rectangle, triangle, star, cross) of varied size, colour and rotation; later shapes may
 partly cover earlier ones, but never below half of their area. Instance masks are exactly the pixels painted
-with each shape's colour (no anti-aliasing), so the COCO masks, the boxes, the areas and the semantic maps all
-agree with the image.
+for each shape (no anti-aliasing), so the COCO masks, the boxes, the areas and the semantic maps all agree
+with the image.
 
-Layout written by :func:`write_shapes_dataset`::
+The ``restyled`` style draws the same kinds of scenes differently, to test whether a model learnt shapes
+rather than the look of the training images: backgrounds the standard style never draws (checkerboards,
+rings, radial gradients, without noise) and shapes with a two-colour gradient fill inside an outline of
+contrasting brightness, instead of one flat colour.
 
-    OUT/images/{train,val}/<stem>.jpg
-    OUT/annotations/instances_{train,val}.json   COCO instances, RLE masks, categories 1..5
-    OUT/semantic/{train,val}/<stem>.png          0 = background, k = category id
+Layout written by :func:`write_shapes_dataset` (val_restyled: the val split's kind of scenes, restyled)::
+
+    OUT/images/{train,val,val_restyled}/<stem>.jpg
+    OUT/annotations/instances_{train,val,val_restyled}.json   COCO instances, RLE masks, categories 1..5
+    OUT/semantic/{train,val,val_restyled}/<stem>.png          0 = background, k = category id
 """
 import json
 import os
 import os.path as osp
-from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from dataclasses import dataclass, replace
+from typing import List, Sequence
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
 CATEGORIES = ('circle', 'rectangle', 'triangle', 'star', 'cross')
+STYLES = ('standard', 'restyled')
 MIN_VISIBLE_FRACTION = 0.5
 MIN_AREA = 40
 
 
 @dataclass
 class ShapesConfig:
-    """Size options of the generator (image sides in pixels, objects per image)."""
+    """Options of the generator: image sides in pixels, objects per image, their size as a fraction of the
+    shorter image side, and the drawing style (one of STYLES)."""
     min_size: int = 96
     max_size: int = 144
     max_objects: int = 3
     min_object: float = 0.18
     max_object: float = 0.45
+    style: str = 'standard'
 
     def validate(self):
+        if self.style not in STYLES:
+            raise ValueError(f'style must be one of {STYLES}, got {self.style!r}')
         if not 32 <= self.min_size <= self.max_size:
             raise ValueError(f'image sizes must satisfy 32 <= min_size <= max_size, got {self.min_size}, '
                              f'{self.max_size}')
@@ -79,6 +89,37 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img, 0, 255)
 
 
+def _restyled_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A background of the restyled style: checkerboard, rings or radial gradient, noise-free."""
+    kind = rng.integers(3)
+    first = rng.uniform(0, 255, 3)
+    second = np.clip(first + rng.choice([-1, 1], 3) * rng.uniform(30, 70, 3), 0, 255)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if kind == 0:  # checkerboard
+        cell = rng.uniform(5, 14)
+        t = ((xx // cell + yy // cell) % 2).astype(np.float32)
+    else:
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        radius = np.hypot(xx - cx, yy - cy)
+        t = ((np.sin(radius * 2 * np.pi / rng.uniform(8, 20)) + 1) / 2 if kind == 1  # rings
+             else radius / max(float(radius.max()), 1.0))                               # radial gradient
+    return first * (1 - t[..., None]) + second * t[..., None]
+
+
+def _paint_restyled(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, colour: np.ndarray) -> None:
+    """Paint a shape of the restyled style: a gradient from ``colour`` to a second colour across the shape, and
+    a 2-pixel outline darker or lighter than the fill. Only pixels of ``mask`` change."""
+    ys, xs = np.nonzero(mask)
+    angle = rng.uniform(0, 2 * np.pi)
+    t = np.cos(angle) * xs + np.sin(angle) * ys
+    t = ((t - t.min()) / max(float(np.ptp(t)), 1.0))[:, None]
+    fill = colour * (1 - t) + np.clip(colour + rng.uniform(-90, 90, 3), 0, 255) * t
+    image[ys, xs] = fill
+    inner = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    outline = mask & ~inner
+    image[outline] = (40, 40, 40) if colour.mean() > 128 else (235, 235, 235)
+
+
 def _polygon(rng: np.random.Generator, category: str, cx: float, cy: float, r: float) -> np.ndarray:
     """Vertices (K, 2) of a rotated shape of radius ~r centred at (cx, cy)."""
     rot = rng.uniform(0, 2 * np.pi)
@@ -118,7 +159,8 @@ def render_sample(seed: int, cfg: ShapesConfig = ShapesConfig()) -> Sample:
     """The image and annotations of one sample; the same seed always gives the same sample."""
     rng = np.random.default_rng(seed)
     h, w = (int(v) for v in rng.integers(cfg.min_size, cfg.max_size + 1, 2))
-    image = _background(rng, h, w)
+    restyled = cfg.style == 'restyled'
+    image = (_restyled_background if restyled else _background)(rng, h, w)
     instance = np.zeros((h, w), np.int32)          # 0 = background, i + 1 = i-th kept shape
     labels, full_areas = [], []
     for _ in range(int(rng.integers(1, cfg.max_objects + 1))):
@@ -136,8 +178,11 @@ def render_sample(seed: int, cfg: ShapesConfig = ShapesConfig()) -> Sample:
             if any(v < max(MIN_VISIBLE_FRACTION * a, MIN_AREA) for v, a in zip(visible, full_areas)):
                 continue
             colour = _distinct_colour(rng, image[mask].mean(0))
-            texture = rng.normal(0, rng.uniform(0, 10), (int(mask.sum()), 3))
-            image[mask] = np.clip(colour + texture, 0, 255)
+            if restyled:
+                _paint_restyled(rng, image, mask, colour)
+            else:
+                texture = rng.normal(0, rng.uniform(0, 10), (int(mask.sum()), 3))
+                image[mask] = np.clip(colour + texture, 0, 255)
             instance[mask] = len(labels) + 1
             labels.append(category + 1)
             full_areas.append(int(mask.sum()))
@@ -163,14 +208,19 @@ def coco_annotations(sample: Sample, image_id: int, first_ann_id: int) -> List[d
     return anns
 
 
-def split_seeds(seed: int, num_train: int, num_val: int) -> Tuple[List[int], List[int]]:
-    """Per-image seeds of both splits, derived from one seed."""
-    children = np.random.SeedSequence(seed).generate_state(num_train + num_val, dtype=np.uint64)
-    seeds = [int(s) for s in children]
-    return seeds[:num_train], seeds[num_train:]
+def split_seeds(seed: int, *counts: int) -> List[List[int]]:
+    """Per-image seeds of consecutive splits of ``counts`` images each, derived from one seed (a split's seeds do
+    not depend on the splits after it)."""
+    seeds = [int(s) for s in np.random.SeedSequence(seed).generate_state(sum(counts), dtype=np.uint64)]
+    bounds = np.cumsum((0,) + counts)
+    return [seeds[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def write_split(out: str, split: str, seeds: Sequence[int], cfg: ShapesConfig, progress=None) -> None:
+    """Render one split (one image per seed) into ``out``'s layout."""
+    for sub in ('images', 'semantic'):
+        os.makedirs(osp.join(out, sub, split), exist_ok=True)
+    os.makedirs(osp.join(out, 'annotations'), exist_ok=True)
     images, annotations = [], []
     for i, seed in enumerate(seeds):
         sample = render_sample(seed, cfg)
@@ -191,8 +241,11 @@ def write_split(out: str, split: str, seeds: Sequence[int], cfg: ShapesConfig, p
 
 
 def write_shapes_dataset(out: str, num_train: int, num_val: int, seed: int = 0,
-                         cfg: ShapesConfig = ShapesConfig(), overwrite: bool = False, progress=None) -> None:
-    """Generate the dataset into ``out``; refuses a folder holding anything else unless ``overwrite``."""
+                         cfg: ShapesConfig = ShapesConfig(), overwrite: bool = False, progress=None,
+                         num_restyled: int = 0) -> None:
+    """Generate the dataset into ``out``; refuses a folder holding anything else unless ``overwrite``.
+
+    ``num_restyled`` > 0 adds the val_restyled split: images like val's (other seeds) in the restyled style."""
     cfg.validate()
     if num_train < 1 or num_val < 1:
         raise ValueError(f'need at least one train and one val image, got {num_train} and {num_val}')
@@ -201,8 +254,8 @@ def write_shapes_dataset(out: str, num_train: int, num_val: int, seed: int = 0,
     if overwrite and osp.isdir(out):
         import shutil
         shutil.rmtree(out)
-    for sub in ('images/train', 'images/val', 'semantic/train', 'semantic/val', 'annotations'):
-        os.makedirs(osp.join(out, sub), exist_ok=True)
-    train_seeds, val_seeds = split_seeds(seed, num_train, num_val)
+    train_seeds, val_seeds, restyled_seeds = split_seeds(seed, num_train, num_val, num_restyled)
     write_split(out, 'train', train_seeds, cfg, progress)
     write_split(out, 'val', val_seeds, cfg, progress)
+    if num_restyled:
+        write_split(out, 'val_restyled', restyled_seeds, replace(cfg, style='restyled'), progress)

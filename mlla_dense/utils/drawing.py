@@ -1,4 +1,4 @@
-"""Write the drawings of an mmdet/mmseg inferencer as PNG files (shared by tools/image_demo.py and the demo)."""
+"""Write the drawings of an mmdet/mmseg inferencer as PNG files (tools/image_demo.py)."""
 import os
 import os.path as osp
 from typing import List, Sequence

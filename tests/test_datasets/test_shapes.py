@@ -1,4 +1,5 @@
-"""The generated shapes dataset: determinism and format validity (COCO, masks, boxes, areas, semantic maps)."""
+"""The generated shapes dataset: determinism, format validity (COCO, masks, boxes, areas, semantic maps) in both
+styles, and that the restyled style draws differently."""
 import hashlib
 import os
 
@@ -12,6 +13,7 @@ from mlla_dense.datasets.shapes import (CATEGORIES, ShapesConfig, render_sample,
                                         write_shapes_dataset)
 
 CFG = ShapesConfig(min_size=64, max_size=112, max_objects=4)
+RESTYLED = ShapesConfig(min_size=64, max_size=112, max_objects=4, style='restyled')
 
 
 def digest(folder):
@@ -27,27 +29,30 @@ def digest(folder):
 @pytest.fixture(scope='module')
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp('shapes') / 'data'
-    write_shapes_dataset(str(out), 30, 6, seed=7, cfg=CFG)
+    write_shapes_dataset(str(out), 30, 6, seed=7, cfg=CFG, num_restyled=5)
     return out
 
 
 def test_same_seed_same_bytes(dataset, tmp_path):
-    write_shapes_dataset(str(tmp_path / 'again'), 30, 6, seed=7, cfg=CFG)
+    write_shapes_dataset(str(tmp_path / 'again'), 30, 6, seed=7, cfg=CFG, num_restyled=5)
     assert digest(dataset) == digest(tmp_path / 'again')
+    write_shapes_dataset(str(tmp_path / 'standard'), 30, 6, seed=7, cfg=CFG)   # val_restyled changes no other split
+    for sub in ('images/train', 'images/val', 'semantic/val'):
+        assert digest(dataset / sub) == digest(tmp_path / 'standard' / sub)
     write_shapes_dataset(str(tmp_path / 'other'), 30, 6, seed=8, cfg=CFG)
     assert digest(dataset) != digest(tmp_path / 'other')
 
 
-@pytest.mark.parametrize('split', ['train', 'val'])
+@pytest.mark.parametrize('split', ['train', 'val', 'val_restyled'])
 def test_coco_annotations_agree_with_drawn_pixels(dataset, split):
     coco = COCO(str(dataset / f'annotations/instances_{split}.json'))
     assert [c['name'] for c in coco.loadCats(coco.getCatIds())] == list(CATEGORIES)
-    seeds = split_seeds(7, 30, 6)[0 if split == 'train' else 1]
+    seeds = split_seeds(7, 30, 6, 5)[['train', 'val', 'val_restyled'].index(split)]
     assert len(coco.getImgIds()) == len(seeds)
     used = set()
     for image_id, seed in zip(sorted(coco.getImgIds()), seeds):
         info = coco.loadImgs(image_id)[0]
-        sample = render_sample(seed, CFG)
+        sample = render_sample(seed, RESTYLED if split == 'val_restyled' else CFG)
         image = cv2.imread(str(dataset / 'images' / split / info['file_name']))
         assert image.shape[:2] == (info['height'], info['width']) == sample.semantic.shape
         semantic = cv2.imread(str(dataset / 'semantic' / split / info['file_name'].replace('.jpg', '.png')),
@@ -86,11 +91,37 @@ def test_shapes_are_painted_and_partly_occluded():
     assert 0 < occluded < total
 
 
+def outline_fraction(sample):
+    """The fraction of the shapes' edge pixels (inside the masks) painted in the restyled outline greys."""
+    edges = outline = 0
+    for m in sample.masks:
+        edge = m & ~cv2.erode(m.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        grey = np.isin(sample.image[edge], (40, 235)).all(1)
+        edges, outline = edges + edge.sum(), outline + grey.sum()
+    return outline / edges
+
+
+def test_restyled_draws_differently():
+    """Same seed, same sizes: the restyled image differs, its shapes are outlined and gradient-filled (no flat
+    colour), the standard ones are not."""
+    for seed in range(20):
+        standard, restyled = render_sample(seed, CFG), render_sample(seed, RESTYLED)
+        assert standard.image.shape == restyled.image.shape
+        assert np.abs(standard.image.astype(int) - restyled.image.astype(int)).mean() > 20
+        assert outline_fraction(restyled) > 0.6 and outline_fraction(standard) < 0.05
+        for m in restyled.masks:
+            inside = cv2.erode(m.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+            if inside.sum() > 50:
+                assert not np.isin(restyled.image[inside], (40, 235)).all(1).any()   # the fill is no outline
+
+
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match='at least one'):
         write_shapes_dataset(str(tmp_path / 'a'), 0, 1)
     with pytest.raises(ValueError, match='min_size <= max_size'):
         write_shapes_dataset(str(tmp_path / 'b'), 1, 1, cfg=ShapesConfig(min_size=200, max_size=100))
+    with pytest.raises(ValueError, match='style'):
+        write_shapes_dataset(str(tmp_path / 'e'), 1, 1, cfg=ShapesConfig(style='sketchy'))
     with pytest.raises(ValueError, match='max_objects'):
         write_shapes_dataset(str(tmp_path / 'c'), 1, 1, cfg=ShapesConfig(max_objects=0))
     (tmp_path / 'd').mkdir()

@@ -1,17 +1,20 @@
-"""tools/demo.py (`make demo`) end to end on a tiny dataset: every stage runs, the summary is written, PNGs are
-drawn; a failing stage makes it exit non-zero after the summary."""
+"""tools/demo.py (`make demo`) end to end on a tiny dataset with a few iterations per training (a smoke run of
+the demo's path, not its results): every stage runs, the summary is written and printed, readable pictures
+are drawn; a failing stage makes it exit non-zero after the summary."""
 import glob
 import json
 import os
 import os.path as osp
+
+import cv2
 
 from helpers import run
 
 
 def demo(tmp_path, data, *extra):
     return run(['python', 'tools/demo.py', '--data', str(data), '--work-dir', str(tmp_path / 'work'),
-                '--num-train', '8', '--num-val', '2', '--num-vis', '2', '--det-epochs', '1', '--seg-iters', '2',
-                *extra], env=dict(OMP_NUM_THREADS='2'))
+                '--num-train', '8', '--num-val', '2', '--num-vis', '2', '--pretrain-iters', '2', '--det-epochs', '1',
+                '--seg-iters', '2', *extra], env=dict(OMP_NUM_THREADS='2'))
 
 
 def test_demo_runs_every_stage(tmp_path):
@@ -19,15 +22,27 @@ def test_demo_runs_every_stage(tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     with open(tmp_path / 'work' / 'summary.json') as f:
         summary = json.load(f)
-    assert [r['stage'] for r in summary['stages']] == ['generate data', 'train detection', 'evaluate detection',
-                                                      'train segmentation', 'evaluate segmentation', 'visualize']
+    assert [r['stage'] for r in summary['stages']] == [
+        'generate data', 'pretrain backbone', 'train detection', 'evaluate detection', 'train segmentation',
+        'evaluate segmentation', 'draw pictures']
     assert all(r['status'] == 'ok' for r in summary['stages'])
-    assert set(summary['metrics']) == {'box mAP', 'mask mAP', 'mIoU'}
-    assert all(isinstance(v, float) for v in summary['metrics'].values())
-    assert len(glob.glob(str(tmp_path / 'shapes' / 'images' / 'train' / '*.jpg'))) == 8
-    assert sorted(osp.basename(p) for p in glob.glob(str(tmp_path / 'work' / 'vis' / '*.png'))) == [
-        'det_val_000000.png', 'det_val_000001.png', 'seg_val_000000.png', 'seg_val_000001.png']
-    assert 'mlla_dense demo summary' in result.stdout
+    assert set(summary['metrics']) == {'val', 'val_restyled'}
+    for values in summary['metrics'].values():
+        assert set(values) == {'box mAP', 'mask mAP', 'mIoU'}
+        assert all(isinstance(v, float) and 0 <= v <= 1 for v in values.values())
+    for split, count in (('train', 8), ('val', 2), ('val_restyled', 2)):
+        assert len(glob.glob(str(tmp_path / 'shapes' / 'images' / split / '*.jpg'))) == count
+    pictures = sorted(glob.glob(str(tmp_path / 'work' / 'vis' / '*.png')))
+    assert [osp.basename(p) for p in pictures] == ['val_000000.png', 'val_000001.png', 'val_restyled_000000.png',
+                                                   'val_restyled_000001.png']
+    for picture in pictures:  # two rows (instances, semantic) of three panels, each at least 384 px
+        height, width = cv2.imread(picture).shape[:2]
+        assert height >= 2 * 384 and width >= 3 * 384
+    out = result.stdout
+    assert 'mlla_dense demo summary' in out and 'budget 600 s' in out
+    assert summary['generalizes'] in ('yes', 'no', 'n/a') and f'of every val metric): {summary["generalizes"]}' in out
+    for metric in ('box mAP', 'mask mAP', 'mIoU'):
+        assert any(line.startswith(metric) and ('met' in line or 'missed' in line) for line in out.splitlines())
 
 
 def test_failing_stage_exits_non_zero_after_summary(tmp_path):
@@ -40,6 +55,8 @@ def test_failing_stage_exits_non_zero_after_summary(tmp_path):
 
 
 def test_bad_lengths_are_refused(tmp_path):
-    result = run(['python', 'tools/demo.py', '--data', str(tmp_path / 'shapes'), '--seg-iters', '1'])
-    assert result.returncode == 2 and '--seg-iters must be at least 2' in result.stderr
+    for option, message in (('--seg-iters', '--seg-iters must be at least 2'),
+                            ('--pretrain-iters', '--pretrain-iters must be 0')):
+        result = run(['python', 'tools/demo.py', '--data', str(tmp_path / 'shapes'), option, '1'])
+        assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / 'shapes').exists()
