@@ -260,11 +260,13 @@ def _finite(v) -> bool:
 # semantic segmentation ---------------------------------------------------------------------------------------
 
 def _check_segmentation(ds: dict, decode: bool, name: str, log, result: DatasetCheck) -> None:
+    from mmengine.registry import DefaultScope
     from mmseg.registry import DATASETS
     from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=False)
     try:
-        dataset = DATASETS.build(dict(ds, pipeline=[], lazy_init=True))
+        with DefaultScope.overwrite_default_scope('mmseg'):  # another scope current (mmdet's) builds other classes
+            dataset = DATASETS.build(dict(ds, pipeline=[], lazy_init=True))
         samples = dataset.load_data_list()
     except Exception as e:  # noqa: BLE001  whatever stops the dataset class from listing its files
         result.problems.append(Problem(ds.get('data_root') or '.', f'the dataset cannot list its files: '

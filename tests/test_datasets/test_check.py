@@ -42,6 +42,15 @@ def test_clean_dataset_passes(shapes, path, decode):
     assert result.counts['images'] == 10
 
 
+def test_segmentation_check_under_another_default_scope(shapes):
+    """A detection run earlier in the process leaves mmdet's scope current; the check still builds mmseg's
+    dataset class."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        result = check(config(SEG_DEMO, shapes), False)
+    assert result.problems == [] and result.counts['images'] == 10
+
+
 def test_coco_problems_are_each_reported(shapes, tmp_path):
     root = tmp_path / 'data'
     make_tiny_shapes(root, num_train=8, num_val=2)
