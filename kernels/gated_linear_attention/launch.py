@@ -8,13 +8,14 @@ import triton.language as tl
 from .backward import _chunk_backward_kernel
 from .common import _state_pass_kernel, state_size
 from .forward import _chunk_output_kernel, _chunk_state_kernel
+from .suffix_sum import suffix_sums_
 
 # Chunk lengths by decay kind (one per head: (T, T) products on tensor cores; one per key channel: (T, T, 16)
 # elementwise weights per 16-channel key slice), warps of the chunk kernels (8 for the backward and for wide
 # tiles: the sm_90 compile check showed 4 warps spilling there), state-pass elements per program and chunks per
-# step. Not yet swept on a GPU.
+# step (swept on an H200, benchmarks/results/gated_linear_attention_h200.log; the chunk sizes are not swept).
 TUNING = dict(chunk=dict(head=64, channel=16), key_slice=16, value_block=64, num_warps=4, wide_warps=8,
-              wide_tile=64 * 64, pass_elements=64, pass_chunks=32, pass_warps=4)
+              wide_tile=64 * 64, pass_elements=16, pass_chunks=32, pass_warps=4)
 
 
 class Layout:
@@ -100,17 +101,6 @@ def forward(q, k, v, log_decay, directions, grid):
     return o, z, states
 
 
-def _suffix_sum(x: torch.Tensor, direction: str, grid) -> torch.Tensor:
-    """For every token, the sum of ``x`` (B, N, H[, K]) over it and the tokens after it in scan order."""
-    columns = direction.startswith('columns')
-    if columns:
-        x = x.unflatten(1, grid).transpose(1, 2).flatten(1, 2)
-    x = x.cumsum(1) if direction.endswith('reversed') else x.flip(1).cumsum(1).flip(1)
-    if columns:
-        x = x.unflatten(1, grid[::-1]).transpose(1, 2).flatten(1, 2)
-    return x
-
-
 def backward(do, dz, q, k, v, log_decay, states, directions, grid):
     """(dq, dk, dv, dlog_decay) in the dtypes of q, k, v, log_decay; ``dz`` None (z unused) counts as zeros."""
     b, n, h, _ = q.shape
@@ -119,20 +109,20 @@ def backward(do, dz, q, k, v, log_decay, states, directions, grid):
     accumulate = len(directions) > 1
     grads = [torch.empty(t.shape, dtype=torch.float32 if accumulate else t.dtype, device=t.device)
              for t in (q, k, v)]
-    dcum = torch.empty(log_decay.shape, dtype=torch.float32, device=q.device)
+    dcum = torch.empty((len(directions),) + log_decay.shape, dtype=torch.float32, device=q.device)
     grad_local, grad_states = torch.empty_like(states[0]), torch.empty_like(states[0])
     sizes = _grid_args(q, grid)
     if dz is None:
         dz = torch.zeros(q.shape[:3], dtype=torch.float32, device=q.device)
-    dlog_decay = 0
     for i, direction in enumerate(directions):
         meta = lay.meta(direction, backward=True)
         _chunk_state_kernel[(chunks, b * h)](q, do, dz, log_decay, grad_local, *sizes, chunks, *_bnh(q), *_bnh(do),
                                              *_bnh(dz), *_bnh(log_decay), FROM_START=True, HAS_W=True, **meta)
         lay.pass_states(grad_local, grad_states, backward=True)
         _chunk_backward_kernel[(chunks, b * h)](
-            q, k, v, log_decay, do, dz, states[i], grad_states, *grads, dcum, *sizes, chunks,
+            q, k, v, log_decay, do, dz, states[i], grad_states, *grads, dcum[i], *sizes, chunks,
             *_bnh(q), *_bnh(k), *_bnh(v), *_bnh(log_decay), *_bnh(do), *_bnh(dz),
-            *(s for t in grads for s in _bnh(t)), *_bnh(dcum), ACCUMULATE=i > 0, **meta)
-        dlog_decay = dlog_decay + _suffix_sum(dcum, direction, grid)
+            *(s for t in grads for s in _bnh(t)), *_bnh(dcum[i]), ACCUMULATE=i > 0, **meta)
+    suffix_sums_(dcum, directions, *sizes[2:])
+    dlog_decay = dcum.sum(0) if len(directions) > 1 else dcum[0]
     return tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v))) + (dlog_decay.to(log_decay.dtype),)

@@ -33,6 +33,7 @@ capture and passed in with ``torch.func.functional_call``), never the parameters
 gradient accumulators may live on another stream (DistributedDataParallel creates and keeps them on the
 default stream), and the autograd engine would make that stream wait on the capturing one, which CUDA refuses.
 """
+import gc
 import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -60,6 +61,11 @@ class _Capture:
             for _ in range(2):
                 _warm_up(module, names, self.input)
         torch.cuda.current_stream().wait_stream(side)
+        # torch.cuda.graph synchronizes, collects and empties the cache on entry: do so first, so that only the
+        # captures' growth counts (else the blocks it frees make the growth negative)
+        torch.cuda.synchronize()
+        gc.collect()
+        torch.cuda.empty_cache()
         reserved = torch.cuda.memory_reserved()
         self.forward_graph, self.backward_graph = torch.cuda.CUDAGraph(), torch.cuda.CUDAGraph()
         with autocast, torch.cuda.graph(self.forward_graph, pool=pool):
