@@ -1,4 +1,6 @@
 """Test helper: an mmengine Runner around a one-layer model on random data, for checkpoint and resume tests."""
+import uuid
+
 import torch
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
@@ -26,7 +28,9 @@ class ToyDataset(torch.utils.data.Dataset):
 
 
 def make_runner(work_dir, max_iters, resume=False, checkpoint=None, custom_hooks=None):
-    """An iteration-based Runner saving a checkpoint every iteration (``checkpoint``: the hook's config)."""
+    """An iteration-based Runner saving a checkpoint every iteration (``checkpoint``: the hook's config). Each
+    runner has an experiment name of its own: mmengine keys its MessageHub (best scores and the like) by that name,
+    which defaults to a timestamp that two runners of one second share."""
     checkpoint = checkpoint or dict(type='CheckpointHook', interval=1, by_epoch=False)
     return Runner(
         model=ToyModel(), work_dir=str(work_dir), resume=resume,
@@ -36,4 +40,5 @@ def make_runner(work_dir, max_iters, resume=False, checkpoint=None, custom_hooks
         param_scheduler=dict(type='MultiStepLR', milestones=[1], by_epoch=False),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         default_hooks=dict(checkpoint=checkpoint, logger=dict(type='LoggerHook', interval=1)),
-        custom_hooks=custom_hooks, default_scope='mmengine', randomness=dict(seed=0))
+        custom_hooks=custom_hooks, default_scope='mmengine', randomness=dict(seed=0),
+        experiment_name=f'toy_{uuid.uuid4().hex}')

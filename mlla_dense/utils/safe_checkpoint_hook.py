@@ -5,8 +5,9 @@ in place, and with ``max_keep_ckpts`` deletes the oldest checkpoint *before* wri
 the save leaves a truncated newest checkpoint (``--resume`` fails on it) and, with ``max_keep_ckpts=1``, no
 intact one at all. Here checkpoints and ``last_checkpoint`` are written atomically (:mod:`.atomic_file`), an
 outdated checkpoint is deleted only once its successor and ``last_checkpoint`` are on disk (a checkpoint names
-the one it displaces, so a resumed run deletes it if a kill came first), and the temporary files of killed
-saves are removed when training starts. Our configs select this hook as
+the one it displaces, so a resumed run deletes it if a kill came first), the previous best checkpoint
+(``save_best``) likewise only once the new best is on disk (mmengine deletes it first), and the temporary files
+of killed saves are removed when training starts. Our configs select this hook as
 ``default_hooks.checkpoint`` and tools/train.py uses it in place of mmengine's.
 """
 import os.path as osp
@@ -61,6 +62,37 @@ class SafeCheckpointHook(CheckpointHook):
         atomic_write(osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt.encode())
         if outdated is not None:
             self._remove(self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(outdated)))
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        """mmengine's, but a replaced best checkpoint is removed after its successor is saved, not before."""
+        if not self.save_best:
+            return
+        single = len(self.key_indicators) == 1
+        previous = {None: self.best_ckpt_path} if single else dict(self.best_ckpt_path_dict)
+        if single:  # with no previous path, mmengine's method has nothing to remove first
+            self.best_ckpt_path = None
+        else:
+            self.best_ckpt_path_dict = dict.fromkeys(self.best_ckpt_path_dict)
+        try:
+            super()._save_best_checkpoint(runner, metrics)
+        except BaseException:  # the save failed: the previous best checkpoints stay the best
+            self._set_best_paths(previous, single, lambda key: True)
+            raise
+        current = {None: self.best_ckpt_path} if single else dict(self.best_ckpt_path_dict)
+        self._set_best_paths(previous, single, lambda key: current[key] is None)  # not improved
+        for key, old in previous.items():
+            if current[key] is not None and old is not None and old != current[key] and is_main_process():
+                self._remove(old)
+                runner.logger.info(f'The previous best checkpoint {old} is removed')
+
+    def _set_best_paths(self, paths: dict, single: bool, where) -> None:
+        """Set the best checkpoint paths of the key indicators ``where(key)`` holds for to those in ``paths``."""
+        for key, path in paths.items():
+            if where(key):
+                if single:
+                    self.best_ckpt_path = path
+                else:
+                    self.best_ckpt_path_dict[key] = path
 
     def _keep(self, runner, step) -> Optional[int]:
         """Record ``step`` among the kept checkpoints (saved with the checkpoint); the step it displaces."""
