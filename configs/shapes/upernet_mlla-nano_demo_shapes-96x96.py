@@ -1,8 +1,11 @@
 # UperNet with the 1.9M-parameter MLLA-nano backbone on the generated shapes dataset, in minutes on a CPU
-# (make demo: once from scratch, shortly, to pretrain the backbone; once from the Mask R-CNN's backbone).
-# A 64-channel UPerHead and no auxiliary head keep it light. Background covers ~90% of the pixels: its loss
-# weight is 0.1, so that the five shape classes are learnt within 500 iterations (with 0.3, the pixel accuracy
-# of a 200-iteration run from scratch stayed at the background's share, ~90%).
+# (make demo: from scratch, 1,500 iterations on one core beside the Mask R-CNN training). A 64-channel UPerHead
+# keeps it light; a small FCN auxiliary head on stage 3 (deep supervision) speeds up learning the shape classes
+# (mIoU 0.50 instead of 0.41 after 1,200 of 1,600 iterations from scratch, with lr 4e-3 instead of 3e-3), at no
+# measurable cost per step. Background covers ~90% of the pixels: its loss weight is 0.1, so that the five shape
+# classes are learnt early (with 0.4, triangles and stars were still not found after 650 iterations; with 0.3,
+# the pixel accuracy of a 200-iteration run stayed at the background's share, ~90%). Colour jitter
+# (PhotoMetricDistortion) against learning the training images' colours.
 _base_ = [
     'mmseg::_base_/models/upernet_swin.py', '../_base_/shapes_semantic.py',
     'mmseg::_base_/default_runtime.py'
@@ -18,14 +21,30 @@ model = dict(
                      pool_scales=(1, 2, 3),
                      loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0,
                                       class_weight=[0.1, 1.0, 1.0, 1.0, 1.0, 1.0])),
-    auxiliary_head=None,
+    auxiliary_head=dict(type='FCNHead', in_channels=128, in_index=2, channels=64, num_convs=1, concat_input=False,
+                        dropout_ratio=0.1, num_classes=6, norm_cfg=norm_cfg, align_corners=False,
+                        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4,
+                                         class_weight=[0.1, 1.0, 1.0, 1.0, 1.0, 1.0])),
     test_cfg=dict(mode='whole'))
 
-max_iters = 500
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='Resize', scale=crop_size, keep_ratio=False),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs')
+]
+# one loader worker: the images are small and quick to load, and two trainings share the 2 cores in make demo
+train_dataloader = dict(num_workers=1, dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(num_workers=1)
+test_dataloader = val_dataloader
+
+max_iters = 1500
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
-optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=3e-3, weight_decay=0.01, fused=True),
+optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=4e-3, weight_decay=0.01, fused=True),
                      paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),

@@ -1,6 +1,7 @@
 """tools/demo.py (`make demo`) end to end on a tiny dataset with a few iterations per training (a smoke run of
 the demo's path, not its results): every stage runs, the summary is written and printed, readable pictures
-are drawn; a failing stage makes it exit non-zero after the summary."""
+are drawn, with the trainings side by side (two worker processes, the CPU default) or one after the other; a
+failing stage makes it exit non-zero after the summary."""
 import glob
 import json
 import os
@@ -26,6 +27,11 @@ def test_demo_runs_every_stage(tmp_path):
         'generate data', 'pretrain backbone', 'train detection', 'evaluate detection', 'train segmentation',
         'evaluate segmentation', 'draw pictures']
     assert all(r['status'] == 'ok' for r in summary['stages'])
+    # the two trainings ran side by side, in worker processes whose output is relayed with a prefix
+    assert [r['stage'] for r in summary['stages'] if r.get('side_by_side')] == [
+        'train detection', 'evaluate detection', 'train segmentation', 'evaluate segmentation']
+    assert summary['side_by_side_seconds'] > 0
+    assert '[det] ' in result.stdout and '[seg] ' in result.stdout
     assert set(summary['metrics']) == {'val', 'val_restyled'}
     for values in summary['metrics'].values():
         assert set(values) == {'box mAP', 'mask mAP', 'mIoU'}
@@ -43,6 +49,20 @@ def test_demo_runs_every_stage(tmp_path):
     assert summary['generalizes'] in ('yes', 'no', 'n/a') and f'of every val metric): {summary["generalizes"]}' in out
     for metric in ('box mAP', 'mask mAP', 'mIoU'):
         assert any(line.startswith(metric) and ('met' in line or 'missed' in line) for line in out.splitlines())
+
+
+def test_one_after_another(tmp_path):
+    result = demo(tmp_path, tmp_path / 'shapes', '--device', 'cpu', '--pretrain-iters', '0', '--one-after-another')
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    with open(tmp_path / 'work' / 'summary.json') as f:
+        summary = json.load(f)
+    assert [r['stage'] for r in summary['stages']] == [
+        'generate data', 'train detection', 'evaluate detection', 'train segmentation', 'evaluate segmentation',
+        'draw pictures']
+    assert all(r['status'] == 'ok' and not r.get('side_by_side') for r in summary['stages'])
+    assert summary['side_by_side_seconds'] is None
+    assert set(summary['metrics']) == {'val', 'val_restyled'}
+    assert len(glob.glob(str(tmp_path / 'work' / 'vis' / '*.png'))) == 4
 
 
 def test_failing_stage_exits_non_zero_after_summary(tmp_path):
