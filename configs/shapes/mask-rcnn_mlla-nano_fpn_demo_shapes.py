@@ -35,6 +35,10 @@ model = dict(
         rcnn=dict(sampler=dict(num=16), mask_size=28)),
     test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100), rcnn=dict(max_per_img=20)))
 
+# The fourth stage's parameters get no gradient (the FPN reads three stages): DistributedDataParallel has to be
+# told, or it stops at the second iteration of a multi-process run
+find_unused_parameters = True
+
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),

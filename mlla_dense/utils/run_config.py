@@ -84,4 +84,5 @@ def setup_cpu_distributed(cfg: Config) -> None:
         return
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend='gloo')
-    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+    cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
+                                 find_unused_parameters=cfg.get('find_unused_parameters', False))
