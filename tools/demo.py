@@ -30,6 +30,7 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
+import io  # noqa: E402
 import json  # noqa: E402
 import os.path as osp  # noqa: E402
 import subprocess  # noqa: E402
@@ -44,6 +45,7 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner, TestLoop  # noqa: E402
 
 from mlla_dense.datasets.shapes import ShapesConfig, split_seeds, write_shapes_dataset, write_split  # noqa: E402
+from mlla_dense.utils.atomic_file import atomic_write  # noqa: E402
 from mlla_dense.utils import side_by_side as sbs  # noqa: E402
 from mlla_dense.utils.run_config import check_data, load_config  # noqa: E402
 
@@ -193,7 +195,9 @@ def undo_class_weights(runner):
     path = last_checkpoint(runner)
     checkpoint = torch.load(path, map_location='cpu', weights_only=False)
     checkpoint['state_dict']['decode_head.conv_seg.bias'] = bias.detach().cpu().clone()
-    torch.save(checkpoint, path)
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 def evaluate(runner, split='val'):

@@ -67,32 +67,32 @@ class SafeCheckpointHook(CheckpointHook):
         """mmengine's, but a replaced best checkpoint is removed after its successor is saved, not before."""
         if not self.save_best:
             return
-        single = len(self.key_indicators) == 1
-        previous = {None: self.best_ckpt_path} if single else dict(self.best_ckpt_path_dict)
-        if single:  # with no previous path, mmengine's method has nothing to remove first
-            self.best_ckpt_path = None
-        else:
-            self.best_ckpt_path_dict = dict.fromkeys(self.best_ckpt_path_dict)
+        previous = self._best_paths()
+        for key in previous:  # with no previous path, mmengine's method has nothing to remove first
+            self._set_best_path(key, None)
         try:
             super()._save_best_checkpoint(runner, metrics)
         except BaseException:  # the save failed: the previous best checkpoints stay the best
-            self._set_best_paths(previous, single, lambda key: True)
+            for key, old in previous.items():
+                self._set_best_path(key, old)
             raise
-        current = {None: self.best_ckpt_path} if single else dict(self.best_ckpt_path_dict)
-        self._set_best_paths(previous, single, lambda key: current[key] is None)  # not improved
-        for key, old in previous.items():
-            if current[key] is not None and old is not None and old != current[key] and is_main_process():
+        for key, new in self._best_paths().items():
+            old = previous[key]
+            if new is None:  # not improved: the previous best stays the best
+                self._set_best_path(key, old)
+            elif old is not None and old != new and is_main_process():
                 self._remove(old)
                 runner.logger.info(f'The previous best checkpoint {old} is removed')
 
-    def _set_best_paths(self, paths: dict, single: bool, where) -> None:
-        """Set the best checkpoint paths of the key indicators ``where(key)`` holds for to those in ``paths``."""
-        for key, path in paths.items():
-            if where(key):
-                if single:
-                    self.best_ckpt_path = path
-                else:
-                    self.best_ckpt_path_dict[key] = path
+    def _best_paths(self) -> dict:
+        """Best checkpoint path by key indicator (the key None where there is one indicator)."""
+        return {None: self.best_ckpt_path} if len(self.key_indicators) == 1 else dict(self.best_ckpt_path_dict)
+
+    def _set_best_path(self, key, path) -> None:
+        if key is None:
+            self.best_ckpt_path = path
+        else:
+            self.best_ckpt_path_dict[key] = path
 
     def _keep(self, runner, step) -> Optional[int]:
         """Record ``step`` among the kept checkpoints (saved with the checkpoint); the step it displaces."""
