@@ -15,6 +15,7 @@ Writes NAME.json, NAME.png (time per category) and, with --trace, a Chrome trace
 
     python tools/profile_backbone.py --model mlla-t --size 800x1344 --batch 2 --dtype bf16
     python tools/profile_backbone.py --model vmamba-t --size 800x1344 --batch 2 --impl eager-reference
+    python tools/profile_backbone.py --model vmamba-t --impl official --official-vmamba ../VMamba
 """
 import argparse
 import os
@@ -58,7 +59,10 @@ def parse_args():
     parser.add_argument('--size', default='800x1344', help='HxW of the input')
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--dtype', default='bf16', choices=['bf16', 'fp32'])
-    parser.add_argument('--impl', default='mlla_dense', choices=['mlla_dense', 'eager-reference'])
+    parser.add_argument('--impl', default='mlla_dense', choices=['mlla_dense', 'eager-reference', 'official'])
+    parser.add_argument('--official-mlla', metavar='DIR', help='a clone of LeapLabTHU/MLLA (for --impl official)')
+    parser.add_argument('--official-vmamba', metavar='DIR',
+                        help='a clone of MzeroMiko/VMamba with its CUDA scan built (for --impl official)')
     parser.add_argument('--forward-only', action='store_true', help='profile the forward alone (no_grad)')
     parser.add_argument('--iters', type=int, default=3, help='profiled iterations (after the timed ones)')
     parser.add_argument('--top', type=int, default=15, help='kernels listed by name')
@@ -72,6 +76,11 @@ def parse_args():
         parser.error('--dtype bf16 profiles the CUDA autocast path and needs a GPU; use --dtype fp32 on CPU')
     if args.iters < 1:
         parser.error('--iters must be at least 1')
+    if args.impl == 'official':
+        flag = '--official-vmamba' if args.model.startswith('vmamba') else '--official-mlla'
+        if getattr(args, flag[2:].replace('-', '_')) is None or args.model == 'mlla-nano':
+            parser.error(f'--impl official profiles the authors\' {args.model}: give {flag} DIR'
+                         if args.model != 'mlla-nano' else '--impl official has no mlla-nano')
     return args
 
 
@@ -163,6 +172,9 @@ def main():
     name = args.name or f'profile_{args.model}_{args.size}_{args.dtype}_{args.impl}'
     with forced_backend(IMPLS[args.impl][0]):
         model = MODELS.build(PROFILED_MODELS[args.model]).to(device).train()
+        if args.impl == 'official':
+            from official_models import build_official
+            model = build_official(args.model, model, args.official_mlla, args.official_vmamba).to(device).train()
         x = torch.randn(args.batch, 3, height, width, device=device)
         forward, forward_backward = backbone_steps(model, x, args.dtype)
         step = forward if args.forward_only else forward_backward

@@ -9,7 +9,9 @@ custom_imports = dict(imports=['mlla_dense'], allow_failed_imports=False)
 default_hooks = dict(logger=dict(type='MainProcessLoggerHook'), checkpoint=dict(type='SafeCheckpointHook'))
 
 # Fast training by default: the training crops are all 512x512, so the backbone replays its training forward and
-# backward as one pair of CUDA graphs (eager on CPU). Off: model.backbone.cuda_graphs=0.
+# backward as one pair of CUDA graphs (eager on CPU). Off: model.backbone.cuda_graphs=0. The heads are mmseg's
+# UPerHead and FCNHead whose training loss upsamples by matrix products and scores accuracy by argmax (same values;
+# mlla_dense/models/decode_heads): their bfloat16 upsample backward and topk cost more than the backbone.
 model = dict(
     backbone=dict(
         _delete_=True,
@@ -20,6 +22,6 @@ model = dict(
         drop_path_rate=0.2,
         out_indices=(0, 1, 2, 3),
         init_cfg=dict(type='Pretrained', checkpoint='data/pretrained/vmamba_t_in1k.pth')),
-    decode_head=dict(in_channels=[96, 192, 384, 768], num_classes=150),
-    auxiliary_head=dict(in_channels=384, num_classes=150))
+    decode_head=dict(type='UPerHeadFastLoss', in_channels=[96, 192, 384, 768], num_classes=150),
+    auxiliary_head=dict(type='FCNHeadFastLoss', in_channels=384, num_classes=150))
 train_dataloader = dict(batch_size=4)

@@ -8,7 +8,7 @@ from mlla_dense.models.layers.ss2d import ss2d_scan
 
 def ss2d_inputs(seed=3, b=1, d=8, h=5, w=7, n=1, rank=2):
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, d, h, w, generator=gen)
+    x = torch.randn(b, h, w, d, generator=gen)
     return [x, torch.randn(4, rank + 2 * n, d, generator=gen) * 0.3, torch.randn(4, d, rank, generator=gen) * 0.3,
             torch.randn(4, d, generator=gen) * 0.1, torch.randn(4 * d, n, generator=gen) * 0.3,
             torch.randn(4 * d, generator=gen)]

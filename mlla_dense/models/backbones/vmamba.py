@@ -4,20 +4,25 @@ The released dense models (MzeroMiko/VMamba, detection/ and segmentation/, "v2" 
 parameter names, so official backbone state dicts load strictly. Only the channel-first configuration of
 those models is built: forward type v05_noz, LayerNorm2d, patch embed v2, downsample v3, d_state 1.
 Differences: no sys.path import of the classification code and no CUDA extension to compile; the selective
-scan runs through :mod:`mlla_dense.kernels.selective_scan`.
+scan runs through :mod:`mlla_dense.kernels.selective_scan`, and the blocks run on channel-last (B, H, W, C)
+tokens (see models/layers/ss2d.py), with the stem and downsampling convolutions in channels-last memory.
 """
 from collections import OrderedDict
 from typing import Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 from torch import nn
 
+from mlla_dense.kernels.backend import use_triton
+from mlla_dense.kernels.layer_norm import layer_norm
 from mlla_dense.registry import register_backbone
 from .pretrained_backbone import PretrainedBackbone
 from ..layers.channel_first import LayerNorm2d, Linear2d
 from ..layers.recompute import recomputed
-from ..layers.ss2d import SS2D
+from ..layers.ss2d import SS2D, compute_dtype
+from ..layers.vss_block_function import vss_block
 
 ARCH_SETTINGS = {
     'tiny': dict(dims=96, depths=(2, 2, 8, 2), ssm_ratio=1.0, drop_path_rate=0.2),
@@ -30,7 +35,8 @@ NEW_LAYERS = (r'outnorm\d\..*',)
 
 
 class Mlp(nn.Module):
-    """1x1 conv MLP on a channel-first map (``fc1``, ``act``, ``fc2`` as in the official code)."""
+    """MLP on (B, H, W, C) tokens (``fc1``, ``act``, ``fc2`` as in the official code, whose 1x1 convs on
+    channel-first maps are these products)."""
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.):
         super().__init__()
@@ -40,11 +46,18 @@ class Mlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x):
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        hidden = self.drop(self.act(F.linear(x, self.fc1.weight, self.fc1.bias)))
+        return self.drop(F.linear(hidden, self.fc2.weight, self.fc2.bias))
 
 
 class VSSBlock(nn.Module):
-    """x += SS2D(LN(x)); x += MLP(LN(x)), on (B, C, H, W)."""
+    """x += SS2D(LN(x)); x += MLP(LN(x)), on (B, H, W, C) tokens; the LayerNorms write the compute dtype (the
+    official float32 LayerNorm and the cast of the next product, in one pass).
+
+    With the Triton kernels (and a 3x3 depthwise conv without bias, no dropout, not under torch.compile) the block
+    runs as one autograd node with a hand-written backward (:func:`~mlla_dense.models.layers.vss_block_function.
+    vss_block`); :meth:`forward_ops` below is the same math op by op, the specification it is tested against.
+    """
 
     def __init__(self, dim: int, drop_path: float, d_state: int, ssm_ratio: float, dt_rank, d_conv: int,
                  conv_bias: bool, mlp_ratio: float, with_cp: bool):
@@ -58,8 +71,20 @@ class VSSBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def _forward(self, x):
-        x = x + self.drop_path(self.op(self.norm(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        conv = self.op.conv2d
+        if (use_triton(x) and not torch.compiler.is_compiling() and conv.kernel_size == (3, 3) and conv.bias is None
+                and self.mlp.drop.p == 0):
+            keep_prob = 1.0 - self.drop_path.drop_prob if isinstance(self.drop_path, DropPath) else 1.0
+            keep = None
+            if self.training and keep_prob < 1.0:
+                keep = torch.rand(2, x.shape[0], device=x.device).add_(keep_prob).floor_()
+            return vss_block(self, x, keep, keep_prob)
+        return self.forward_ops(x)
+
+    def forward_ops(self, x):
+        dtype = compute_dtype(x)
+        x = x + self.drop_path(self.op(layer_norm(x, self.norm.weight, self.norm.bias, self.norm.eps, dtype)))
+        return x + self.drop_path(self.mlp(layer_norm(x, self.norm2.weight, self.norm2.bias, self.norm2.eps, dtype)))
 
     def forward(self, x):
         return recomputed(self._forward, x, enabled=self.with_cp)
@@ -151,11 +176,14 @@ class VMamba(PretrainedBackbone):
         self._freeze_stages()
 
     def forward_features(self, x: torch.Tensor):
-        x = self.patch_embed(x)
+        x = self.patch_embed(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
         outs = []
         for i, layer in enumerate(self.layers):
             stage_out = layer.blocks(x)
-            x = layer.downsample(stage_out)
             if i in self.out_indices:
-                outs.append(getattr(self, f'outnorm{i}')(stage_out).contiguous())
+                norm = getattr(self, f'outnorm{i}')
+                out = layer_norm(stage_out, norm.weight, norm.bias, norm.eps)
+                outs.append(out.permute(0, 3, 1, 2).contiguous())
+            if i < len(self.layers) - 1:
+                x = layer.downsample(stage_out.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         return tuple(outs)

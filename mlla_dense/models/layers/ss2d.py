@@ -1,25 +1,38 @@
-"""SS2D, VMamba's 2D selective-scan mixer (forward type v05_noz, channel-first), official parameter names."""
+"""SS2D, VMamba's 2D selective-scan mixer (forward type v05_noz), on channel-last tokens, official parameter names.
+
+The official model runs channel-first (1x1 convolutions, LayerNorm2d); the same math on (B, H, W, C) tokens
+makes the projections plain matrix products and lets LayerNorm and the depthwise convolution + SiLU run as the
+Triton token kernels, without the layout changes cuDNN makes around 1x1 convolutions of channel-first maps.
+"""
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mlla_dense.kernels.depthwise_conv import depthwise_conv
+from mlla_dense.kernels.layer_norm import layer_norm
 from mlla_dense.kernels.selective_scan import ss2d_paths
 from .channel_first import LayerNorm2d, Linear2d
 
 NUM_PATHS = 4
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype products of ``x`` run in: the autocast dtype under autocast, else x's."""
+    kind = x.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+
+
 class SS2D(nn.Module):
-    """in_proj -> depthwise conv -> SiLU -> four-path selective scan -> LayerNorm -> out_proj.
+    """in_proj -> depthwise conv -> SiLU -> four-path selective scan -> LayerNorm -> out_proj, on tokens.
 
     Args:
         d_model (int): input/output channels.
         d_state (int): SSM state size N.
         ssm_ratio (float): inner channels / d_model.
         dt_rank (int | 'auto'): rank R of the dt projection ('auto': ceil(d_model / 16)).
-        d_conv (int): depthwise conv kernel size.
+        d_conv (int): depthwise conv kernel size (3 runs as the Triton token kernel).
         conv_bias (bool): bias of the depthwise conv.
     """
 
@@ -46,44 +59,50 @@ class SS2D(nn.Module):
         self.out_proj = Linear2d(d_inner, d_model, bias=False)
 
     def forward(self, x):
-        """x: (B, C, H, W) -> (B, C, H, W)."""
-        x = self.act(self.conv2d(self.in_proj(x)))
-        y = ss2d_scan(x, self.x_proj_weight, self.dt_projs_weight, self.dt_projs_bias, self.A_logs, self.Ds)
-        return self.out_proj(self.out_norm(y).to(x.dtype))
+        """x: (B, H, W, C) tokens -> (B, H, W, C) in the compute dtype (the autocast dtype under autocast)."""
+        b, h, w, _ = x.shape
+        z = F.linear(x, self.in_proj.weight)
+        if self.conv2d.kernel_size == (3, 3):
+            u = depthwise_conv(z.reshape(b, h * w, -1), (h, w), self.conv2d.weight, self.conv2d.bias,
+                               activation='silu').view(z.shape)
+        else:
+            u = self.act(self.conv2d(z.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
+        y = ss2d_scan(u, self.x_proj_weight, self.dt_projs_weight, self.dt_projs_bias, self.A_logs, self.Ds)
+        y = layer_norm(y, self.out_norm.weight, self.out_norm.bias, self.out_norm.eps, compute_dtype(x))
+        return F.linear(y, self.out_proj.weight)
 
 
-def ss2d_scan(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds):
-    """SS2D core of VMamba (forward type v05_noz): four-path selective scan of ``x`` (B, D, H, W).
+def ss2d_scan(u, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds):
+    """SS2D core of VMamba (forward type v05_noz): four-path selective scan of tokens ``u`` (B, H, W, D).
 
-    The paths are rows, columns, and both reversed; the projections of each path's positions to (dt, B, C) and
-    dt's up-projection run as grouped 1x1 convolutions over the two sequences, the scans through
+    The paths are rows, columns, and both reversed; each path's projection of its positions to (dt, B, C) and
+    dt's up-projection are batched matrix products over the two sequences, the scans run through
     :func:`~mlla_dense.kernels.selective_scan.ss2d_paths`, and the four outputs are summed back on the grid.
 
     Args:
-        x: (B, D, H, W) input map (after in_proj, depthwise conv and SiLU).
+        u: (B, H, W, D) tokens (after in_proj, depthwise conv and SiLU).
         x_proj_weight: (K=4, R + 2N, D) per-path projections to (dt, B, C).
         dt_projs_weight: (K, D, R) per-path dt up-projections; dt_projs_bias: (K, D).
         A_logs: (K*D, N) with A = -exp(A_logs); Ds: (K*D,) skip weights.
 
     Returns:
-        (B, D, H, W) float32: the sum of the four paths' outputs on the grid.
+        (B, H, W, D) float32 tokens: the sum of the four paths' outputs.
     """
-    b, d, h, w = x.shape
+    b, h, w, d = u.shape
     k, rn2, _ = x_proj_weight.shape
     if k != NUM_PATHS:
         raise ValueError(f'SS2D has {NUM_PATHS} scan paths, x_proj_weight has {k}')
     n_state = A_logs.shape[1]
     rank = rn2 - 2 * n_state
     length = h * w
-    xs = torch.stack([x.flatten(2), x.transpose(2, 3).flatten(2)], dim=1)   # (B, 2, D, L): rows, columns
-    # Path k = 2 * reversed + sequence projects xs[:, sequence]: one grouped conv per sequence, then path order.
-    proj = x_proj_weight.view(2, 2, rn2, d).transpose(0, 1).reshape(NUM_PATHS * rn2, d, 1)
-    x_dbl = F.conv1d(xs.view(b, 2 * d, length), proj, groups=2)
-    x_dbl = x_dbl.view(b, 2, 2, rn2, length).transpose(1, 2).reshape(b, NUM_PATHS, rn2, length)
+    xs = torch.stack([u.permute(0, 3, 1, 2).reshape(b, d, length), u.permute(0, 3, 2, 1).reshape(b, d, length)],
+                     dim=1)                                                     # (B, 2, D, L): rows, columns
+    # Path k = 2 * reversed + sequence projects xs[:, sequence]: one product per sequence, then path order.
+    proj = x_proj_weight.view(2, 2, rn2, d).transpose(0, 1).reshape(2, 2 * rn2, d)
+    x_dbl = torch.matmul(proj, xs).view(b, 2, 2, rn2, length).transpose(1, 2).reshape(b, NUM_PATHS, rn2, length)
     dts, bs, cs = torch.split(x_dbl, [rank, n_state, n_state], dim=2)
-    dts = F.conv1d(dts.reshape(b, NUM_PATHS * rank, length), dt_projs_weight.reshape(NUM_PATHS * d, rank, 1),
-                   groups=NUM_PATHS)
+    dts = torch.matmul(dt_projs_weight, dts).view(b, NUM_PATHS * d, length)
     ys = ss2d_paths(xs, dts, -torch.exp(A_logs.float()), bs, cs, Ds.float(), dt_projs_bias.reshape(-1).float(),
                     delta_softplus=True)
     rows, cols = ys.view(b, 2, 2, d, length).sum(1).unbind(1)
-    return rows.view(b, d, h, w) + cols.view(b, d, w, h).transpose(2, 3)
+    return (rows.view(b, d, h, w).permute(0, 2, 3, 1) + cols.view(b, d, w, h).permute(0, 3, 2, 1)).contiguous()

@@ -1,0 +1,232 @@
+"""A VSS block's training forward and backward as one autograd node, its backward written out by hand.
+
+Run op by op (VSSBlock.forward_ops), a VMamba block is some thirty autograd nodes and ~110 kernel launches per
+forward+backward, and on the GPU hosts that Python work, not the GPU, sets the speed (benchmarks/NOTES.md). Here
+one Function runs the same math: the block's product weights are cast into one buffer in one launch, LayerNorms,
+the depthwise conv + SiLU, the selective scan, GELU and the drop-path residual adds run as single Triton launches,
+weight gradients come out of their products in float32, and the LayerNorm backwards add the residual's gradient.
+
+Token layout (B, H, W, C). SS2D's two sequences ``xs`` (B, 2, D, L) are the map's rows and columns; path
+k = 2 * reversed + sequence projects ``xs[:, sequence]`` to (dt, B, C) and the four path outputs are summed back on
+the grid (models/layers/ss2d.py). The op-by-op block is the specification:
+tests/test_models/test_vss_block_function.py compares the two.
+"""
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
+from mlla_dense.kernels.elementwise import drop_path_grad, gelu, gelu_with_grad, pack, residual_add
+from mlla_dense.kernels.layer_norm.op import layer_norm_op
+from mlla_dense.kernels.selective_scan.op import selective_scan_op
+
+# The block's parameters, in the order the Function takes them.
+PARAMETERS = ('norm.weight', 'norm.bias', 'op.in_proj.weight', 'op.conv2d.weight', 'op.x_proj_weight',
+              'op.dt_projs_weight', 'op.dt_projs_bias', 'op.A_logs', 'op.Ds', 'op.out_norm.weight',
+              'op.out_norm.bias', 'op.out_proj.weight', 'norm2.weight', 'norm2.bias', 'mlp.fc1.weight',
+              'mlp.fc1.bias', 'mlp.fc2.weight', 'mlp.fc2.bias')
+# Weights the products read, cast into one buffer in the compute dtype.
+PACKED = ('op.in_proj.weight', 'op.x_proj_weight', 'op.dt_projs_weight', 'op.out_proj.weight', 'mlp.fc1.weight',
+          'mlp.fc1.bias', 'mlp.fc2.weight', 'mlp.fc2.bias')
+_INDEX = {name: i for i, name in enumerate(PARAMETERS)}
+_PACKED_INDEX = [_INDEX[name] for name in PACKED]
+
+
+class BlockConfig(NamedTuple):
+    eps: float
+    eps_out: float
+    eps2: float
+    dtype: torch.dtype        # of the products (the autocast dtype under autocast)
+    keep_prob: float          # of both drop paths (1.0 without)
+
+
+class _Weights:
+    """The parameters by name, and the packed product weights as views shaped for their products."""
+
+    def __init__(self, params, packed: Tensor):
+        p = dict(zip(PARAMETERS, params))
+        self.p = p
+        self.packed = packed
+        views = dict(zip(PACKED, packed.split([p[name].numel() for name in PACKED])))
+        self.in_w = views['op.in_proj.weight'].view(p['op.in_proj.weight'].shape)
+        k, rn2, d = p['op.x_proj_weight'].shape
+        # per sequence s: the rows of paths (s, s + 2), reversed-major
+        self.proj = views['op.x_proj_weight'].view(2, 2, rn2, d).transpose(0, 1).reshape(2, 2 * rn2, d)
+        self.dt_w = views['op.dt_projs_weight'].view(p['op.dt_projs_weight'].shape)
+        self.out_w = views['op.out_proj.weight'].view(p['op.out_proj.weight'].shape)
+        self.fc1_w = views['mlp.fc1.weight'].view(p['mlp.fc1.weight'].shape)
+        self.fc1_b = views['mlp.fc1.bias']
+        self.fc2_w = views['mlp.fc2.weight'].view(p['mlp.fc2.weight'].shape)
+        self.fc2_b = views['mlp.fc2.bias']
+        self.rn2 = rn2
+        self.n_state = p['op.A_logs'].shape[1]
+        self.rank = rn2 - 2 * self.n_state
+
+
+def _weight_grad(dy: Tensor, x: Tensor) -> Tensor:
+    """dy^T x over token rows, in float32: (..., O), (..., I) -> (O, I)."""
+    dy, x = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])
+    if dy.dtype == torch.float32:
+        return torch.mm(dy.t(), x)
+    if dy.is_cuda:
+        return torch.mm(dy.t(), x, out_dtype=torch.float32)
+    return torch.mm(dy.t().float(), x.float())
+
+
+def _bias_grad(dy: Tensor) -> Tensor:
+    return dy.reshape(-1, dy.shape[-1]).sum(0, dtype=torch.float32)
+
+
+def _batched_weight_grad(dy: Tensor, x: Tensor) -> Tensor:
+    """sum over batch and positions of dy x^T: (B, S, O, L), (B, S, I, L) -> (S, O, I) in float32, the product
+    in the inputs' dtype as autocast's backward computes it (its float32-output variant ran a slow GEMM here)."""
+    b, s, o, length = dy.shape
+    dy = dy.permute(1, 2, 0, 3).reshape(s, o, b * length) if b > 1 else dy[0]
+    x = x.permute(1, 2, 0, 3).reshape(s, x.shape[2], b * length) if b > 1 else x[0]
+    return torch.bmm(dy, x.transpose(1, 2)).float()
+
+
+def _sequences(u: Tensor) -> Tensor:
+    """(B, H, W, D) tokens -> (B, 2, D, L): the map's rows and its columns."""
+    b, h, w, d = u.shape
+    return torch.stack([u.permute(0, 3, 1, 2).reshape(b, d, h * w), u.permute(0, 3, 2, 1).reshape(b, d, h * w)],
+                       dim=1)
+
+
+def _on_grid(rows: Tensor, cols: Tensor, h: int, w: int) -> Tensor:
+    """Row-sequence and column-sequence values (B, D, L) added on the grid, as (B, H, W, D) tokens."""
+    b, d, _ = rows.shape
+    return (rows.view(b, d, h, w).permute(0, 2, 3, 1) + cols.view(b, d, w, h).permute(0, 3, 2, 1)).contiguous()
+
+
+def _forward(x: Tensor, cfg: BlockConfig, keep: Optional[Tensor], w: _Weights, saving: bool):
+    """The block's output, and what the backward needs when ``saving``."""
+    p = w.p
+    b, h, wd, c = x.shape
+    length = h * wd
+    ln1, stats1 = layer_norm_op.forward(x, p['norm.weight'], p['norm.bias'], cfg.eps, cfg.dtype)
+    z = F.linear(ln1, w.in_w)
+    d = z.shape[-1]
+    conv_bias = z.new_zeros(d, dtype=p['op.conv2d.weight'].dtype)
+    u, = depthwise_conv_op.forward(z.view(b, length, d), p['op.conv2d.weight'], conv_bias, h, wd, False, True)
+    xs = _sequences(u.view(b, h, wd, d))
+    paths = torch.matmul(w.proj, xs).view(b, 2, 2, w.rn2, length).transpose(1, 2).reshape(b, 4, w.rn2, length)
+    dts, bs, cs = torch.split(paths, [w.rank, w.n_state, w.n_state], dim=2)
+    delta = torch.matmul(w.dt_w, dts).view(b, 4 * d, length)
+    a = -torch.exp(p['op.A_logs'])
+    bias = p['op.dt_projs_bias'].view(-1)
+    ys, states = selective_scan_op.forward(xs, delta, a, bs, cs, p['op.Ds'], bias, True, 2)
+    seqs = ys.view(b, 2, 2, d, length).sum(1)
+    y = _on_grid(seqs[:, 0], seqs[:, 1], h, wd)
+    yn, stats_out = layer_norm_op.forward(y, p['op.out_norm.weight'], p['op.out_norm.bias'], cfg.eps_out, cfg.dtype)
+    o = F.linear(yn, w.out_w)
+    keep_attn, keep_mlp = (None, None) if keep is None else keep
+    x2 = residual_add(x.view(b, length, c), o.view(b, length, c), keep_attn, cfg.keep_prob).view(x.shape)
+    ln2, stats2 = layer_norm_op.forward(x2, p['norm2.weight'], p['norm2.bias'], cfg.eps2, cfg.dtype)
+    pre = F.linear(ln2, w.fc1_w, w.fc1_b)
+    m = F.linear(gelu(pre), w.fc2_w, w.fc2_b)
+    out = residual_add(x2.view(b, length, c), m.view(b, length, c), keep_mlp, cfg.keep_prob).view(x.shape)
+    if not saving:
+        return out, None
+    return out, (x, ln1, stats1, z, conv_bias, xs, paths, delta, a, states, y, yn, stats_out, x2, ln2, stats2, pre)
+
+
+def _branch_grad(d: Tensor, keep: Optional[Tensor], cfg: BlockConfig) -> Tensor:
+    """The gradient of a residual branch's output (B, L, C) from the gradient of the sum."""
+    if keep is None:
+        return d if d.dtype == cfg.dtype else d.to(cfg.dtype)
+    return drop_path_grad(d, keep, cfg.keep_prob, cfg.dtype)
+
+
+def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved):
+    """(d x, gradients by parameter name)."""
+    x, ln1, stats1, z, conv_bias, xs, paths, delta, a, states, y, yn, stats_out, x2, ln2, stats2, pre = saved
+    p = w.p
+    b, h, wd, c = x.shape
+    length = h * wd
+    d = z.shape[-1]
+    keep_attn, keep_mlp = (None, None) if keep is None else keep
+    grads = {}
+    # MLP branch: out = x2 + drop_path(fc2(gelu(fc1(norm2(x2)))))
+    d_m = _branch_grad(d_out.view(b, length, c), keep_mlp, cfg)
+    hidden, d_pre = gelu_with_grad(pre, torch.matmul(d_m.view(pre.shape[:-1] + (c,)), w.fc2_w))
+    grads['mlp.fc2.weight'], grads['mlp.fc2.bias'] = _weight_grad(d_m, hidden), _bias_grad(d_m)
+    grads['mlp.fc1.weight'], grads['mlp.fc1.bias'] = _weight_grad(d_pre, ln2), _bias_grad(d_pre)
+    d_x2, grads['norm2.weight'], grads['norm2.bias'] = layer_norm_op.backward(
+        torch.matmul(d_pre, w.fc1_w), x2, p['norm2.weight'], stats2, d_out)
+    # SS2D branch: x2 = x + drop_path(out_proj(out_norm(ss2d(silu(conv(in_proj(norm(x))))))))
+    d_o = _branch_grad(d_x2.view(b, length, c), keep_attn, cfg)
+    grads['op.out_proj.weight'] = _weight_grad(d_o, yn)
+    d_y, grads['op.out_norm.weight'], grads['op.out_norm.bias'] = layer_norm_op.backward(
+        torch.matmul(d_o, w.out_w).view(yn.shape), y, p['op.out_norm.weight'], stats_out)
+    d_seqs = _sequences(d_y)                                          # (B, 2, D, L) float32
+    d_ys = d_seqs.unsqueeze(1).expand(b, 2, 2, d, length).reshape(b, 4 * d, length)
+    bs, cs = torch.split(paths, [w.rank, w.n_state, w.n_state], dim=2)[1:]
+    d_xs, d_delta, d_a, d_bs, d_cs, d_ds, d_bias = selective_scan_op.backward(
+        d_ys, xs, delta, a, bs, cs, p['op.Ds'], p['op.dt_projs_bias'].view(-1), states, True, 2)
+    grads['op.A_logs'] = d_a * a
+    grads['op.Ds'] = d_ds
+    grads['op.dt_projs_bias'] = d_bias.view(p['op.dt_projs_bias'].shape)
+    dts = paths[:, :, :w.rank]
+    d_delta = d_delta.view(b, 4, d, length).to(cfg.dtype)
+    grads['op.dt_projs_weight'] = _batched_weight_grad(d_delta, dts)
+    d_paths = torch.cat([torch.matmul(w.dt_w.transpose(1, 2), d_delta), d_bs.to(cfg.dtype), d_cs.to(cfg.dtype)],
+                        dim=2)
+    d_proj_out = d_paths.view(b, 2, 2, w.rn2, length).transpose(1, 2).reshape(b, 2, 2 * w.rn2, length)
+    d_proj = _batched_weight_grad(d_proj_out, xs)                     # (2, 2 * rn2, D), rows as in w.proj
+    grads['op.x_proj_weight'] = d_proj.view(2, 2, w.rn2, d).transpose(0, 1).reshape(4, w.rn2, d)
+    d_xs = d_xs.to(torch.float32).add_(torch.matmul(w.proj.transpose(1, 2), d_proj_out))
+    d_u = _on_grid(d_xs[:, 0], d_xs[:, 1], h, wd).to(cfg.dtype).view(b, length, d)
+    d_z, grads['op.conv2d.weight'], _ = depthwise_conv_op.backward(d_u, z.view(b, length, d),
+                                                                    p['op.conv2d.weight'], conv_bias, h, wd, False,
+                                                                    True)
+    grads['op.in_proj.weight'] = _weight_grad(d_z, ln1)
+    d_x, grads['norm.weight'], grads['norm.bias'] = layer_norm_op.backward(
+        torch.matmul(d_z, w.in_w).view(ln1.shape), x, p['norm.weight'], stats1, d_x2)
+    return d_x, grads
+
+
+class VSSBlockFunction(torch.autograd.Function):
+    """``apply(x, cfg, keep, *params)``: the block on tokens x (B, H, W, C) with ``params`` in PARAMETERS order."""
+
+    @staticmethod
+    def forward(ctx, x, cfg: BlockConfig, keep: Optional[Tensor], *params):
+        w = _Weights(params, pack([params[i] for i in _PACKED_INDEX], cfg.dtype))
+        with torch.autocast(x.device.type, enabled=False):
+            out, saved = _forward(x, cfg, keep, w, saving=True)
+        ctx.cfg, ctx.keep = cfg, keep
+        ctx.save_for_backward(w.packed, *params, *saved)
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out):
+        packed, *rest = ctx.saved_tensors
+        params, saved = rest[:len(PARAMETERS)], rest[len(PARAMETERS):]
+        w = _Weights(params, packed)
+        with torch.autocast(d_out.device.type, enabled=False):
+            d_x, grads = _backward(d_out.contiguous(), ctx.cfg, ctx.keep, w, saved)
+        needed = ctx.needs_input_grad[3:]
+        return (d_x, None, None) + tuple(grads[name] if need else None for name, need in zip(PARAMETERS, needed))
+
+
+def block_parameters(block) -> list:
+    """The block's parameters in PARAMETERS order (read from the module at each call: CUDA-graph captures swap in
+    aliases of them)."""
+    params = dict(block.named_parameters())
+    return [params[name] for name in PARAMETERS]
+
+
+def vss_block(block, x: Tensor, keep: Optional[Tensor], keep_prob: float) -> Tensor:
+    """``block`` (a VSSBlock) on tokens x (B, H, W, C) through :class:`VSSBlockFunction`; ``keep`` (2, B): the
+    drop-path masks of its two branches, or None."""
+    kind = x.device.type
+    dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+    cfg = BlockConfig(block.norm.eps, block.op.out_norm.eps, block.norm2.eps, dtype, keep_prob)
+    params = block_parameters(block)
+    if torch.is_grad_enabled():
+        return VSSBlockFunction.apply(x, cfg, keep, *params)
+    w = _Weights(params, pack([params[i] for i in _PACKED_INDEX], dtype))
+    with torch.autocast(kind, enabled=False):
+        return _forward(x, cfg, keep, w, saving=False)[0]

@@ -1,0 +1,144 @@
+"""The VSS block as one autograd node (models/layers/vss_block_function.py) against the block op by op
+(VSSBlock.forward_ops, the specification) on the PyTorch reference: output and the gradients of the input and of
+all 18 parameters, with and without drop path and autocast. In float32 the two agree to rounding; in bfloat16
+both are compared with a float64 truth.
+
+CPU: the kernels through the Triton interpreter at small odd shapes; GPU (marker `gpu`): a VMamba-T stage-1
+block at 2x800x1344.
+"""
+import copy
+
+import pytest
+import torch
+
+from mlla_dense.models.backbones.vmamba import VSSBlock
+from mlla_dense.models.layers.vss_block_function import PARAMETERS, block_parameters, vss_block
+
+DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+class FixedDropPath(torch.nn.Module):
+    """mmcv's DropPath with given masks: call i uses keep[i] (the SS2D branch, then the MLP branch)."""
+
+    def __init__(self, keep, drop_prob):
+        super().__init__()
+        self.keep, self.drop_prob, self.calls = keep, drop_prob, 0
+
+    def forward(self, y):
+        mask = self.keep[self.calls % 2].to(y.dtype).view(-1, 1, 1, 1)
+        self.calls += 1
+        return y.div(1 - self.drop_prob) * mask
+
+
+def make_block(c, ssm_ratio, seed=0):
+    torch.manual_seed(seed)
+    block = VSSBlock(c, drop_path=0.25, d_state=1, ssm_ratio=ssm_ratio, dt_rank='auto', d_conv=3, conv_bias=False,
+                     mlp_ratio=4.0, with_cp=False).to(DEVICE)
+    with torch.no_grad():
+        for p in block.parameters():  # away from the zero biases and unit norms of the initialization
+            p.add_(0.2 * torch.randn_like(p))
+    return block.train()
+
+
+def run(fn, block, x, dtype):
+    leaves = [x.detach().clone().requires_grad_()] + [p for p in block.parameters()]
+    for p in block.parameters():
+        p.grad = None
+    with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=dtype == 'bf16'):
+        out = fn(leaves[0])
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(out)
+    out.backward(grad)
+    grads = {'x': leaves[0].grad}
+    grads.update({name: p.grad for name, p in zip(PARAMETERS, block_parameters(block))})
+    return out.detach(), grads
+
+
+def rel_err(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def op_by_op(block, keep, drop_prob):
+    """The specification: forward_ops with mmcv's DropPath arithmetic on the given masks."""
+    block = copy.copy(block)
+    block._modules = dict(block._modules)  # the drop path is replaced on this copy only
+    block.drop_path = FixedDropPath(keep, drop_prob) if keep is not None else torch.nn.Identity()
+    return block.forward_ops
+
+
+def fused_and_reference(b, h, w, c, ssm_ratio, dtype, drop_path, use_backend):
+    """(fused, op-by-op, float64 truth) runs: each (output, gradients) on the same tokens, masks and gradient."""
+    block = make_block(c, ssm_ratio)
+    x = torch.randn(b, h, w, c, device=DEVICE)
+    keep = torch.tensor([[1., 0.], [0., 1.]], device=DEVICE)[:, :b] if drop_path else None
+    keep_prob = 0.75 if drop_path else 1.0
+    use_backend('triton')
+    fused = run(lambda t: vss_block(block, t, keep, keep_prob), block, x, dtype)
+    use_backend('torch')
+    reference = run(op_by_op(block, keep, 0.25), block, x, dtype)
+    exact = copy.deepcopy(block).double()
+    truth = run(op_by_op(exact, keep, 0.25), exact, x.double(), 'fp64')
+    return fused, reference, truth
+
+
+def errors(run_result, against):
+    (out, grads), (ref_out, ref_grads) = run_result, against
+    assert out.shape == ref_out.shape
+    result = {'out': rel_err(out, ref_out)}
+    result.update({name: rel_err(grads[name], ref) for name, ref in ref_grads.items()})
+    return result
+
+
+@pytest.mark.parametrize('drop_path', [False, True])
+def test_fp32_matches_op_by_op(drop_path, use_backend):
+    fused, reference, _ = fused_and_reference(2, 5, 7, 16, 2.0, 'fp32', drop_path, use_backend)
+    assert fused[0].dtype == reference[0].dtype == torch.float32
+    found = errors(fused, reference)
+    assert max(found.values()) < 2e-5, found
+
+
+def check_bf16(shape, ssm_ratio, use_backend, slack):
+    """bfloat16 autocast on a float32 token stream (as VMamba runs): every output and gradient of the fused block
+    is as close to the float64 truth as the op-by-op block's (within ``slack``, relative L2)."""
+    fused, reference, truth = fused_and_reference(*shape, ssm_ratio, 'bf16', True, use_backend)
+    assert fused[0].dtype == reference[0].dtype == torch.float32
+    ours, theirs = errors(fused, truth), errors(reference, truth)
+    worse = {name: (ours[name], theirs[name]) for name in ours if ours[name] > 1.25 * theirs[name] + slack}
+    assert not worse, worse
+
+
+def test_bf16_autocast_as_accurate_as_op_by_op(use_backend):
+    """The interpreter truncates to bfloat16 where GPUs round to nearest (the packed weights, every stored
+    product): a bias the GPU test, with its 2e-3 slack, does not have."""
+    check_bf16((2, 4, 6, 16), 2.0, use_backend, slack=5e-2)
+
+
+def test_without_gradients_is_the_same_forward(use_backend):
+    block = make_block(16, 1.0).eval()
+    x = torch.randn(1, 4, 5, 16, device=DEVICE)
+    use_backend('torch')
+    with torch.no_grad():
+        ref = block.forward_ops(x)
+    use_backend('triton')
+    with torch.no_grad():
+        out = block(x)
+    assert rel_err(out, ref) < 1e-5
+
+
+@pytest.mark.gpu
+def test_gpu_fp32_stage1_block(use_backend):
+    """VMamba-T's stage-1 block at 2x800x1344 (200x336 tokens, 96 channels), TF32 off."""
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        fused, reference, truth = fused_and_reference(2, 200, 336, 96, 1.0, 'fp32', True, use_backend)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    ours, theirs = errors(fused, truth), errors(reference, truth)
+    worse = {name: (ours[name], theirs[name]) for name in ours if ours[name] > 1.25 * theirs[name] + 1e-6}
+    assert not worse, worse
+
+
+@pytest.mark.gpu
+def test_gpu_bf16_block(use_backend):
+    """VMamba-T's stage-1 channels on a 50x84 grid (the float64 truth's scan is a loop over positions)."""
+    check_bf16((2, 50, 84, 96), 1.0, use_backend, slack=2e-3)
