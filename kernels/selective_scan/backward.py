@@ -17,6 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..activations import accurate_exp
 from ..launcher import Launch
 from .common import combine_linear, decay_step, launch_config, program_rows, softplus_grad
 
@@ -67,11 +68,11 @@ def _scan_backward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr
             b_n = tl.load(row_b + n * sb_n + pos[None, :], mask=ok, other=0.0).to(tl.float32)
             c_n = tl.load(row_c + n * sc_n + pos[None, :], mask=ok, other=0.0).to(tl.float32)
             inject = dt * u * b_n
-            decay_cum, h_local = tl.associative_scan((tl.exp(dt * a_n[:, None]), inject), axis=1,
+            decay_cum, h_local = tl.associative_scan((accurate_exp(dt * a_n[:, None]), inject), axis=1,
                                                      combine_fn=combine_linear)
             start = tl.sum(tl.where(n_idx[None, :] == n, start_states, 0.0), axis=1)
             h = h_local + decay_cum * start[:, None]
-            next_cum, g_local = tl.associative_scan((tl.exp(dt_next * a_n[:, None]), c_n * dy), axis=1,
+            next_cum, g_local = tl.associative_scan((accurate_exp(dt_next * a_n[:, None]), c_n * dy), axis=1,
                                                     combine_fn=combine_linear, reverse=True)
             incoming = tl.sum(tl.where(n_idx[None, :] == n, carry, 0.0), axis=1)
             g = g_local + next_cum * incoming[:, None]

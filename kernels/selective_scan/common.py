@@ -4,6 +4,8 @@ import os
 import triton
 import triton.language as tl
 
+from ..activations import accurate_exp
+
 
 @triton.jit
 def combine_linear(a_left, b_left, a_right, b_right):
@@ -17,7 +19,7 @@ def decay_step(dt, bias, ok, SOFTPLUS: tl.constexpr):
     Above 20, softplus(x) is x, as in torch.nn.functional.softplus and mamba_ssm."""
     x = dt + bias[:, None]
     if SOFTPLUS:
-        x = tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))))
+        x = tl.where(x > 20.0, x, tl.log(1.0 + accurate_exp(tl.minimum(x, 20.0))))
     return tl.where(ok, x, 0.0)
 
 
@@ -26,7 +28,7 @@ def softplus_grad(dt, bias, SOFTPLUS: tl.constexpr):
     """d softplus(dt + bias) / d dt (1 without softplus)."""
     x = dt + bias[:, None]
     if SOFTPLUS:
-        return tl.where(x > 20.0, 1.0, 1.0 / (1.0 + tl.exp(-tl.minimum(x, 20.0))))
+        return tl.where(x > 20.0, 1.0, tl.math.div_rn(1.0, 1.0 + accurate_exp(-tl.minimum(x, 20.0))))
     return tl.full(x.shape, 1.0, tl.float32)
 
 

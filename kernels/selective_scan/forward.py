@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..activations import accurate_exp
 from ..launcher import Launch
 from .common import combine_linear, decay_step, launch_config, program_rows
 
@@ -45,7 +46,7 @@ def _scan_forward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr,
             a_n = tl.load(a_ptr + d_idx * N_STATE + n, mask=d_ok, other=0.0)
             b_n = tl.load(row_b + n * sb_n + pos[None, :], mask=ok, other=0.0).to(tl.float32)
             c_n = tl.load(row_c + n * sc_n + pos[None, :], mask=ok, other=0.0).to(tl.float32)
-            decay = tl.exp(dt * a_n[:, None])
+            decay = accurate_exp(dt * a_n[:, None])
             decay_cum, h_local = tl.associative_scan((decay, dt * u * b_n), axis=1, combine_fn=combine_linear)
             start = tl.sum(tl.where(n_idx[None, :] == n, state, 0.0), axis=1)
             h = h_local + decay_cum * start[:, None]
