@@ -1,4 +1,6 @@
-"""LayerNorm forward: a tile of whole tokens per program, statistics in float32 (two passes over registers)."""
+"""LayerNorm forward: a tile of whole tokens per program, statistics in float32 (two passes over registers), with
+correctly rounded division and square root (Triton's ``/`` and ``tl.sqrt`` are approximate; VMamba's float32
+gradients amplify the difference, benchmarks/NOTES.md)."""
 import triton
 import triton.language as tl
 
@@ -15,9 +17,10 @@ def _layer_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, stats_ptr, M, C, s_x, s_y
     mask = in_rows[:, None] & valid[None, :]
     base = rows.to(tl.int64)[:, None]
     x = tl.load(x_ptr + base * s_x + cols[None, :], mask=mask, other=0.).to(tl.float32)
-    mean = tl.sum(x, axis=1) / C
+    count = C.to(tl.float32)
+    mean = tl.math.div_rn(tl.sum(x, axis=1), count)
     centered = tl.where(mask, x - mean[:, None], 0.)
-    rstd = 1.0 / tl.sqrt(tl.sum(centered * centered, axis=1) / C + eps)
+    rstd = tl.math.div_rn(1.0, tl.sqrt_rn(tl.math.div_rn(tl.sum(centered * centered, axis=1), count) + eps))
     w = tl.load(w_ptr + cols, mask=valid, other=0.).to(tl.float32)
     b = tl.load(b_ptr + cols, mask=valid, other=0.).to(tl.float32)
     y = centered * rstd[:, None] * w[None, :] + b[None, :]

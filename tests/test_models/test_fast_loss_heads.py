@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from mmengine.registry import DefaultScope
 from mmengine.structures import PixelData
 from mmseg.models.losses import accuracy
 from mmseg.registry import MODELS
@@ -75,8 +76,9 @@ HEADS = [
 def test_head_loss_and_gradients_equal_mmseg(kind, cfg):
     """Same weights, same features and labels: the losses, accuracy and every parameter gradient match mmseg's."""
     torch.manual_seed(0)
-    theirs = MODELS.build(dict(type=kind, **cfg)).double()
-    ours = MODELS.build(dict(type=f'{kind}FastLoss', **cfg)).double()
+    with DefaultScope.overwrite_default_scope('mmseg'):  # other tests may leave mmdet's scope current
+        theirs = MODELS.build(dict(type=kind, **cfg)).double()
+        ours = MODELS.build(dict(type=f'{kind}FastLoss', **cfg)).double()
     ours.load_state_dict(theirs.state_dict())
     gen = torch.Generator().manual_seed(1)
     feats = [torch.randn(2, c, 64 // s, 64 // s, generator=gen, dtype=torch.float64)

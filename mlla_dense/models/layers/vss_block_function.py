@@ -89,16 +89,19 @@ def _batched_weight_grad(dy: Tensor, x: Tensor) -> Tensor:
 
 
 def _sequences(u: Tensor) -> Tensor:
-    """(B, H, W, D) tokens -> (B, 2, D, L): the map's rows and its columns."""
+    """(B, H, W, D) tokens -> (B, 2, D, L): the map's rows and its columns (two copies into one buffer)."""
     b, h, w, d = u.shape
-    return torch.stack([u.permute(0, 3, 1, 2).reshape(b, d, h * w), u.permute(0, 3, 2, 1).reshape(b, d, h * w)],
-                       dim=1)
+    xs = torch.empty((b, 2, d, h * w), dtype=u.dtype, device=u.device)
+    xs[:, 0].view(b, d, h, w).copy_(u.permute(0, 3, 1, 2))
+    xs[:, 1].view(b, d, w, h).copy_(u.permute(0, 3, 2, 1))
+    return xs
 
 
 def _on_grid(rows: Tensor, cols: Tensor, h: int, w: int) -> Tensor:
-    """Row-sequence and column-sequence values (B, D, L) added on the grid, as (B, H, W, D) tokens."""
+    """Row-sequence and column-sequence values (B, D, L) added on the grid, as (B, H, W, D) tokens (one launch)."""
     b, d, _ = rows.shape
-    return (rows.view(b, d, h, w).permute(0, 2, 3, 1) + cols.view(b, d, w, h).permute(0, 3, 2, 1)).contiguous()
+    out = torch.empty((b, h, w, d), dtype=rows.dtype, device=rows.device)
+    return torch.add(rows.view(b, d, h, w).permute(0, 2, 3, 1), cols.view(b, d, w, h).permute(0, 3, 2, 1), out=out)
 
 
 def _forward(x: Tensor, cfg: BlockConfig, keep: Optional[Tensor], w: _Weights, saving: bool):
@@ -177,8 +180,8 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved):
     d_proj_out = d_paths.view(b, 2, 2, w.rn2, length).transpose(1, 2).reshape(b, 2, 2 * w.rn2, length)
     d_proj = _batched_weight_grad(d_proj_out, xs)                     # (2, 2 * rn2, D), rows as in w.proj
     grads['op.x_proj_weight'] = d_proj.view(2, 2, w.rn2, d).transpose(0, 1).reshape(4, w.rn2, d)
-    d_xs = d_xs.to(torch.float32).add_(torch.matmul(w.proj.transpose(1, 2), d_proj_out))
-    d_u = _on_grid(d_xs[:, 0], d_xs[:, 1], h, wd).to(cfg.dtype).view(b, length, d)
+    d_xs = d_xs.add_(torch.matmul(w.proj.transpose(1, 2), d_proj_out))  # in xs' dtype, as autograd sums them
+    d_u = _on_grid(d_xs[:, 0], d_xs[:, 1], h, wd).view(b, length, d)
     d_z, grads['op.conv2d.weight'], _ = depthwise_conv_op.backward(d_u, z.view(b, length, d),
                                                                     p['op.conv2d.weight'], conv_bias, h, wd, False,
                                                                     True)
