@@ -80,12 +80,9 @@ def _bias_grad(dy: Tensor) -> Tensor:
 
 
 def _batched_weight_grad(dy: Tensor, x: Tensor) -> Tensor:
-    """sum over batch and positions of dy x^T: (B, S, O, L), (B, S, I, L) -> (S, O, I) in float32, the product
-    in the inputs' dtype as autocast's backward computes it (its float32-output variant ran a slow GEMM here)."""
-    b, s, o, length = dy.shape
-    dy = dy.permute(1, 2, 0, 3).reshape(s, o, b * length) if b > 1 else dy[0]
-    x = x.permute(1, 2, 0, 3).reshape(s, x.shape[2], b * length) if b > 1 else x[0]
-    return torch.bmm(dy, x.transpose(1, 2)).float()
+    """sum over batch and positions of dy x^T: (B, S, O, L), (B, S, I, L) -> (S, O, I) in float32, the products
+    per sample in the inputs' dtype as autocast's backward computes them (no copies of the (B, S, ., L) inputs)."""
+    return torch.matmul(dy, x.transpose(-1, -2)).sum(0, dtype=torch.float32)
 
 
 def _sequences(u: Tensor) -> Tensor:
