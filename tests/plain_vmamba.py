@@ -29,7 +29,8 @@ def paths(h, w):
 def ss2d(sd, p, x):
     d_inner = sd[p + 'in_proj.weight'].shape[0]
     x = pointwise(sd, p + 'in_proj.', x, bias=False)
-    x = F.conv2d(x[None], sd[p + 'conv2d.weight'], sd.get(p + 'conv2d.bias'), padding=1, groups=d_inner)[0]
+    kernel = sd[p + 'conv2d.weight']
+    x = F.conv2d(x[None], kernel, sd.get(p + 'conv2d.bias'), padding=kernel.shape[-1] // 2, groups=d_inner)[0]
     x = F.silu(x)
     _, h, w = x.shape
     n_state = sd[p + 'A_logs'].shape[1]

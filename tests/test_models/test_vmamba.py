@@ -43,10 +43,12 @@ def test_official_parameter_names():
         assert key in keys, key
 
 
-@pytest.mark.parametrize('size', [(37, 45), (32, 32), (70, 19)])
-def test_equals_independent_implementation(size):
-    """fp32 outputs within 1e-4 relative of a plain float64 implementation (explicit paths and recurrence)."""
-    model = randomize(VMamba(**SMALL)).eval()
+@pytest.mark.parametrize('size,conv', [((37, 45), {}), ((32, 32), {}), ((70, 19), {}),
+                                       ((29, 40), dict(ssm_conv=5, ssm_conv_bias=True))])
+def test_equals_independent_implementation(size, conv):
+    """fp32 outputs within 1e-4 relative of a plain float64 implementation (explicit paths and recurrence); also
+    with a 5x5 depthwise conv with bias (not the token kernel's 3x3)."""
+    model = randomize(VMamba(**SMALL, **conv)).eval()
     image = torch.randn(1, 3, *size)
     with torch.no_grad():
         outs = model(image)

@@ -225,6 +225,7 @@ def vss_block(block, x: Tensor, keep: Optional[Tensor], keep_prob: float) -> Ten
     dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
     cfg = BlockConfig(block.norm.eps, block.op.out_norm.eps, block.norm2.eps, dtype, keep_prob)
     params = block_parameters(block)
+    x = x.contiguous()
     if torch.is_grad_enabled():
         return VSSBlockFunction.apply(x, cfg, keep, *params)
     w = _Weights(params, pack([params[i] for i in _PACKED_INDEX], dtype))
