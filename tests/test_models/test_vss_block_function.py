@@ -124,6 +124,19 @@ def test_without_gradients_is_the_same_forward(use_backend):
     assert rel_err(out, ref) < 1e-5
 
 
+def test_parameters_are_read_at_each_call():
+    """The CUDA-graph captures differentiate with respect to aliases of the parameters swapped in by
+    functional_call (runtime/training_graphs.py): the block must read those, not the module's own tensors."""
+    from torch.func import functional_call
+    block = make_block(16, 1.0)
+    aliases = {name: p.view_as(p) for name, p in block.named_parameters()}
+    holder = torch.nn.Module()
+    holder.block = block
+    holder.forward = lambda x: block_parameters(block)
+    read = functional_call(holder, {f'block.{name}': t for name, t in aliases.items()}, (None,))
+    assert len(read) == len(PARAMETERS) and all(t is aliases[name] for name, t in zip(PARAMETERS, read))
+
+
 @pytest.mark.gpu
 def test_gpu_fp32_stage1_block(use_backend):
     """VMamba-T's stage-1 block at 2x800x1344 (200x336 tokens, 96 channels), TF32 off."""

@@ -11,6 +11,7 @@ k = 2 * reversed + sequence projects ``xs[:, sequence]`` to (dt, B, C) and the f
 the grid (models/layers/ss2d.py). The op-by-op block is the specification:
 tests/test_models/test_vss_block_function.py compares the two.
 """
+from operator import attrgetter
 from typing import NamedTuple, Optional
 
 import torch
@@ -214,8 +215,7 @@ class VSSBlockFunction(torch.autograd.Function):
 def block_parameters(block) -> list:
     """The block's parameters in PARAMETERS order (read from the module at each call: CUDA-graph captures swap in
     aliases of them)."""
-    params = dict(block.named_parameters())
-    return [params[name] for name in PARAMETERS]
+    return [attrgetter(name)(block) for name in PARAMETERS]
 
 
 def vss_block(block, x: Tensor, keep: Optional[Tensor], keep_prob: float) -> Tensor:
