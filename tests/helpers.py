@@ -1,8 +1,11 @@
-"""Shared helpers of the tests: paths, a tiny generated shapes dataset, config overrides pointing at it."""
+"""Shared helpers of the tests: paths, a tiny generated shapes dataset, config overrides pointing at it, fixed
+drop-path masks and relative errors for the fused-block tests."""
 import os
 import os.path as osp
 import subprocess
 import sys
+
+import torch
 
 from mlla_dense.datasets.shapes import ShapesConfig, write_shapes_dataset
 
@@ -48,3 +51,21 @@ def assert_one_graph_matching_eager(fn, inputs, backend):
     compiled = torch.autograd.grad(torch.compile(fn, fullgraph=True, backend=backend)(*leaves), leaves)
     for a, b in zip(eager, compiled):
         assert ((b.double() - a.double()).norm() / a.double().norm()).item() < 1e-3
+
+
+class FixedDropPath(torch.nn.Module):
+    """mmcv's DropPath with given masks: call i uses keep[i % 2] (a block's first branch, then its second)."""
+
+    def __init__(self, keep, drop_prob):
+        super().__init__()
+        self.keep, self.drop_prob, self.calls = keep, drop_prob, 0
+
+    def forward(self, y):
+        mask = self.keep[self.calls % 2].to(y.dtype).view(-1, *[1] * (y.dim() - 1))
+        self.calls += 1
+        return y.div(1 - self.drop_prob) * mask
+
+
+def rel_err(a, b):
+    """Relative L2 distance of a from b, in float64."""
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()

@@ -11,23 +11,11 @@ import copy
 import pytest
 import torch
 
+from helpers import FixedDropPath, rel_err
 from mlla_dense.models.backbones.vmamba import VSSBlock
 from mlla_dense.models.layers.vss_block_function import PARAMETERS, block_parameters, vss_block
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
-
-
-class FixedDropPath(torch.nn.Module):
-    """mmcv's DropPath with given masks: call i uses keep[i] (the SS2D branch, then the MLP branch)."""
-
-    def __init__(self, keep, drop_prob):
-        super().__init__()
-        self.keep, self.drop_prob, self.calls = keep, drop_prob, 0
-
-    def forward(self, y):
-        mask = self.keep[self.calls % 2].to(y.dtype).view(-1, 1, 1, 1)
-        self.calls += 1
-        return y.div(1 - self.drop_prob) * mask
 
 
 def make_block(c, ssm_ratio, seed=0):
@@ -51,10 +39,6 @@ def run(fn, block, x, dtype):
     grads = {'x': leaves[0].grad}
     grads.update({name: p.grad for name, p in zip(PARAMETERS, block_parameters(block))})
     return out.detach(), grads
-
-
-def rel_err(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
 def op_by_op(block, keep, drop_prob):

@@ -30,6 +30,7 @@ from mlla_dense.kernels.elementwise import (drop_path_grad, gelu, gelu_with_grad
                                             silu_gate_backward)
 from mlla_dense.kernels.layer_norm.op import layer_norm_op
 from mlla_dense.kernels.linear_attention.op import linear_attention_op
+from .product_grads import bias_grad, weight_grad
 
 # The block's parameters, in the order the Function takes them.
 PARAMETERS = ('cpe1.weight', 'cpe1.bias', 'norm1.weight', 'norm1.bias', 'act_proj.weight', 'act_proj.bias',
@@ -74,20 +75,6 @@ class _Weights:
         self.fc1_b = views['mlp.fc1.bias']
         self.fc2_w = views['mlp.fc2.weight'].view(c, hidden)
         self.fc2_b = views['mlp.fc2.bias']
-
-
-def _weight_grad(dy: Tensor, x: Tensor) -> Tensor:
-    """dy^T x over token rows, in float32: (M, O), (M, I) -> (O, I)."""
-    dy, x = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])
-    if dy.dtype == torch.float32:
-        return torch.mm(dy.t(), x)
-    if dy.is_cuda:
-        return torch.mm(dy.t(), x, out_dtype=torch.float32)
-    return torch.mm(dy.t().float(), x.float())
-
-
-def _bias_grad(dy: Tensor) -> Tensor:
-    return dy.reshape(-1, dy.shape[-1]).sum(0, dtype=torch.float32)
 
 
 def _input_grad(dy: Tensor, w: Tensor) -> Tensor:
@@ -154,8 +141,8 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved) -> Tupl
         ln2, stats2, a = _mlp_input(w, x3, cfg)
     d_hidden = _input_grad(d_m, w.fc2_w)
     hidden, d_a = gelu_with_grad(a, d_hidden)
-    grads['mlp.fc2.weight'], grads['mlp.fc2.bias'] = _weight_grad(d_m, hidden), _bias_grad(d_m)
-    grads['mlp.fc1.weight'], grads['mlp.fc1.bias'] = _weight_grad(d_a, ln2), _bias_grad(d_a)
+    grads['mlp.fc2.weight'], grads['mlp.fc2.bias'] = weight_grad(d_m, hidden), bias_grad(d_m)
+    grads['mlp.fc1.weight'], grads['mlp.fc1.bias'] = weight_grad(d_a, ln2), bias_grad(d_a)
     d_ln2 = _input_grad(d_a, w.fc1_w)
     d_x3, grads['norm2.weight'], grads['norm2.bias'] = layer_norm_op.backward(d_ln2, x3, p['norm2.weight'], stats2,
                                                                               d_out)
@@ -163,20 +150,20 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved) -> Tupl
         d_x3, x2, p['cpe2.weight'], p['cpe2.bias'], h, wd, True, False)
     # attention branch: x2 = x1 + drop_path(out_proj(attn(silu(dwc(inp))) * silu(gate)))
     d_o = _branch_grad(d_x2, None if keep is None else keep[0], cfg)
-    grads['out_proj.weight'], grads['out_proj.bias'] = _weight_grad(d_o, gated), _bias_grad(d_o)
+    grads['out_proj.weight'], grads['out_proj.bias'] = weight_grad(d_o, gated), bias_grad(d_o)
     d_gated = _input_grad(d_o, w.out_w)
     d_gi = torch.empty(gi.shape, dtype=gi.dtype, device=gi.device)
     d_att = torch.empty(att.shape, dtype=att.dtype, device=att.device)
     silu_gate_backward(d_gated, att, gi[..., :c], d_att, d_gi[..., :c])
     d_qk, d_u, grads['attn.lepe.weight'], grads['attn.lepe.bias'] = linear_attention_op.backward(
         d_att, qk, u, p['attn.lepe.weight'], la_stats, h, wd, cfg.num_heads)
-    grads['attn.qk.weight'], grads['attn.qk.bias'] = _weight_grad(d_qk, u), _bias_grad(d_qk)
+    grads['attn.qk.weight'], grads['attn.qk.bias'] = weight_grad(d_qk, u), bias_grad(d_qk)
     d_u = d_u.view(-1, c).addmm_(d_qk.view(-1, 2 * c), w.qk_w).view(u.shape)
     grads['dwc.weight'], grads['dwc.bias'] = depthwise_conv_op.backward_into(
         d_gi[..., c:], d_u, gi[..., c:], p['dwc.weight'], p['dwc.bias'], h, wd, False, True)
     if ln1 is None:
         ln1, stats1 = _norm(x1, p['norm1.weight'], p['norm1.bias'], cfg.eps1, cfg.dtype)
-    d_gate_in_w, d_gate_in_b = _weight_grad(d_gi, ln1), _bias_grad(d_gi)
+    d_gate_in_w, d_gate_in_b = weight_grad(d_gi, ln1), bias_grad(d_gi)
     grads['act_proj.weight'], grads['in_proj.weight'] = d_gate_in_w[:c], d_gate_in_w[c:]
     grads['act_proj.bias'], grads['in_proj.bias'] = d_gate_in_b[:c], d_gate_in_b[c:]
     d_ln1 = _input_grad(d_gi, w.gate_in_w)

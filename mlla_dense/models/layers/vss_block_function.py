@@ -22,6 +22,8 @@ from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
 from mlla_dense.kernels.elementwise import drop_path_grad, gelu, gelu_with_grad, pack, residual_add
 from mlla_dense.kernels.layer_norm.op import layer_norm_op
 from mlla_dense.kernels.selective_scan.op import selective_scan_op
+from .product_grads import bias_grad, weight_grad
+from .ss2d import compute_dtype
 
 # The block's parameters, in the order the Function takes them.
 PARAMETERS = ('norm.weight', 'norm.bias', 'op.in_proj.weight', 'op.conv2d.weight', 'op.x_proj_weight',
@@ -64,20 +66,6 @@ class _Weights:
         self.rn2 = rn2
         self.n_state = p['op.A_logs'].shape[1]
         self.rank = rn2 - 2 * self.n_state
-
-
-def _weight_grad(dy: Tensor, x: Tensor) -> Tensor:
-    """dy^T x over token rows, in float32: (..., O), (..., I) -> (O, I)."""
-    dy, x = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])
-    if dy.dtype == torch.float32:
-        return torch.mm(dy.t(), x)
-    if dy.is_cuda:
-        return torch.mm(dy.t(), x, out_dtype=torch.float32)
-    return torch.mm(dy.t().float(), x.float())
-
-
-def _bias_grad(dy: Tensor) -> Tensor:
-    return dy.reshape(-1, dy.shape[-1]).sum(0, dtype=torch.float32)
 
 
 def _batched_weight_grad(dy: Tensor, x: Tensor) -> Tensor:
@@ -153,13 +141,13 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved):
     # MLP branch: out = x2 + drop_path(fc2(gelu(fc1(norm2(x2)))))
     d_m = _branch_grad(d_out.view(b, length, c), keep_mlp, cfg)
     hidden, d_pre = gelu_with_grad(pre, torch.matmul(d_m.view(pre.shape[:-1] + (c,)), w.fc2_w))
-    grads['mlp.fc2.weight'], grads['mlp.fc2.bias'] = _weight_grad(d_m, hidden), _bias_grad(d_m)
-    grads['mlp.fc1.weight'], grads['mlp.fc1.bias'] = _weight_grad(d_pre, ln2), _bias_grad(d_pre)
+    grads['mlp.fc2.weight'], grads['mlp.fc2.bias'] = weight_grad(d_m, hidden), bias_grad(d_m)
+    grads['mlp.fc1.weight'], grads['mlp.fc1.bias'] = weight_grad(d_pre, ln2), bias_grad(d_pre)
     d_x2, grads['norm2.weight'], grads['norm2.bias'] = layer_norm_op.backward(
         torch.matmul(d_pre, w.fc1_w), x2, p['norm2.weight'], stats2, d_out)
     # SS2D branch: x2 = x + drop_path(out_proj(out_norm(ss2d(silu(conv(in_proj(norm(x))))))))
     d_o = _branch_grad(d_x2.view(b, length, c), keep_attn, cfg)
-    grads['op.out_proj.weight'] = _weight_grad(d_o, yn)
+    grads['op.out_proj.weight'] = weight_grad(d_o, yn)
     d_y, grads['op.out_norm.weight'], grads['op.out_norm.bias'] = layer_norm_op.backward(
         torch.matmul(d_o, w.out_w).view(yn.shape), y, p['op.out_norm.weight'], stats_out)
     d_seqs = _sequences(d_y)                                          # (B, 2, D, L) float32
@@ -183,7 +171,7 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved):
     d_z, grads['op.conv2d.weight'], _ = depthwise_conv_op.backward(d_u, z.view(b, length, d),
                                                                     p['op.conv2d.weight'], conv_bias, h, wd, False,
                                                                     True)
-    grads['op.in_proj.weight'] = _weight_grad(d_z, ln1)
+    grads['op.in_proj.weight'] = weight_grad(d_z, ln1)
     d_x, grads['norm.weight'], grads['norm.bias'] = layer_norm_op.backward(
         torch.matmul(d_z, w.in_w).view(ln1.shape), x, p['norm.weight'], stats1, d_x2)
     return d_x, grads
@@ -221,13 +209,12 @@ def block_parameters(block) -> list:
 def vss_block(block, x: Tensor, keep: Optional[Tensor], keep_prob: float) -> Tensor:
     """``block`` (a VSSBlock) on tokens x (B, H, W, C) through :class:`VSSBlockFunction`; ``keep`` (2, B): the
     drop-path masks of its two branches, or None."""
-    kind = x.device.type
-    dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+    dtype = compute_dtype(x)
     cfg = BlockConfig(block.norm.eps, block.op.out_norm.eps, block.norm2.eps, dtype, keep_prob)
     params = block_parameters(block)
     x = x.contiguous()
     if torch.is_grad_enabled():
         return VSSBlockFunction.apply(x, cfg, keep, *params)
     w = _Weights(params, pack([params[i] for i in _PACKED_INDEX], dtype))
-    with torch.autocast(kind, enabled=False):
+    with torch.autocast(x.device.type, enabled=False):
         return _forward(x, cfg, keep, w, saving=False)[0]
