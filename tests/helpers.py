@@ -1,5 +1,6 @@
 """Shared helpers of the tests: paths, a tiny generated shapes dataset, config overrides pointing at it, fixed
 drop-path masks and relative errors for the fused-block tests."""
+import contextlib
 import os
 import os.path as osp
 import subprocess
@@ -69,3 +70,14 @@ class FixedDropPath(torch.nn.Module):
 def rel_err(a, b):
     """Relative L2 distance of a from b, in float64."""
     return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@contextlib.contextmanager
+def tf32_off():
+    """Float32 matmuls and convolutions in full float32 within (TF32 off), restored after."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

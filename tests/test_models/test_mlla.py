@@ -6,6 +6,7 @@ from torch import nn
 import mlla_dense  # noqa: F401  (registers the backbones)
 from mlla_dense.models.backbones.mlla import MLLA
 from mlla_dense.models.layers.linear_attention import LinearAttention
+from helpers import tf32_off
 from plain_mlla import linear_attention as plain_linear_attention
 from plain_mlla import mlla_forward
 
@@ -232,9 +233,7 @@ def test_gpu_fp32_input_gradient_as_accurate_as_the_reference():
             sum(o.square().mean() for o in model(image)).backward()
         return image.grad
 
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
+    with tf32_off():
         torch.manual_seed(0)
         model = MLLA(arch='tiny', drop_path_rate=0.0).cuda().train()
         image = torch.randn(2, 3, 224, 320, device='cuda')
@@ -242,6 +241,4 @@ def test_gpu_fp32_input_gradient_as_accurate_as_the_reference():
         model.float()
         errors = {backend: ((input_grad(model, image, backend).double() - truth).norm() / truth.norm()).item()
                   for backend in ('torch', 'auto')}
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     assert errors['auto'] < 1.25 * errors['torch'], errors

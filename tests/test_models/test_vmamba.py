@@ -7,6 +7,7 @@ import torch
 import mlla_dense  # noqa: F401  (registers the backbones)
 from mlla_dense.kernels.selective_scan import selective_scan_reference, ss2d_paths_reference
 from mlla_dense.models.backbones.vmamba import VMamba
+from helpers import tf32_off
 from plain_vmamba import vmamba_forward
 
 SMALL = dict(dims=16, depths=(1, 1, 1, 1), ssm_ratio=2.0, ssm_d_state=2, drop_path_rate=0.0)
@@ -154,16 +155,12 @@ def test_gpu_fp32_gradients_as_accurate_as_pytorch_ops():
         sum(o.square().mean() for o in outs).backward()
         return [o.detach().double() for o in outs], {n: p.grad.double() for n, p in model.named_parameters()}
 
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
+    with tf32_off():
         torch.manual_seed(0)
         model = VMamba(arch='tiny', drop_path_rate=0.0).cuda().train()
         image = torch.randn(2, 3, 128, 192, device='cuda')
         truth = run(copy.deepcopy(model).double(), image.double(), 'torch')
         results = {backend: run(model, image, backend) for backend in ('torch', 'auto')}
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
 
     for backend, (outs, _) in results.items():

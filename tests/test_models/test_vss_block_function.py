@@ -11,7 +11,7 @@ import copy
 import pytest
 import torch
 
-from helpers import FixedDropPath, rel_err
+from helpers import FixedDropPath, rel_err, tf32_off
 from mlla_dense.models.backbones.vmamba import VSSBlock
 from mlla_dense.models.layers.vss_block_function import PARAMETERS, block_parameters, vss_block
 
@@ -124,12 +124,8 @@ def test_parameters_are_read_at_each_call():
 @pytest.mark.gpu
 def test_gpu_fp32_stage1_block(use_backend):
     """VMamba-T's stage-1 block at 2x800x1344 (200x336 tokens, 96 channels), TF32 off."""
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
+    with tf32_off():
         fused, reference, truth = fused_and_reference(2, 200, 336, 96, 1.0, 'fp32', True, use_backend)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     ours, theirs = errors(fused, truth), errors(reference, truth)
     worse = {name: (ours[name], theirs[name]) for name in ours if ours[name] > 1.25 * theirs[name] + 1e-6}
     assert not worse, worse
