@@ -11,13 +11,18 @@ S_c, s_c: the forward states entering the chunk; R_c, r_c: the gradient states l
 positions i of (q_i decayed to the chunk end)^T dO_i and of q_i dz_i, built by the forward's two state kernels on
 (q, dO, dz)). The log decays' gradient follows from dq and dk: the cumulative log decay of position t has
 gradient q_t dq_t - k_t dk_t (summed over key channels when a head has one decay), and log decay t enters every
-cumulative value from t on, so its gradient is the suffix sum of those in scan order (taken by the caller).
+cumulative value from t on, so its gradient is the sum of those terms over positions s >= t of the scan. Their
+sum over all positions is zero (shifting every cumulative value alike changes nothing), so a running sum over
+the whole scan is a small difference of large partial sums. Each chunk therefore sums only its own positions
+and takes the rest, the sum over every position after the chunk, in closed form: it is the gradient of scaling
+the state that leaves the chunk, sum(S_(c+1) * R_c) + sum(s_(c+1) * r_c) (per key channel when every key
+channel has its own decay), with S_(c+1), s_(c+1) the states entering the next chunk.
 """
 import triton
 import triton.language as tl
 
 from .common import (chunk_program, decay_matrix, key_slice, load_rows, load_state_matrix, load_state_vector,
-                     log_decays, mm, store_rows)
+                     log_decays, mm, state_scaling_grad, store_rows)
 
 
 @triton.jit
@@ -31,8 +36,7 @@ def _chunk_backward_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, dz_ptr, state_ptr
                            VB: tl.constexpr, T: tl.constexpr, PER_CHANNEL: tl.constexpr, REVERSE: tl.constexpr,
                            COLUMNS: tl.constexpr, ACCUMULATE: tl.constexpr, DOT_DTYPE: tl.constexpr,
                            PRECISION: tl.constexpr):
-    """dq, dk, dv (added to what is there with ACCUMULATE) and the cumulative log decays' gradient of one
-    chunk."""
+    """dq, dk, dv (added to what is there with ACCUMULATE) and the log decays' gradient of one chunk."""
     chunk, bh, b, h, pos, valid = chunk_program(N, NUM_HEADS, GRID_H, GRID_W, T, REVERSE, COLUMNS)
     q_base = q_ptr + b * sq_b + h * sq_h
     k_base = k_ptr + b * sk_b + h * sk_h
@@ -49,7 +53,9 @@ def _chunk_backward_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, dz_ptr, state_ptr
     decays = decay_matrix(cum, T)
     grad_attn = weights * decays
     dcum = tl.zeros((T,), tl.float32)
+    after = tl.zeros((1,), tl.float32)
     offset = (bh.to(tl.int64) * NUM_CHUNKS + chunk) * (BK * BV + 2 * BK)
+    has_next = chunk + 1 < NUM_CHUNKS
     attn = tl.zeros((T, T), tl.float32)
     for start in tl.static_range(0, BK, KS):
         keys = start + tl.arange(0, KS)
@@ -76,13 +82,17 @@ def _chunk_backward_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, dz_ptr, state_ptr
         dk += tl.exp(total - cum) * from_grad_state
         store_rows(dq_ptr + b * sdq_b + h * sdq_h, dq, pos, sdq_n, keys, K, valid, ACCUMULATE)
         store_rows(dk_ptr + b * sdk_b + h * sdk_h, dk, pos, sdk_n, keys, K, valid, ACCUMULATE)
+        later = state_scaling_grad(state_ptr + offset, grad_state_ptr + offset, has_next, keys, K, V, BK, BV, VB)
         if PER_CHANNEL:
-            store_rows(dcum_ptr + b * sdc_b + h * sdc_h, q * dq - k * dk, pos, sdc_n, keys, K, valid, False)
+            store_rows(dcum_ptr + b * sdc_b + h * sdc_h, tl.cumsum(q * dq - k * dk, axis=0, reverse=True) + later,
+                       pos, sdc_n, keys, K, valid, False)
         else:
             dcum += tl.sum(q * dq - k * dk, axis=1)
+            after += tl.sum(later, axis=1)
     if not PER_CHANNEL:
         attn = attn * decays
-        tl.store(dcum_ptr + b * sdc_b + pos * sdc_n + h * sdc_h, dcum, mask=valid)
+        tl.store(dcum_ptr + b * sdc_b + pos * sdc_n + h * sdc_h, tl.cumsum(dcum, axis=0, reverse=True) + after,
+                 mask=valid)
     for v_start in range(0, BV, VB):
         cols = v_start + tl.arange(0, VB)
         dv = mm(tl.trans(attn), load_rows(do_base, pos, sdo_n, cols, V, valid), DOT_DTYPE, PRECISION)

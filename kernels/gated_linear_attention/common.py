@@ -99,6 +99,25 @@ def load_state_vector(row_ptr, keys, K, BK: tl.constexpr, BV: tl.constexpr):
 
 
 @triton.jit
+def state_scaling_grad(state_row, grad_state_row, has_next, keys, K, V, BK: tl.constexpr, BV: tl.constexpr,
+                       VB: tl.constexpr):
+    """(1, len(keys)): per key channel, sum over values of S_(c+1) * R_c plus s_(c+1) * r_c, with S_(c+1), s_(c+1)
+    the state row after ``state_row`` (the states entering the next chunk; zeros after the last chunk) and
+    R_c, r_c the gradient state row ``grad_state_row``: the gradient of scaling the state that leaves the chunk."""
+    row = BK * BV + 2 * BK
+    key_ok = (keys < K) & has_next
+    total = tl.load(state_row + row + BK * BV + keys, mask=key_ok, other=0.) * \
+        tl.load(grad_state_row + BK * BV + keys, mask=key_ok, other=0.)
+    for v_start in tl.static_range(0, BV, VB):
+        cols = v_start + tl.arange(0, VB)
+        addr = keys[:, None] * BV + cols[None, :]
+        mask = key_ok[:, None] & (cols < V)[None, :]
+        total += tl.sum(tl.load(state_row + row + addr, mask=mask, other=0.) *
+                        tl.load(grad_state_row + addr, mask=mask, other=0.), axis=1)
+    return total[None, :]
+
+
+@triton.jit
 def store_state(row_ptr, keys, cols, matrix, BV: tl.constexpr):
     """Store a (len(keys), len(cols)) block of a state row's matrix."""
     tl.store(row_ptr + keys[:, None] * BV + cols[None, :], matrix)

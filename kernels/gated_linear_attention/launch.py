@@ -8,7 +8,6 @@ import triton.language as tl
 from .backward import _chunk_backward_kernel
 from .common import _state_pass_kernel, state_size
 from .forward import _chunk_output_kernel, _chunk_state_kernel
-from .suffix_sum import suffix_sums_
 
 # Chunk lengths by decay kind (one per head: (T, T) products on tensor cores; one per key channel: (T, T, 16)
 # elementwise weights per 16-channel key slice), warps of the chunk kernels (8 for the backward and for wide
@@ -27,9 +26,9 @@ class Layout:
     integers), and the state pass takes two chunks per step, so that they cross several steps.
 
     The backward, and the forward's chunk states it reads, multiply float32 operands ('tf32x3') whatever the
-    input dtype: the log decays' gradient is a suffix sum of q dq - k dk over the whole scan, whose terms nearly
-    cancel, so rounding dO, the decayed keys or the states to 16 bits (0.1-0.3% per term) grew to several
-    percent of that gradient at MLLA-T's stage-1 length (67,200 tokens)."""
+    input dtype: the log decays' gradient sums terms q dq - k dk that nearly cancel (backward.py), and 16-bit
+    dO, decayed keys or states (0.1-0.3% per term) made it several percent off at MLLA-T's stage-1 length
+    (67,200 tokens; benchmarks/NOTES.md)."""
 
     def __init__(self, q: torch.Tensor, v: torch.Tensor, per_channel: bool):
         interpreted = os.environ.get('TRITON_INTERPRET') == '1'
@@ -123,6 +122,5 @@ def backward(do, dz, q, k, v, log_decay, states, directions, grid):
             q, k, v, log_decay, do, dz, states[i], grad_states, *grads, dcum[i], *sizes, chunks,
             *_bnh(q), *_bnh(k), *_bnh(v), *_bnh(log_decay), *_bnh(do), *_bnh(dz),
             *(s for t in grads for s in _bnh(t)), *_bnh(dcum[i]), ACCUMULATE=i > 0, **meta)
-    suffix_sums_(dcum, directions, *sizes[2:])
     dlog_decay = dcum.sum(0) if len(directions) > 1 else dcum[0]
     return tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v))) + (dlog_decay.to(log_decay.dtype),)
