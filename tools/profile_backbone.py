@@ -10,7 +10,8 @@ Categories come from name patterns (CATEGORIES below); what matches none is 'oth
 Also reported, from separate runs without the profiler: the kernel launches per iteration (GPU: kernels the
 profiler saw), and per Triton op the host microseconds of each call (wall clock around the op's forward and its
 backward: planning, allocations and launches, not the kernels, which run asynchronously), with the number of
-calls per iteration.
+calls per iteration. With --python-profile, cProfile over the same iterations lists the host's functions and
+torch calls with the most own time (where an eager call's host time goes, below the ops).
 Writes NAME.json, NAME.png (time per category) and, with --trace, a Chrome trace NAME.trace.json.
 
     python tools/profile_backbone.py --model mlla-t --size 800x1344 --batch 2 --dtype bf16
@@ -41,7 +42,7 @@ CATEGORIES = [
      r'_reduce_kv_kernel|_output_kernel|_grad_q_kernel|_grad_kv_kernel|finish_pairs_kernel'),
     ('depthwise conv (Triton)', r'_dwconv_|_tap_sum_kernel|_tap_gradients_kernel'),
     ('layer norm (Triton)', r'_layer_norm_fwd_kernel|_layer_norm_bwd_kernel|_layer_norm_param_grad_kernel'),
-    ('selective scan (Triton)', r'_scan_forward_kernel|_scan_backward_kernel'),
+    ('selective scan (Triton)', r'_scan_forward_kernel|_scan_backward_kernel|_scan_finish_kernel'),
     ('convolution', r'conv|cudnn|depthwise|dgrad|wgrad|fprop'),
     ('matmul', r'gemm|matmul|addmm|aten::mm\b|aten::bmm|aten::linear|cutlass|cublas|nvjet'),
     ('normalization', r'norm|welford|bn_fw|bn_bw'),
@@ -67,6 +68,8 @@ def parse_args():
     parser.add_argument('--iters', type=int, default=3, help='profiled iterations (after the timed ones)')
     parser.add_argument('--top', type=int, default=15, help='kernels listed by name')
     parser.add_argument('--trace', action='store_true', help='also write a Chrome trace')
+    parser.add_argument('--python-profile', action='store_true',
+                        help='also list the host functions with the most own time (cProfile)')
     parser.add_argument('--out', default='benchmarks/results')
     parser.add_argument('--name', help='stem of the output files (default: profile_MODEL_SIZE_DTYPE_IMPL)')
     args = parser.parse_args()
@@ -152,6 +155,23 @@ def profile_rows(step, device, iters, trace_path):
     return sorted(rows, key=lambda r: -r[1])
 
 
+def python_profile(step, device, iters, top):
+    """The ``top`` host functions and torch calls by own time (cProfile over ``iters`` steps): name, calls and
+    own and cumulative ms per iteration."""
+    import cProfile
+    import pstats
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(iters):
+        step()
+    synchronize(device)
+    profiler.disable()
+    stats = sorted(pstats.Stats(profiler).stats.items(), key=lambda kv: -kv[1][2])[:top]
+    return [dict(function=f'{os.path.basename(path)}:{line}({fn})' if line else fn, calls=round(calls / iters, 1),
+                 own_ms=round(1e3 * own / iters, 3), cumulative_ms=round(1e3 * cumulative / iters, 3))
+            for (path, line, fn), (_, calls, own, cumulative, _) in stats]
+
+
 def plot(categories, title, path):
     import matplotlib
     matplotlib.use('Agg')
@@ -185,6 +205,7 @@ def main():
         os.makedirs(args.out, exist_ok=True)
         trace = os.path.join(args.out, f'{name}.trace.json') if args.trace else None
         rows = profile_rows(step, device, args.iters, trace)
+        functions = python_profile(step, device, args.iters, args.top) if args.python_profile else None
     categories = {}
     for kernel, ms, _ in rows:
         categories[category(kernel)] = categories.get(category(kernel), 0.0) + ms
@@ -199,6 +220,8 @@ def main():
                   wall_ms=round(wall, 3), busy_ms=round(busy, 3), busy_fraction=round(busy / wall, 3),
                   time_basis='kernel time' if device == 'cuda' else 'self CPU time of ops',
                   launches_per_iter=launches, categories=categories, top=top, host_us_per_op_call=host)
+    if functions:
+        record['host_functions'] = functions
     write_json(os.path.join(args.out, f'{name}.json'), record)
     print_table([dict(category=k, ms=v, percent=round(100 * v / busy, 1)) for k, v in categories.items()],
                 ['category', 'ms', 'percent'])
@@ -207,6 +230,10 @@ def main():
     if host:
         print()
         print_table(host, ['op', 'calls', 'host_us'])
+    if functions:
+        print()
+        print_table([dict(f, function=f['function'][:90]) for f in functions],
+                    ['function', 'calls', 'own_ms', 'cumulative_ms'])
     what = 'device busy' if device == 'cuda' else 'ops (self CPU time)'
     print(f'\n{what}: {busy:.2f} ms of {wall:.2f} ms wall per iteration ({100 * busy / wall:.0f}%)'
           + (f', {launches} kernel launches' if launches is not None else ''))

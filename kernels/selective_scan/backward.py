@@ -9,10 +9,12 @@ is needed:
     dA = sum_t g delta (h - delta B u)    dB = sum_d g delta u    dC = sum_d dy h    dD = sum_t dy u
 
 dB and dC sum over the channels of a group: each program writes its own partial sums (no atomics, so the
-result is deterministic) and the caller adds them up, as it does for dA, dD and ddelta_bias over the batch,
-and for du over the groups that share one input sequence. Reversed groups walk their sequences from the end, as
-in the forward.
+result is deterministic), and one finishing launch adds them up, together with dA, dD and ddelta_bias over the
+batch and du over the groups that share one input sequence, and casts them to their inputs' dtypes. Reversed
+groups walk their sequences from the end, as in the forward.
 """
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -25,8 +27,8 @@ from .common import combine_linear, decay_step, launch_config, program_rows, sof
 @triton.jit
 def _scan_backward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, dy_ptr, states_ptr,
                           du_ptr, ddelta_ptr, da_ptr, db_ptr, dc_ptr, dd_ptr, dbias_ptr,
-                          channels, length, per_group, n_chunks, n_blocks, u_groups, reverse_from,
-                          su_b, su_k, su_d, sdt_b, sdt_d, sb_b, sb_k, sb_n, sc_b, sc_k, sc_n, sdy_b, sdy_d,
+                          channels, length, per_group, n_chunks, n_blocks, u_groups, dy_groups, reverse_from,
+                          su_b, su_k, su_d, sdt_b, sdt_d, sb_b, sb_k, sb_n, sc_b, sc_k, sc_n, sdy_b, sdy_k, sdy_d,
                           N_STATE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
                           SOFTPLUS: tl.constexpr):
     pid_d = tl.program_id(0)
@@ -37,7 +39,8 @@ def _scan_backward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr
     d64 = d_idx.to(tl.int64)
     n_idx = tl.arange(0, BLOCK_N)
     cols = tl.arange(0, BLOCK_L)
-    row_dy = dy_ptr + batch * sdy_b + d64[:, None] * sdy_d
+    row_dy = dy_ptr + batch * sdy_b + (((d_idx // per_group) % dy_groups).to(tl.int64) * sdy_k
+                                       + (d_idx % per_group) * sdy_d)[:, None]
     row_out = (batch * channels + d64)[:, None] * length
     row_state = states_ptr + ((batch * channels + d64) * n_chunks)[:, None] * N_STATE
     partial = ((batch * n_blocks + pid_d) * N_STATE) * length
@@ -96,8 +99,54 @@ def _scan_backward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr
     tl.store(dbias_ptr + per_row, grad_bias, mask=d_ok)
 
 
+@triton.jit
+def _scan_finish_kernel(db_part, dc_part, du_part, da_part, dd_part, dbias_part, db_out, dc_out, du_out, da_out,
+                        dd_out, dbias_out, n_bc, bc_inner, blocks_per_group, n_u, u_inner, n_a, n_c, batch,
+                        programs_bc, programs_u, SHARING: tl.constexpr, BLOCK: tl.constexpr):
+    """The backward's sums in one launch: programs [0, programs_bc) add dB's and dC's per-program partials over
+    a group's channel blocks, the next programs_u add du over the SHARING groups that read one sequence, the
+    rest add dA, dD and ddelta_bias over the batch."""
+    pid = tl.program_id(0)
+    offs = tl.arange(0, BLOCK)
+    if pid < programs_bc:
+        o = pid.to(tl.int64) * BLOCK + offs
+        ok = o < n_bc
+        base = (o // bc_inner) * blocks_per_group * bc_inner + o % bc_inner
+        acc_b = tl.zeros((BLOCK,), dtype=tl.float32)
+        acc_c = tl.zeros((BLOCK,), dtype=tl.float32)
+        for p in range(blocks_per_group):
+            acc_b += tl.load(db_part + base + p * bc_inner, mask=ok, other=0.0)
+            acc_c += tl.load(dc_part + base + p * bc_inner, mask=ok, other=0.0)
+        tl.store(db_out + o, acc_b, mask=ok)
+        tl.store(dc_out + o, acc_c, mask=ok)
+    elif pid < programs_bc + programs_u:
+        o = (pid - programs_bc).to(tl.int64) * BLOCK + offs
+        ok = o < n_u
+        base = (o // u_inner) * SHARING * u_inner + o % u_inner
+        acc = tl.zeros((BLOCK,), dtype=tl.float32)
+        for s in tl.static_range(SHARING):
+            acc += tl.load(du_part + base + s * u_inner, mask=ok, other=0.0)
+        tl.store(du_out + o, acc, mask=ok)
+    else:
+        o = (pid - programs_bc - programs_u).to(tl.int64) * BLOCK + offs
+        in_a = o < n_a
+        in_d = (o >= n_a) & (o < n_a + n_c)
+        in_bias = (o >= n_a + n_c) & (o < n_a + 2 * n_c)
+        acc = tl.zeros((BLOCK,), dtype=tl.float32)
+        for b in range(batch):
+            acc += tl.load(da_part + b * n_a + o, mask=in_a, other=0.0)
+            acc += tl.load(dd_part + b * n_c + (o - n_a), mask=in_d, other=0.0)
+            acc += tl.load(dbias_part + b * n_c + (o - n_a - n_c), mask=in_bias, other=0.0)
+        tl.store(da_out + o, acc, mask=in_a)
+        tl.store(dd_out + (o - n_a), acc, mask=in_d)
+        tl.store(dbias_out + (o - n_a - n_c), acc, mask=in_bias)
+
+
+_FINISH_BLOCK = 1024
+
+
 class BackwardPlan:
-    """The scan's backward launch for one input layout, and how its partial gradients are summed."""
+    """The scan's backward launches for one input layout: the scan, then the sums of its partial gradients."""
 
     def __init__(self, dy, u, delta, A, B, C, D, delta_bias, states, delta_softplus, reverse_from):
         batch, u_groups, per_group, length = u.shape
@@ -105,36 +154,43 @@ class BackwardPlan:
         channels = groups * per_group
         cfg = launch_config(per_group, length, n_state)
         n_blocks = triton.cdiv(channels, cfg['BLOCK_D'])
-        self.sharing = groups // u_groups  # groups reading each input sequence; their du add up in float32
-        self.du_dtype = u.dtype if self.sharing == 1 else torch.float32
-        self.shapes = dict(du=(batch, channels, length), da=(batch, channels, n_state),
-                           dbc=(batch, n_blocks, n_state, length), dd=(batch, channels))
-        self.group_view = (batch, groups, n_blocks // groups, n_state, length)
-        self.du_view = (batch, self.sharing, u_groups, per_group, length)
-        self.args = (channels, length, per_group, states.shape[2], n_blocks, u_groups, reverse_from)
+        sharing = groups // u_groups  # groups reading each input sequence; their du add up in float32
+        n_bc, n_u = batch * groups * n_state * length, (batch * u_groups * per_group * length if sharing > 1 else 0)
+        n_a, n_small = channels * n_state, channels * (n_state + 2)
+        # float32 partials in one buffer: dB's and dC's per program, dA's, dD's and ddelta_bias' per sample
+        self.part_shapes = [(batch, n_blocks, n_state, length)] * 2 + [(batch, channels, n_state)] + \
+                           [(batch, channels)] * 2
+        self.part_sizes = [math.prod(shape) for shape in self.part_shapes]
+        self.du_part_shape = (batch, channels, length)
+        self.out_shapes = dict(du=(batch, u_groups, per_group, length), ddelta=(batch, channels, length),
+                               dbc=(batch, groups, n_state, length))
+        self.args = (channels, length, per_group, states.shape[2], n_blocks, u_groups, dy.shape[1], reverse_from)
         self.launch = Launch(_scan_backward_kernel, (n_blocks, batch), N_STATE=n_state, SOFTPLUS=delta_softplus,
                              **cfg)
+        programs_bc, programs_u = triton.cdiv(n_bc, _FINISH_BLOCK), triton.cdiv(n_u, _FINISH_BLOCK)
+        self.finish_args = (n_bc, n_state * length, n_blocks // groups, n_u, u_groups * per_group * length, n_a,
+                            channels, batch, programs_bc, programs_u)
+        self.finish = Launch(_scan_finish_kernel, (programs_bc + programs_u + triton.cdiv(n_small, _FINISH_BLOCK),),
+                             SHARING=sharing, BLOCK=_FINISH_BLOCK)
+        self.sharing = sharing
 
 
 def selective_scan_backward(plan, dy, u, delta, A, B, C, D, delta_bias, states):
     """Gradients (du, ddelta, dA, dB, dC, dD, ddelta_bias) in the dtypes and shapes of their inputs (the
-    layout of :func:`selective_scan_forward`)."""
-    shapes = plan.shapes
-    f32 = dict(device=u.device, dtype=torch.float32)
-    du = torch.empty(shapes['du'], device=u.device, dtype=plan.du_dtype)
-    ddelta = torch.empty(shapes['du'], device=u.device, dtype=delta.dtype)
-    da = torch.empty(shapes['da'], **f32)
-    db = torch.empty(shapes['dbc'], **f32)
-    dc = torch.empty(shapes['dbc'], **f32)
-    dd = torch.empty(shapes['dd'], **f32)
-    dbias = torch.empty(shapes['dd'], **f32)
-    plan.launch(u, delta, A, B, C, D, delta_bias, dy, states, du, ddelta, da, db, dc, dd, dbias, *plan.args,
+    layout of :func:`selective_scan_forward`). ``dy`` is (B, dy_groups, KD / K, L): group k's output gradient is
+    ``dy[:, k % dy_groups]`` (dy_groups = K: one per group)."""
+    device = u.device
+    parts = torch.empty(sum(plan.part_sizes), device=device, dtype=torch.float32).split(plan.part_sizes)
+    db, dc, da, dd, dbias = (p.view(shape) for p, shape in zip(parts, plan.part_shapes))
+    du = torch.empty(plan.out_shapes['du'], device=device, dtype=u.dtype)
+    du_part = du if plan.sharing == 1 else torch.empty(plan.du_part_shape, device=device, dtype=torch.float32)
+    ddelta = torch.empty(plan.out_shapes['ddelta'], device=device, dtype=delta.dtype)
+    plan.launch(u, delta, A, B, C, D, delta_bias, dy, states, du_part, ddelta, da, db, dc, dd, dbias, *plan.args,
                 u.stride(0), u.stride(1), u.stride(2), delta.stride(0), delta.stride(1),
                 B.stride(0), B.stride(1), B.stride(2), C.stride(0), C.stride(1), C.stride(2),
-                dy.stride(0), dy.stride(1))
-    db = db.view(plan.group_view).sum(2)
-    dc = dc.view(plan.group_view).sum(2)
-    du = du.view(plan.du_view)
-    du = du[:, 0] if plan.sharing == 1 else du.sum(1).to(u.dtype)
-    return (du, ddelta, da.sum(0).to(A.dtype), db.to(B.dtype), dc.to(C.dtype), dd.sum(0).to(D.dtype),
-            dbias.sum(0).to(delta_bias.dtype))
+                dy.stride(0), dy.stride(1), dy.stride(2))
+    db_out = torch.empty(plan.out_shapes['dbc'], device=device, dtype=B.dtype)
+    dc_out = torch.empty(plan.out_shapes['dbc'], device=device, dtype=C.dtype)
+    da_out, dd_out, dbias_out = torch.empty_like(A), torch.empty_like(D), torch.empty_like(delta_bias)
+    plan.finish(db, dc, du_part, da, dd, dbias, db_out, dc_out, du, da_out, dd_out, dbias_out, *plan.finish_args)
+    return du, ddelta, da_out, db_out, dc_out, dd_out, dbias_out

@@ -30,8 +30,11 @@ def forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor
 def backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, delta_bias: Tensor,
              states: Tensor, delta_softplus: bool,
              reverse_from: int) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(du, ddelta, dA, dB, dC, dD, ddelta_bias)."""
+    """(du, ddelta, dA, dB, dC, dD, ddelta_bias). ``dy`` is y's gradient (B, KD, L), or (B, G, KD / K, L) where
+    groups k and k + G get the same one (SS2D's paths on one sequence add up, ``dy[:, k % G]``)."""
     dy, u, delta = unit_last_stride(dy), unit_last_stride(u), unit_last_stride(delta)
+    if dy.dim() == 3:
+        dy = dy.unflatten(1, (B.shape[1], u.shape[2]))
     B, C = unit_last_stride(B), unit_last_stride(C)
     plan = _backward_plans((dy, u, delta, A, B, C, D, delta_bias, states), (delta_softplus, reverse_from))
     return selective_scan_backward(plan, dy, u, delta, A, B, C, D, delta_bias, states)

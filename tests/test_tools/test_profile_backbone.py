@@ -18,6 +18,7 @@ TOOL = 'tools/profile_backbone.py'
     ('_grad_kv_kernel', 'linear attention (Triton)'),
     ('_dwconv_grad_weight_kernel', 'depthwise conv (Triton)'),
     ('_scan_backward_kernel', 'selective scan (Triton)'),
+    ('_scan_finish_kernel', 'selective scan (Triton)'),
     ('cudnn_infer_ampere_scudnn_128x32_relu_small_nn_v1', 'convolution'),
     ('aten::mkldnn_convolution', 'convolution'),
     ('sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64', 'matmul'),
@@ -39,7 +40,8 @@ def test_categories(name, expected):
 
 def test_cpu_profile_of_mlla_nano(tmp_path):
     result = run(['python', TOOL, '--model', 'mlla-nano', '--size', '64x96', '--batch', '1', '--dtype', 'fp32',
-                  '--impl', 'eager-reference', '--iters', '1', '--out', str(tmp_path), '--name', 'p'])
+                  '--impl', 'eager-reference', '--iters', '1', '--python-profile', '--out', str(tmp_path),
+                  '--name', 'p'])
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     with open(tmp_path / 'p.json') as f:
         record = json.load(f)
@@ -52,6 +54,10 @@ def test_cpu_profile_of_mlla_nano(tmp_path):
     assert all(t['category'] == category(t['name']) for t in record['top'])
     assert record['wall_ms'] > 0 and (tmp_path / 'p.png').stat().st_size > 0
     assert 'ms wall per iteration' in result.stdout
+    functions = record['host_functions']
+    own = [f['own_ms'] for f in functions]
+    assert own == sorted(own, reverse=True) and all(f['cumulative_ms'] >= f['own_ms'] for f in functions)
+    assert any('conv2d' in f['function'] for f in functions), functions
 
 
 @pytest.mark.parametrize('argv,message', [

@@ -182,18 +182,17 @@ class MLLABlockFunction(torch.autograd.Function):
         w = _Weights(params, pack([params[i] for i in _PACKED_INDEX], cfg.dtype), x.shape[-1])
         with torch.autocast(x.device.type, enabled=False):
             out, saved = _forward(x, cfg, keep, w, saving=True)
-        ctx.cfg, ctx.keep = cfg, keep
+        ctx.cfg, ctx.keep, ctx.weights = cfg, keep, w
+        # the parameters are saved for autograd's check that nothing changed them in place before the backward
         ctx.save_for_backward(w.packed, *params, *(t for t in saved if t is not None))
         ctx.stored = [t is not None for t in saved]
         return out
 
     @staticmethod
     def backward(ctx, d_out):
-        packed, *rest = ctx.saved_tensors
-        params, rest = rest[:len(PARAMETERS)], iter(rest[len(PARAMETERS):])
+        rest = iter(ctx.saved_tensors[1 + len(PARAMETERS):])
         saved = [next(rest) if stored else None for stored in ctx.stored]
-        w = _Weights(params, packed, saved[0].shape[-1])
-        d_x, grads = _backward(d_out.contiguous(), ctx.cfg, ctx.keep, w, saved)
+        d_x, grads = _backward(d_out.contiguous(), ctx.cfg, ctx.keep, ctx.weights, saved)
         needed = ctx.needs_input_grad[3:]
         return (d_x, None, None) + tuple(grads[name] if need else None for name, need in zip(PARAMETERS, needed))
 

@@ -150,11 +150,10 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved):
     grads['op.out_proj.weight'] = weight_grad(d_o, yn)
     d_y, grads['op.out_norm.weight'], grads['op.out_norm.bias'] = layer_norm_op.backward(
         torch.matmul(d_o, w.out_w).view(yn.shape), y, p['op.out_norm.weight'], stats_out)
-    d_seqs = _sequences(d_y)                                          # (B, 2, D, L) float32
-    d_ys = d_seqs.unsqueeze(1).expand(b, 2, 2, d, length).reshape(b, 4 * d, length)
+    d_seqs = _sequences(d_y)  # (B, 2, D, L) float32: the gradient of the two paths on each sequence
     bs, cs = torch.split(paths, [w.rank, w.n_state, w.n_state], dim=2)[1:]
     d_xs, d_delta, d_a, d_bs, d_cs, d_ds, d_bias = selective_scan_op.backward(
-        d_ys, xs, delta, a, bs, cs, p['op.Ds'], p['op.dt_projs_bias'].view(-1), states, True, 2)
+        d_seqs, xs, delta, a, bs, cs, p['op.Ds'], p['op.dt_projs_bias'].view(-1), states, True, 2)
     grads['op.A_logs'] = d_a * a
     grads['op.Ds'] = d_ds
     grads['op.dt_projs_bias'] = d_bias.view(p['op.dt_projs_bias'].shape)
@@ -185,17 +184,16 @@ class VSSBlockFunction(torch.autograd.Function):
         w = _Weights(params, pack([params[i] for i in _PACKED_INDEX], cfg.dtype))
         with torch.autocast(x.device.type, enabled=False):
             out, saved = _forward(x, cfg, keep, w, saving=True)
-        ctx.cfg, ctx.keep = cfg, keep
+        ctx.cfg, ctx.keep, ctx.weights = cfg, keep, w
+        # the parameters are saved for autograd's check that nothing changed them in place before the backward
         ctx.save_for_backward(w.packed, *params, *saved)
         return out
 
     @staticmethod
     def backward(ctx, d_out):
-        packed, *rest = ctx.saved_tensors
-        params, saved = rest[:len(PARAMETERS)], rest[len(PARAMETERS):]
-        w = _Weights(params, packed)
+        saved = ctx.saved_tensors[1 + len(PARAMETERS):]
         with torch.autocast(d_out.device.type, enabled=False):
-            d_x, grads = _backward(d_out.contiguous(), ctx.cfg, ctx.keep, w, saved)
+            d_x, grads = _backward(d_out.contiguous(), ctx.cfg, ctx.keep, ctx.weights, saved)
         needed = ctx.needs_input_grad[3:]
         return (d_x, None, None) + tuple(grads[name] if need else None for name, need in zip(PARAMETERS, needed))
 
