@@ -40,7 +40,7 @@ def _scan_backward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr
     n_idx = tl.arange(0, BLOCK_N)
     cols = tl.arange(0, BLOCK_L)
     row_dy = dy_ptr + batch * sdy_b + (((d_idx // per_group) % dy_groups).to(tl.int64) * sdy_k
-                                       + (d_idx % per_group) * sdy_d)[:, None]
+                                       + (d_idx % per_group).to(tl.int64) * sdy_d)[:, None]
     row_out = (batch * channels + d64)[:, None] * length
     row_state = states_ptr + ((batch * channels + d64) * n_chunks)[:, None] * N_STATE
     partial = ((batch * n_blocks + pid_d) * N_STATE) * length
@@ -114,9 +114,10 @@ def _scan_finish_kernel(db_part, dc_part, du_part, da_part, dd_part, dbias_part,
         base = (o // bc_inner) * blocks_per_group * bc_inner + o % bc_inner
         acc_b = tl.zeros((BLOCK,), dtype=tl.float32)
         acc_c = tl.zeros((BLOCK,), dtype=tl.float32)
-        for p in range(blocks_per_group):
-            acc_b += tl.load(db_part + base + p * bc_inner, mask=ok, other=0.0)
-            acc_c += tl.load(dc_part + base + p * bc_inner, mask=ok, other=0.0)
+        for _ in range(blocks_per_group):  # base stays int64: partial buffers may pass 2^31 elements
+            acc_b += tl.load(db_part + base, mask=ok, other=0.0)
+            acc_c += tl.load(dc_part + base, mask=ok, other=0.0)
+            base += bc_inner
         tl.store(db_out + o, acc_b, mask=ok)
         tl.store(dc_out + o, acc_c, mask=ok)
     elif pid < programs_bc + programs_u:
@@ -191,6 +192,6 @@ def selective_scan_backward(plan, dy, u, delta, A, B, C, D, delta_bias, states):
                 dy.stride(0), dy.stride(1), dy.stride(2))
     db_out = torch.empty(plan.out_shapes['dbc'], device=device, dtype=B.dtype)
     dc_out = torch.empty(plan.out_shapes['dbc'], device=device, dtype=C.dtype)
-    da_out, dd_out, dbias_out = torch.empty_like(A), torch.empty_like(D), torch.empty_like(delta_bias)
+    da_out, dd_out, dbias_out = (torch.empty(t.shape, dtype=t.dtype, device=device) for t in (A, D, delta_bias))
     plan.finish(db, dc, du_part, da, dd, dbias, db_out, dc_out, du, da_out, dd_out, dbias_out, *plan.finish_args)
     return du, ddelta, da_out, db_out, dc_out, dd_out, dbias_out

@@ -33,8 +33,12 @@ def backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tens
     """(du, ddelta, dA, dB, dC, dD, ddelta_bias). ``dy`` is y's gradient (B, KD, L), or (B, G, KD / K, L) where
     groups k and k + G get the same one (SS2D's paths on one sequence add up, ``dy[:, k % G]``)."""
     dy, u, delta = unit_last_stride(dy), unit_last_stride(u), unit_last_stride(delta)
+    groups, per_group = B.shape[1], u.shape[2]
     if dy.dim() == 3:
-        dy = dy.unflatten(1, (B.shape[1], u.shape[2]))
+        dy = dy.unflatten(1, (groups, per_group))
+    elif dy.dim() != 4 or groups % dy.shape[1] or dy.shape[2:] != u.shape[2:] or dy.shape[0] != u.shape[0]:
+        raise ValueError(f'the output gradient must be (B, KD, L) or (B, G, KD / K, L) with G dividing the '
+                         f'{groups} groups; got {tuple(dy.shape)} for u {tuple(u.shape)}')
     B, C = unit_last_stride(B), unit_last_stride(C)
     plan = _backward_plans((dy, u, delta, A, B, C, D, delta_bias, states), (delta_softplus, reverse_from))
     return selective_scan_backward(plan, dy, u, delta, A, B, C, D, delta_bias, states)

@@ -149,6 +149,22 @@ def test_ss2d_paths_shape_errors_are_clear(triton_backend):
         ss2d_paths(torch.randn(1, 4, 2, 8), delta, a, bs, cs, skip, bias)
 
 
+def test_output_gradient_per_sequence(triton_backend):
+    """SS2D's four paths on two sequences: the backward given one output gradient per sequence (B, 2, D, L) equals
+    it given the gradient expanded to every path (B, 4D, L); a gradient of another shape is refused."""
+    b, d, length = 2, 3, 21
+    _, delta, a, bs, cs, skip, bias = make_inputs(b, 4, d, 1, length, torch.float32)
+    xs = torch.randn(b, 2, d, length, generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    per_sequence = torch.randn(b, 2, d, length, generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    _, states = selective_scan_op.forward(xs, delta, a, bs, cs, skip, bias, True, 2)
+    expanded = per_sequence.unsqueeze(1).expand(b, 2, 2, d, length).reshape(b, 4 * d, length)
+    grads = selective_scan_op.backward(per_sequence, xs, delta, a, bs, cs, skip, bias, states, True, 2)
+    grads_expanded = selective_scan_op.backward(expanded, xs, delta, a, bs, cs, skip, bias, states, True, 2)
+    assert all(torch.equal(g, e) for g, e in zip(grads, grads_expanded))
+    with pytest.raises(ValueError, match='output gradient must be'):
+        selective_scan_op.backward(per_sequence[:, :, :2], xs, delta, a, bs, cs, skip, bias, states, True, 2)
+
+
 def test_custom_op_registration(triton_backend):
     """torch.library.opcheck: schema, fake (meta) implementation against the real one, autograd registration."""
     xs, delta, a, bs, cs, skip, bias = make_inputs(1, 4, 2, 2, 20, torch.float32)

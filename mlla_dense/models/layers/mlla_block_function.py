@@ -183,7 +183,9 @@ class MLLABlockFunction(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):
             out, saved = _forward(x, cfg, keep, w, saving=True)
         ctx.cfg, ctx.keep, ctx.weights = cfg, keep, w
-        # the parameters are saved for autograd's check that nothing changed them in place before the backward
+        # the weight views stay on ctx (rebuilding them is host time; they hold only the packed weight casts, also
+        # under saved-tensor hooks); the parameters are saved for autograd's check that nothing changed them in
+        # place before the backward
         ctx.save_for_backward(w.packed, *params, *(t for t in saved if t is not None))
         ctx.stored = [t is not None for t in saved]
         return out
