@@ -30,7 +30,7 @@ class RandomUnsharpMask(BaseTransform):
         img = results['img'].astype(np.float32)
         blurred = cv2.GaussianBlur(img, (0, 0), np.random.uniform(*self.sigma))
         sharpened = img + np.random.uniform(*self.amount) * (img - blurred)
-        results['img'] = np.clip(sharpened, 0, 255).astype(results['img'].dtype)
+        results['img'] = np.clip(np.rint(sharpened), 0, 255).astype(results['img'].dtype)  # rounded, not truncated
         return results
 
     def __repr__(self):
