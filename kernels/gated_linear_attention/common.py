@@ -104,17 +104,14 @@ def state_scaling_grad(state_row, grad_state_row, has_next, keys, K, V, BK: tl.c
     """(1, len(keys)): per key channel, sum over values of S_(c+1) * R_c plus s_(c+1) * r_c, with S_(c+1), s_(c+1)
     the state row after ``state_row`` (the states entering the next chunk; zeros after the last chunk) and
     R_c, r_c the gradient state row ``grad_state_row``: the gradient of scaling the state that leaves the chunk."""
-    row = BK * BV + 2 * BK
-    key_ok = (keys < K) & has_next
-    total = tl.load(state_row + row + BK * BV + keys, mask=key_ok, other=0.) * \
-        tl.load(grad_state_row + BK * BV + keys, mask=key_ok, other=0.)
+    next_row = state_row + BK * BV + 2 * BK
+    keys_read = tl.where(has_next, K, 0)  # no key is read after the last chunk
+    total = load_state_vector(next_row, keys, keys_read, BK, BV) * load_state_vector(grad_state_row, keys, K, BK, BV)
     for v_start in tl.static_range(0, BV, VB):
         cols = v_start + tl.arange(0, VB)
-        addr = keys[:, None] * BV + cols[None, :]
-        mask = key_ok[:, None] & (cols < V)[None, :]
-        total += tl.sum(tl.load(state_row + row + addr, mask=mask, other=0.) *
-                        tl.load(grad_state_row + addr, mask=mask, other=0.), axis=1)
-    return total[None, :]
+        total += tl.sum(load_state_matrix(next_row, keys, keys_read, cols, V, BV) *
+                        load_state_matrix(grad_state_row, keys, K, cols, V, BV), axis=1)[None, :]
+    return total
 
 
 @triton.jit
