@@ -30,8 +30,8 @@ def _layer_norm_bwd_kernel(x_ptr, dy_ptr, w_ptr, stats_ptr, dres_ptr, dx_ptr, pa
         rstd = tl.load(stats_ptr + M + rows, mask=in_rows, other=0.)
         xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.)
         wdy = w[None, :] * dy
-        mean_wdy = tl.math.div_rn(tl.sum(wdy, axis=1), C.to(tl.float32))
-        mean_wdy_xhat = tl.math.div_rn(tl.sum(wdy * xhat, axis=1), C.to(tl.float32))
+        mean_wdy = tl.math.div_rn(tl.sum(wdy, axis=1), tl.cast(C, tl.float32))
+        mean_wdy_xhat = tl.math.div_rn(tl.sum(wdy * xhat, axis=1), tl.cast(C, tl.float32))
         dx = (wdy - mean_wdy[:, None] - xhat * mean_wdy_xhat[:, None]) * rstd[:, None]
         if RESIDUAL:
             dx += tl.load(dres_ptr + base * s_dres + cols[None, :], mask=mask, other=0.).to(tl.float32)

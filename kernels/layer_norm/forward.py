@@ -17,7 +17,7 @@ def _layer_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, stats_ptr, M, C, s_x, s_y
     mask = in_rows[:, None] & valid[None, :]
     base = rows.to(tl.int64)[:, None]
     x = tl.load(x_ptr + base * s_x + cols[None, :], mask=mask, other=0.).to(tl.float32)
-    count = C.to(tl.float32)
+    count = tl.cast(C, tl.float32)
     mean = tl.math.div_rn(tl.sum(x, axis=1), count)
     centered = tl.where(mask, x - mean[:, None], 0.)
     rstd = tl.math.div_rn(1.0, tl.sqrt_rn(tl.math.div_rn(tl.sum(centered * centered, axis=1), count) + eps))

@@ -102,24 +102,29 @@ def _scan_backward_kernel(u_ptr, delta_ptr, a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr
 @triton.jit
 def _scan_finish_kernel(db_part, dc_part, du_part, da_part, dd_part, dbias_part, db_out, dc_out, du_out, da_out,
                         dd_out, dbias_out, n_bc, bc_inner, blocks_per_group, n_u, u_inner, n_a, n_c, batch,
-                        programs_bc, programs_u, SHARING: tl.constexpr, BLOCK: tl.constexpr):
+                        programs_bc, programs_u, SHARING: tl.constexpr, BLOCK: tl.constexpr,
+                        BLOCK_K: tl.constexpr):
     """The backward's sums in one launch: programs [0, programs_bc) add dB's and dC's per-program partials over
-    a group's channel blocks, the next programs_u add du over the SHARING groups that read one sequence, the
+    a group's channel blocks (BLOCK_K blocks per step, so that enough loads are in flight to stream the
+    partials at memory speed), the next programs_u add du over the SHARING groups that read one sequence, the
     rest add dA, dD and ddelta_bias over the batch."""
     pid = tl.program_id(0)
     offs = tl.arange(0, BLOCK)
     if pid < programs_bc:
         o = pid.to(tl.int64) * BLOCK + offs
         ok = o < n_bc
-        base = (o // bc_inner) * blocks_per_group * bc_inner + o % bc_inner
-        acc_b = tl.zeros((BLOCK,), dtype=tl.float32)
-        acc_c = tl.zeros((BLOCK,), dtype=tl.float32)
-        for _ in range(blocks_per_group):  # base stays int64: partial buffers may pass 2^31 elements
-            acc_b += tl.load(db_part + base, mask=ok, other=0.0)
-            acc_c += tl.load(dc_part + base, mask=ok, other=0.0)
-            base += bc_inner
-        tl.store(db_out + o, acc_b, mask=ok)
-        tl.store(dc_out + o, acc_c, mask=ok)
+        base = (o // bc_inner) * blocks_per_group * bc_inner + o % bc_inner  # int64: partials may pass 2^31
+        k = tl.arange(0, BLOCK_K)
+        acc_b = tl.zeros((BLOCK_K, BLOCK), dtype=tl.float32)
+        acc_c = tl.zeros((BLOCK_K, BLOCK), dtype=tl.float32)
+        for k0 in range(0, blocks_per_group, BLOCK_K):
+            rows = k0 + k
+            at = base[None, :] + rows.to(tl.int64)[:, None] * bc_inner
+            mask = (rows < blocks_per_group)[:, None] & ok[None, :]
+            acc_b += tl.load(db_part + at, mask=mask, other=0.0)
+            acc_c += tl.load(dc_part + at, mask=mask, other=0.0)
+        tl.store(db_out + o, tl.sum(acc_b, axis=0), mask=ok)
+        tl.store(dc_out + o, tl.sum(acc_c, axis=0), mask=ok)
     elif pid < programs_bc + programs_u:
         o = (pid - programs_bc).to(tl.int64) * BLOCK + offs
         ok = o < n_u
@@ -172,7 +177,7 @@ class BackwardPlan:
         self.finish_args = (n_bc, n_state * length, n_blocks // groups, n_u, u_groups * per_group * length, n_a,
                             channels, batch, programs_bc, programs_u)
         self.finish = Launch(_scan_finish_kernel, (programs_bc + programs_u + triton.cdiv(n_small, _FINISH_BLOCK),),
-                             SHARING=sharing, BLOCK=_FINISH_BLOCK)
+                             SHARING=sharing, BLOCK=_FINISH_BLOCK, BLOCK_K=4, num_warps=8)
         self.sharing = sharing
 
 
