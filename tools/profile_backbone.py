@@ -43,6 +43,7 @@ CATEGORIES = [
     ('depthwise conv (Triton)', r'_dwconv_|_tap_sum_kernel|_tap_gradients_kernel'),
     ('layer norm (Triton)', r'_layer_norm_fwd_kernel|_layer_norm_bwd_kernel|_layer_norm_param_grad_kernel'),
     ('selective scan (Triton)', r'_scan_forward_kernel|_scan_backward_kernel|_scan_finish_kernel'),
+    ('SS2D layout (Triton)', r'_grid_to_sequences_kernel|_sequences_to_grid_kernel'),
     ('convolution', r'conv|cudnn|depthwise|dgrad|wgrad|fprop'),
     ('matmul', r'gemm|matmul|addmm|aten::mm\b|aten::bmm|aten::linear|cutlass|cublas|nvjet'),
     ('normalization', r'norm|welford|bn_fw|bn_bw'),

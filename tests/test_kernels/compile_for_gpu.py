@@ -92,6 +92,18 @@ def compile_elementwise(dtype):
         ew.pack([torch.randn(8, 8), torch.randn(8)], dtype)
 
 
+def compile_grid_sequences(dtype):
+    """SS2D's layout kernels (kernels/grid_sequences), through their public functions."""
+    from mlla_dense.kernels import backend
+    from mlla_dense.kernels.grid_sequences import grid_to_sequences, sequences_to_grid
+    backend._INTERPRETER = True
+    with backend.forced_backend('triton'):
+        grid_to_sequences(torch.randn(2, 5, 6, 96, dtype=dtype))
+        sequences_to_grid(torch.randn(2, 4, 96, 30), 5, 6)
+        sequences_to_grid(torch.randn(2, 4, 96, 30, dtype=dtype), 5, 6)
+        sequences_to_grid(torch.randn(2, 2, 96, 30, dtype=dtype), 5, 6)
+
+
 def compile_all():
     from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
     from mlla_dense.kernels.gated_linear_attention.op import GatedLinearAttentionFunction
@@ -114,6 +126,7 @@ def compile_all():
             x, w, b = randn(2, 30, c), randn(c, low=False), randn(c, low=False)
             backward_through(layer_norm_op(x, w, b, 1e-5, torch.bfloat16), x, w, b)
         compile_elementwise(dtype)
+        compile_grid_sequences(dtype)
         for per_channel in (False, True):
             for heads, width, value_width in ((2, 32, 32), (1, 16, 96), (8, 64, 64)):
                 q, k, v = randn(2, 30, heads, width), randn(2, 30, heads, width), randn(2, 30, heads, value_width)

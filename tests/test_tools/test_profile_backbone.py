@@ -19,6 +19,7 @@ TOOL = 'tools/profile_backbone.py'
     ('_dwconv_grad_weight_kernel', 'depthwise conv (Triton)'),
     ('_scan_backward_kernel', 'selective scan (Triton)'),
     ('_scan_finish_kernel', 'selective scan (Triton)'),
+    ('_sequences_to_grid_kernel', 'SS2D layout (Triton)'),
     ('cudnn_infer_ampere_scudnn_128x32_relu_small_nn_v1', 'convolution'),
     ('aten::mkldnn_convolution', 'convolution'),
     ('sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64', 'matmul'),

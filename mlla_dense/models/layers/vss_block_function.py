@@ -2,9 +2,10 @@
 
 Run op by op (VSSBlock.forward_ops), a VMamba block is some thirty autograd nodes and ~110 kernel launches per
 forward+backward, and on the GPU hosts that Python work, not the GPU, sets the speed (benchmarks/NOTES.md). Here
-one Function runs the same math: the block's product weights are cast into one buffer in one launch, LayerNorms,
-the depthwise conv + SiLU, the selective scan, GELU and the drop-path residual adds run as single Triton launches,
-weight gradients come out of their products in float32, and the LayerNorm backwards add the residual's gradient.
+one Function runs the same math: the block's product weights are cast into one buffer in one launch; LayerNorms,
+the depthwise conv + SiLU, the selective scan, the transposes between the token map and its row and column
+sequences, GELU and the drop-path residual adds run as single Triton launches; weight gradients come out of their
+products in float32, and the LayerNorm backwards add the residual's gradient.
 
 Token layout (B, H, W, C). SS2D's two sequences ``xs`` (B, 2, D, L) are the map's rows and columns; path
 k = 2 * reversed + sequence projects ``xs[:, sequence]`` to (dt, B, C) and the four path outputs are summed back on
@@ -20,6 +21,7 @@ from torch import Tensor
 
 from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
 from mlla_dense.kernels.elementwise import drop_path_grad, gelu, gelu_with_grad, pack, residual_add
+from mlla_dense.kernels.grid_sequences import grid_to_sequences, sequences_to_grid
 from mlla_dense.kernels.layer_norm.op import layer_norm_op
 from mlla_dense.kernels.selective_scan.op import selective_scan_op
 from .product_grads import bias_grad, weight_grad
@@ -74,22 +76,6 @@ def _batched_weight_grad(dy: Tensor, x: Tensor) -> Tensor:
     return torch.matmul(dy, x.transpose(-1, -2)).sum(0, dtype=torch.float32)
 
 
-def _sequences(u: Tensor) -> Tensor:
-    """(B, H, W, D) tokens -> (B, 2, D, L): the map's rows and its columns (two copies into one buffer)."""
-    b, h, w, d = u.shape
-    xs = torch.empty((b, 2, d, h * w), dtype=u.dtype, device=u.device)
-    xs[:, 0].view(b, d, h, w).copy_(u.permute(0, 3, 1, 2))
-    xs[:, 1].view(b, d, w, h).copy_(u.permute(0, 3, 2, 1))
-    return xs
-
-
-def _on_grid(rows: Tensor, cols: Tensor, h: int, w: int) -> Tensor:
-    """Row-sequence and column-sequence values (B, D, L) added on the grid, as (B, H, W, D) tokens (one launch)."""
-    b, d, _ = rows.shape
-    out = torch.empty((b, h, w, d), dtype=rows.dtype, device=rows.device)
-    return torch.add(rows.view(b, d, h, w).permute(0, 2, 3, 1), cols.view(b, d, w, h).permute(0, 3, 2, 1), out=out)
-
-
 def _forward(x: Tensor, cfg: BlockConfig, keep: Optional[Tensor], w: _Weights, saving: bool):
     """The block's output, and what the backward needs when ``saving``."""
     p = w.p
@@ -100,15 +86,14 @@ def _forward(x: Tensor, cfg: BlockConfig, keep: Optional[Tensor], w: _Weights, s
     d = z.shape[-1]
     conv_bias = z.new_zeros(d, dtype=p['op.conv2d.weight'].dtype)
     u, = depthwise_conv_op.forward(z.view(b, length, d), p['op.conv2d.weight'], conv_bias, h, wd, False, True)
-    xs = _sequences(u.view(b, h, wd, d))
+    xs = grid_to_sequences(u.view(b, h, wd, d))
     paths = torch.matmul(w.proj, xs).view(b, 2, 2, w.rn2, length).transpose(1, 2).reshape(b, 4, w.rn2, length)
     dts, bs, cs = torch.split(paths, [w.rank, w.n_state, w.n_state], dim=2)
     delta = torch.matmul(w.dt_w, dts).view(b, 4 * d, length)
     a = -torch.exp(p['op.A_logs'])
     bias = p['op.dt_projs_bias'].view(-1)
     ys, states = selective_scan_op.forward(xs, delta, a, bs, cs, p['op.Ds'], bias, True, 2)
-    seqs = ys.view(b, 2, 2, d, length).sum(1)
-    y = _on_grid(seqs[:, 0], seqs[:, 1], h, wd)
+    y = sequences_to_grid(ys.view(b, 4, d, length), h, wd)
     yn, stats_out = layer_norm_op.forward(y, p['op.out_norm.weight'], p['op.out_norm.bias'], cfg.eps_out, cfg.dtype)
     o = F.linear(yn, w.out_w)
     keep_attn, keep_mlp = (None, None) if keep is None else keep
@@ -150,7 +135,7 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved):
     grads['op.out_proj.weight'] = weight_grad(d_o, yn)
     d_y, grads['op.out_norm.weight'], grads['op.out_norm.bias'] = layer_norm_op.backward(
         torch.matmul(d_o, w.out_w).view(yn.shape), y, p['op.out_norm.weight'], stats_out)
-    d_seqs = _sequences(d_y)  # (B, 2, D, L) float32: the gradient of the two paths on each sequence
+    d_seqs = grid_to_sequences(d_y)  # (B, 2, D, L) float32: the gradient of the two paths on each sequence
     bs, cs = torch.split(paths, [w.rank, w.n_state, w.n_state], dim=2)[1:]
     d_xs, d_delta, d_a, d_bs, d_cs, d_ds, d_bias = selective_scan_op.backward(
         d_seqs, xs, delta, a, bs, cs, p['op.Ds'], p['op.dt_projs_bias'].view(-1), states, True, 2)
@@ -166,7 +151,7 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved):
     d_proj = _batched_weight_grad(d_proj_out, xs)                     # (2, 2 * rn2, D), rows as in w.proj
     grads['op.x_proj_weight'] = d_proj.view(2, 2, w.rn2, d).transpose(0, 1).reshape(4, w.rn2, d)
     d_xs = d_xs.add_(torch.matmul(w.proj.transpose(1, 2), d_proj_out))  # in xs' dtype, as autograd sums them
-    d_u = _on_grid(d_xs[:, 0], d_xs[:, 1], h, wd).view(b, length, d)
+    d_u = sequences_to_grid(d_xs, h, wd).view(b, length, d)
     d_z, grads['op.conv2d.weight'], _ = depthwise_conv_op.backward(d_u, z.view(b, length, d),
                                                                     p['op.conv2d.weight'], conv_bias, h, wd, False,
                                                                     True)
