@@ -121,6 +121,34 @@ def test_parameters_are_read_at_each_call():
     assert len(read) == len(PARAMETERS) and all(t is aliases[name] for name, t in zip(PARAMETERS, read))
 
 
+def test_backbone_draws_masks_for_every_block(use_backend):
+    """In training mode with drop path the backbone draws (blocks, 2, B) masks once, and block j gets row j: a
+    block whose row is all 0 returns its input."""
+    from mlla_dense.models.backbones.vmamba import VMamba
+    use_backend('triton')
+    model = VMamba(dims=16, depths=(1, 2), drop_path_rate=0.5, out_indices=(1,)).to(DEVICE).train()
+    x = torch.randn(2, 3, 32, 32, device=DEVICE)
+    keep = model._drop_path_masks(x)
+    assert keep.shape == (3, 2, 2) and set(keep.unique().tolist()) <= {0.0, 1.0}
+    assert (keep[0] == 1).all()  # the first block's rate is 0
+    fixed = torch.tensor([[[1., 1.], [1., 1.]], [[1., 0.], [0., 1.]], [[0., 0.], [0., 0.]]], device=DEVICE)
+    model._drop_path_masks = lambda tokens: fixed
+    seen = []
+    for block in (*model.layers[0].blocks, *model.layers[1].blocks):
+        block.register_forward_hook(lambda module, args, out: seen.append((args, out)))
+    model(x)
+    assert [torch.equal(args[1], row) for (args, _), row in zip(seen, fixed)] == [True] * 3
+    (tokens, _), out = seen[2]
+    assert torch.equal(out, tokens)
+    del model._drop_path_masks
+    with torch.no_grad():
+        use_backend('torch')
+        assert model._drop_path_masks(x) is None
+        use_backend('triton')
+        model.eval()
+        assert model._drop_path_masks(x) is None
+
+
 @pytest.mark.gpu
 def test_gpu_fp32_stage1_block(use_backend):
     """VMamba-T's stage-1 block at 2x800x1344 (200x336 tokens, 96 channels), TF32 off."""

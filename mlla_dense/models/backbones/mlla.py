@@ -20,6 +20,7 @@ from mlla_dense.kernels.depthwise_conv import depthwise_conv
 from mlla_dense.kernels.layer_norm import layer_norm
 from mlla_dense.registry import register_backbone
 from .pretrained_backbone import PretrainedBackbone
+from ..layers.drop_path_masks import drop_path_masks
 from ..layers.linear_attention import LinearAttention
 from ..layers.mlla_stem import PatchMerging, Stem
 from ..layers.mlla_block_function import fused_dtypes, mlla_block
@@ -75,10 +76,14 @@ class MLLABlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
+    def fused(self, x: torch.Tensor) -> bool:
+        """Whether the block runs as one :class:`MLLABlockFunction` on these tokens."""
+        return use_triton(x) and not torch.compiler.is_compiling() and self.mlp.drop.p == 0 and fused_dtypes(x)
+
     def forward(self, x: torch.Tensor, hw_shape, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: (B, H*W, C) tokens. ``keep`` (2, B), per-sample drop-path masks (0. or 1.) of the two branches drawn
         by the backbone for all blocks at once; drawn here when needed and not given."""
-        if use_triton(x) and not torch.compiler.is_compiling() and self.mlp.drop.p == 0 and fused_dtypes(x):
+        if self.fused(x):
             keep_prob = 1.0 - self.drop_path.drop_prob if isinstance(self.drop_path, DropPath) else 1.0
             if not self.training or keep_prob == 1.0:
                 keep = None
@@ -251,12 +256,9 @@ class MLLA(PretrainedBackbone):
         return preset['embed_dim'], preset['depths'], preset['num_heads']
 
     def _drop_path_masks(self, x: torch.Tensor) -> Optional[torch.Tensor]:
-        """Per-sample keep masks (0. or 1.) of every block's two drop paths, (blocks, 2, B), drawn at once for the
-        fused blocks (three launches instead of three per block); None where no block drops paths."""
-        if not self.training or not use_triton(x) or not bool(self.drop_path_rate):
-            return None
-        r = torch.rand(len(self.keep_probs), 2, x.shape[0], device=x.device)
-        return r.add_(self.keep_probs.view(-1, 1, 1)).floor_()
+        """Every block's drop-path masks (blocks, 2, B) for the fused blocks, or None (see drop_path_masks)."""
+        return drop_path_masks(self.keep_probs, x, self.training and bool(self.drop_path_rate)
+                               and self.layers[0].blocks[0].fused(x))
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -20,6 +20,7 @@ from mlla_dense.kernels.layer_norm import layer_norm
 from mlla_dense.registry import register_backbone
 from .pretrained_backbone import PretrainedBackbone
 from ..layers.channel_first import LayerNorm2d, Linear2d
+from ..layers.drop_path_masks import drop_path_masks
 from ..layers.recompute import recomputed
 from ..layers.ss2d import SS2D, compute_dtype
 from ..layers.vss_block_function import vss_block
@@ -70,13 +71,18 @@ class VSSBlock(nn.Module):
         self.norm2 = LayerNorm2d(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-    def _forward(self, x):
+    def fused(self, x) -> bool:
+        """Whether the block runs as one :class:`VSSBlockFunction` on these tokens."""
         conv = self.op.conv2d
-        if (use_triton(x) and not torch.compiler.is_compiling() and conv.kernel_size == (3, 3) and conv.bias is None
-                and self.mlp.drop.p == 0):
+        return (use_triton(x) and not torch.compiler.is_compiling() and conv.kernel_size == (3, 3)
+                and conv.bias is None and self.mlp.drop.p == 0)
+
+    def _forward(self, x, keep: Optional[torch.Tensor]):
+        if self.fused(x):
             keep_prob = 1.0 - self.drop_path.drop_prob if isinstance(self.drop_path, DropPath) else 1.0
-            keep = None
-            if self.training and keep_prob < 1.0:
+            if not self.training or keep_prob == 1.0:
+                keep = None
+            elif keep is None:
                 keep = torch.rand(2, x.shape[0], device=x.device).add_(keep_prob).floor_()
             return vss_block(self, x, keep, keep_prob)
         return self.forward_ops(x)
@@ -86,8 +92,10 @@ class VSSBlock(nn.Module):
         x = x + self.drop_path(self.op(layer_norm(x, self.norm.weight, self.norm.bias, self.norm.eps, dtype)))
         return x + self.drop_path(self.mlp(layer_norm(x, self.norm2.weight, self.norm2.bias, self.norm2.eps, dtype)))
 
-    def forward(self, x):
-        return recomputed(self._forward, x, enabled=self.with_cp)
+    def forward(self, x, keep: Optional[torch.Tensor] = None):
+        """x: (B, H, W, C) tokens. ``keep`` (2, B), per-sample drop-path masks (0. or 1.) of the two branches
+        drawn by the backbone for all blocks at once; drawn here when needed and not given."""
+        return recomputed(self._forward, x, keep, enabled=self.with_cp)
 
 
 def patch_embed(in_chans: int, dim: int) -> nn.Sequential:
@@ -163,6 +171,9 @@ class VMamba(PretrainedBackbone):
         self.dims, self.in_chans, self.out_indices, self.frozen_stages = dims, in_chans, out_indices, frozen_stages
         self.patch_embed = patch_embed(in_chans, dims[0])
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.drop_path_rate = drop_path_rate
+        self.block_offsets = [sum(depths[:i]) for i in range(num_stages + 1)]
+        self.register_buffer('keep_probs', 1.0 - torch.tensor(dpr), persistent=False)
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             start = sum(depths[:i])
@@ -175,11 +186,19 @@ class VMamba(PretrainedBackbone):
         self.apply(self._init_layer)
         self._freeze_stages()
 
+    def _drop_path_masks(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """Every block's drop-path masks (blocks, 2, B) for the fused blocks, or None (see drop_path_masks)."""
+        return drop_path_masks(self.keep_probs, x, self.training and bool(self.drop_path_rate)
+                               and self.layers[0].blocks[0].fused(x))
+
     def forward_features(self, x: torch.Tensor):
         x = self.patch_embed(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
+        keep = self._drop_path_masks(x)
         outs = []
         for i, layer in enumerate(self.layers):
-            stage_out = layer.blocks(x)
+            for j, block in enumerate(layer.blocks, self.block_offsets[i]):
+                x = block(x, None if keep is None else keep[j])
+            stage_out = x
             if i in self.out_indices:
                 norm = getattr(self, f'outnorm{i}')
                 out = layer_norm(stage_out, norm.weight, norm.bias, norm.eps)
