@@ -97,7 +97,9 @@ def test_gated_mixer_through_triton_kernels(use_backend):
 
 @pytest.mark.parametrize('kind,cpe', [('transformer', True), ('mamba-sub', False), ('mamba-all', True)])
 def test_block_equals_formula(kind, cpe):
-    """1e-7 relative: the blocks' LayerNorms compute in float32 (mlla_dense.kernels.layer_norm), as MLLA's do."""
+    """3e-7 relative: the blocks' LayerNorms compute in float32 (mlla_dense.kernels.layer_norm), as MLLA's do, so
+    the float64 block carries a few float32 roundings (~6e-8 each); a wrong term would be orders larger."""
+    torch.manual_seed(0)
     mixer = dict(num_heads=2, forget_gate='mamba2', lepe=True)
     block = perturbed(DesignSpaceBlock(8, kind, mixer, cpe=cpe, mlp_ratio=2, expand=1.5, drop=0., drop_path=0.))
     x = torch.randn(2, GRID[0] * GRID[1], 8, dtype=torch.float64)
@@ -106,7 +108,7 @@ def test_block_equals_formula(kind, cpe):
     sd = block.state_dict()
     for b in range(2):
         ref = plain.block(sd, '', x[b], *GRID, kind, cpe, mixer)
-        assert ((out[b] - ref).norm() / ref.norm()).item() < 1e-7
+        assert ((out[b] - ref).norm() / ref.norm()).item() < 3e-7
 
 
 MLLA_POINT = dict(arch='mlla-t', macro='mlla', block='mamba-sub', pos_embed=('cpe', 'lepe', 'rope'),
