@@ -3,11 +3,14 @@ the demo's path, not its results): every stage runs, the summary is written and 
 are drawn, with the trainings side by side (two worker processes, the CPU default) or one after the other; a
 failing stage makes it exit non-zero after the summary."""
 import glob
+import importlib.util
 import json
 import os
 import os.path as osp
+from types import SimpleNamespace
 
 import cv2
+import torch
 
 from helpers import run
 
@@ -32,6 +35,7 @@ def test_demo_runs_every_stage(tmp_path):
         'train detection', 'evaluate detection', 'train segmentation', 'evaluate segmentation']
     assert summary['side_by_side_seconds'] > 0
     assert '[det] ' in result.stdout and '[seg] ' in result.stdout
+    assert all(osp.exists(tmp_path / 'work' / task / 'training_ended') for task in ('det', 'seg'))
     assert set(summary['metrics']) == {'val', 'val_restyled'}
     for values in summary['metrics'].values():
         assert set(values) == {'box mAP', 'mask mAP', 'mIoU'}
@@ -80,3 +84,32 @@ def test_bad_lengths_are_refused(tmp_path):
         result = run(['python', 'tools/demo.py', '--data', str(tmp_path / 'shapes'), option, '1'])
         assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / 'shapes').exists()
+
+
+def test_threads_rise_when_the_other_training_ends(tmp_path):
+    """Side by side, a worker whose partner has marked the end of its training takes the idle core: its hook
+    raises the threads at the next check (every 10 iterations), once, and says so in the log."""
+    spec = importlib.util.spec_from_file_location('demo_tool', 'tools/demo.py')
+    demo_tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo_tool)
+    marker = tmp_path / 'det' / 'training_ended'
+    hook = demo_tool.ThreadsWhenPartnerDone(str(marker), threads=2)
+    logged = []
+    runner = SimpleNamespace(iter=40, logger=SimpleNamespace(info=logged.append))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        hook.before_train_iter(runner, 0)
+        assert torch.get_num_threads() == 1 and not logged
+        marker.parent.mkdir()
+        marker.touch()
+        hook.before_train_iter(runner, 5)
+        assert torch.get_num_threads() == 1
+        hook.before_train_iter(runner, 10)
+        assert torch.get_num_threads() == 2 and logged == ['the other training has finished: 2 threads from '
+                                                           'iteration 40']
+        torch.set_num_threads(1)
+        hook.before_train_iter(runner, 20)
+        assert torch.get_num_threads() == 1 and len(logged) == 1
+    finally:
+        torch.set_num_threads(threads)
