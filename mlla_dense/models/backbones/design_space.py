@@ -195,7 +195,7 @@ class LinearAttentionDesignSpace(PretrainedBackbone):
         if 'ape' in pos_embed:
             self.patch_embed = StemWithPositionEmbedding(self.patch_embed, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = self._init_drop_path(drop_path_rate, depths)
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             mixer = dict(num_heads=num_heads[i], key_dim=key_dim, input_gate=input_gate, forget_gate=forget_gate,

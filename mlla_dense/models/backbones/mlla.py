@@ -20,7 +20,6 @@ from mlla_dense.kernels.depthwise_conv import depthwise_conv
 from mlla_dense.kernels.layer_norm import layer_norm
 from mlla_dense.registry import register_backbone
 from .pretrained_backbone import PretrainedBackbone
-from ..layers.drop_path_masks import drop_path_masks
 from ..layers.linear_attention import LinearAttention
 from ..layers.mlla_stem import PatchMerging, Stem
 from ..layers.mlla_block_function import fused_dtypes, mlla_block
@@ -223,10 +222,7 @@ class MLLA(PretrainedBackbone):
 
         self.patch_embed = Stem(in_chans, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        self.drop_path_rate = drop_path_rate
-        self.block_offsets = [sum(depths[:i]) for i in range(num_stages + 1)]
-        self.register_buffer('keep_probs', 1.0 - torch.tensor(dpr), persistent=False)
+        dpr = self._init_drop_path(drop_path_rate, depths)
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             start = sum(depths[:i])
@@ -254,11 +250,6 @@ class MLLA(PretrainedBackbone):
             if value is not None and (tuple(value) if name != 'embed_dim' else value) != preset[name]:
                 raise ValueError(f'arch={arch!r} has {name}={preset[name]}, which conflicts with {name}={value}')
         return preset['embed_dim'], preset['depths'], preset['num_heads']
-
-    def _drop_path_masks(self, x: torch.Tensor) -> Optional[torch.Tensor]:
-        """Every block's drop-path masks (blocks, 2, B) for the fused blocks, or None (see drop_path_masks)."""
-        return drop_path_masks(self.keep_probs, x, self.training and bool(self.drop_path_rate)
-                               and self.layers[0].blocks[0].fused(x))
 
     def train(self, mode: bool = True):
         super().train(mode)

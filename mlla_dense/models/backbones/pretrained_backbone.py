@@ -1,6 +1,7 @@
 """What the MLLA and VMamba backbones share: input checks, truncated-normal init, strict loading of official
-checkpoints, frozen stages and the optional CUDA graphs of the training step."""
-from typing import Optional, Tuple
+checkpoints, frozen stages, drop-path masks drawn once per forward, and the optional CUDA graphs of the training
+step."""
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.model import BaseModule
@@ -19,6 +20,10 @@ class PretrainedBackbone(BaseModule):
     official checkpoint, for the message when it is missing. They have ``in_chans``, ``patch_embed``, ``layers``,
     ``out_indices``, ``frozen_stages`` and one output norm per index named ``<out_norm_prefix><i>``, and compute
     their outputs in ``forward_features``.
+
+    Their blocks take per-sample drop-path masks as inputs when they run fused (``blocks[j].fused(x)``):
+    :meth:`_drop_path_masks` draws every block's masks at once, three launches per forward instead of three per
+    block.
 
     ``cuda_graphs=n`` (n > 0) replays the training forward and backward as CUDA graphs captured for up to n
     input signatures, ``cuda_graphs_memory_gb`` bounding their memory (:class:`TrainingGraphs`): for host-bound
@@ -43,6 +48,24 @@ class PretrainedBackbone(BaseModule):
         if self.training_graphs is None:
             return self.forward_features(x)
         return self.training_graphs(self, self.forward_features, x)
+
+    def _init_drop_path(self, drop_path_rate: float, depths: Sequence[int]) -> List[float]:
+        """Stochastic depth rising linearly to ``drop_path_rate`` over all blocks: each block's drop probability
+        (returned), and what :meth:`_drop_path_masks` needs."""
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        self.drop_path_rate = drop_path_rate
+        self.block_offsets = [sum(depths[:i]) for i in range(len(depths) + 1)]
+        self.register_buffer('keep_probs', 1.0 - torch.tensor(dpr), persistent=False)
+        return dpr
+
+    def _drop_path_masks(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """(blocks, 2, B) masks of 0. and 1. for the two branches of each block (mmcv's DropPath draw:
+        floor(keep_prob + uniform)), block i keeping a sample with probability ``keep_probs[i]``; None when not
+        training, when no block drops paths, or when the blocks do not run fused on ``x`` (tokens)."""
+        if not (self.training and self.drop_path_rate and self.layers[0].blocks[0].fused(x)):
+            return None
+        r = torch.rand(len(self.keep_probs), 2, x.shape[0], device=x.device)
+        return r.add_(self.keep_probs.view(-1, 1, 1)).floor_()
 
     @staticmethod
     def _init_layer(m):

@@ -20,7 +20,6 @@ from mlla_dense.kernels.layer_norm import layer_norm
 from mlla_dense.registry import register_backbone
 from .pretrained_backbone import PretrainedBackbone
 from ..layers.channel_first import LayerNorm2d, Linear2d
-from ..layers.drop_path_masks import drop_path_masks
 from ..layers.recompute import recomputed
 from ..layers.ss2d import SS2D, compute_dtype
 from ..layers.vss_block_function import vss_block
@@ -170,10 +169,7 @@ class VMamba(PretrainedBackbone):
             raise ValueError(f'out_indices {out_indices} must be stage indices in [0, {num_stages})')
         self.dims, self.in_chans, self.out_indices, self.frozen_stages = dims, in_chans, out_indices, frozen_stages
         self.patch_embed = patch_embed(in_chans, dims[0])
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        self.drop_path_rate = drop_path_rate
-        self.block_offsets = [sum(depths[:i]) for i in range(num_stages + 1)]
-        self.register_buffer('keep_probs', 1.0 - torch.tensor(dpr), persistent=False)
+        dpr = self._init_drop_path(drop_path_rate, depths)
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
             start = sum(depths[:i])
@@ -185,11 +181,6 @@ class VMamba(PretrainedBackbone):
             self.add_module(f'outnorm{i}', LayerNorm2d(dims[i]))
         self.apply(self._init_layer)
         self._freeze_stages()
-
-    def _drop_path_masks(self, x: torch.Tensor) -> Optional[torch.Tensor]:
-        """Every block's drop-path masks (blocks, 2, B) for the fused blocks, or None (see drop_path_masks)."""
-        return drop_path_masks(self.keep_probs, x, self.training and bool(self.drop_path_rate)
-                               and self.layers[0].blocks[0].fused(x))
 
     def forward_features(self, x: torch.Tensor):
         x = self.patch_embed(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
