@@ -62,6 +62,8 @@ def parse_args(argv=None):
                         'with its selective_scan_cuda_oflex extension built')
     parser.add_argument('--rounds', type=int, default=12, help='rounds of alternating calls')
     parser.add_argument('--warmup', type=int, default=3, help='rounds left out of the statistics')
+    parser.add_argument('--steps', nargs='+', default=['fwd', 'fwdbwd'], choices=['fwd', 'fwdbwd'],
+                        help='calls to time; fwdbwd alone halves what torch.compile has to compile')
     parser.add_argument('--no-graphs', action='store_true', help='skip the device time (CUDA-graph replays)')
     parser.add_argument('--out', default='benchmarks/results')
     parser.add_argument('--name', default='backbones', help='stem of the JSON and PNG files')
@@ -110,6 +112,7 @@ class Runner:
             runner = torch.compile(module, mode=self.compile_mode)
         self.forward, self.forward_backward = backbone_steps(runner, x, dtype)
         self.times = {'fwd': [], 'fwdbwd': []}
+        self.first_call_s = {}
 
     def call(self, step: str, keep: bool):
         fn = self.forward if step == 'fwd' else self.forward_backward
@@ -123,6 +126,7 @@ class Runner:
             ms = (time.perf_counter() - start) * 1e3
         if keep:
             self.times[step].append(ms)
+        self.first_call_s.setdefault(step, round(ms / 1e3, 1))
 
     def extras(self, graphs: bool) -> dict:
         """Peak memory one forward+backward adds, and the CUDA-graph replay times of the eager implementations."""
@@ -176,15 +180,20 @@ def measure(args, name, size, dtype, info):
             difference = output_difference(ours, official, x)
     for r in range(args.rounds):
         for runner in runners:
-            for step in ('fwd', 'fwdbwd'):
+            for step in args.steps:
                 runner.call(step, keep=r >= args.warmup)
+                if r == 0 and runner.compile_mode:
+                    print(f'{runner.impl} {step}: first call (compiling) {runner.first_call_s[step]} s', flush=True)
         print(f'{name} {size} {dtype}: round {r + 1}/{args.rounds}', flush=True)
     records = []
     for runner in runners:
         record = dict(model=name, impl=runner.impl, dtype=dtype, batch=batch, height=height, width=width)
-        for step, times in runner.times.items():
+        for step in args.steps:
+            times = runner.times[step]
             record[f'{step}_ms'] = round(statistics.median(times), 2)
             record[f'{step}_min_ms'] = round(min(times), 2)
+        if runner.compile_mode:
+            record['first_call_s'] = runner.first_call_s
         record.update(runner.extras(not args.no_graphs))
         if runner.impl.startswith('official') and difference is not None:
             record['max_rel_diff_to_mlla_dense'] = float(f'{difference:.3g}')
@@ -198,16 +207,19 @@ def measure(args, name, size, dtype, info):
 
 
 def add_ratios(records):
-    """``*_vs_official``: each timing over the official eager implementation's in the same model, size, dtype."""
+    """``*_vs_official``: each timing over the official implementation's in the same model, size, dtype: the
+    compiled official one for compiled rows, the eager one for the others."""
+    def official(impl, r):
+        return next((o for o in records if o['impl'] == impl and
+                     all(o[k] == r[k] for k in ('model', 'dtype', 'batch', 'height', 'width'))), None)
+
     for r in records:
-        base = [o for o in records if o['impl'] == 'official' and
-                all(o[k] == r[k] for k in ('model', 'dtype', 'batch', 'height', 'width'))]
-        if not base or r['impl'] == 'official':
+        if r['impl'].startswith('official'):
             continue
-        compiled_base = [o for o in records if o['impl'] == 'official-compiled' and
-                         all(o[k] == r[k] for k in ('model', 'dtype', 'batch', 'height', 'width'))]
-        reference = compiled_base[0] if r['impl'].endswith(('-compiled', '-reduce-overhead')) and compiled_base \
-            else base[0]
+        compiled = r['impl'].endswith(('-compiled', '-reduce-overhead'))
+        reference = (compiled and official('official-compiled', r)) or official('official', r)
+        if reference is None:
+            continue
         r['ratio_basis'] = reference['impl']
         for key in ('fwd_ms', 'fwdbwd_ms', 'graph_fwd_ms', 'graph_fwdbwd_ms'):
             if key in r and key in reference:
@@ -246,7 +258,7 @@ def plot(records, path):
     for ax, (model, size, dtype) in zip(axes[0], groups):
         rows = [r for r in records if (r['model'], f"{r['height']}x{r['width']}", r['dtype']) == (model, size, dtype)]
         for i, r in enumerate(rows):
-            ax.bar(i - 0.2, r['fwdbwd_ms'], 0.4, color=f'C{i}', label=r['impl'])
+            ax.bar(i - 0.2, r.get('fwdbwd_ms', 0), 0.4, color=f'C{i}', label=r['impl'])
             if 'graph_fwdbwd_ms' in r:
                 ax.bar(i + 0.2, r['graph_fwdbwd_ms'], 0.4, color=f'C{i}', alpha=0.4, hatch='//')
         ax.set_xticks(range(len(rows)), [r['impl'] for r in rows], rotation=30, ha='right', fontsize=7)

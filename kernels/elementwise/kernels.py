@@ -49,7 +49,8 @@ def _residual_add_kernel(res_ptr, y_ptr, keep_ptr, out_ptr, M, C, TOKENS, keep_p
     y = tl.load(y_ptr + r * s_y + c, mask=mask, other=0.).to(tl.float32)
     if DROP_PATH:
         keep = tl.load(keep_ptr + rows // TOKENS, mask=rows < M, other=0.)
-        y = tl.math.div_rn(y, keep_prob).to(y_ptr.dtype.element_ty).to(tl.float32) * keep[:, None]
+        scaled = tl.math.div_rn(y, tl.cast(keep_prob, tl.float32))
+        y = scaled.to(y_ptr.dtype.element_ty).to(tl.float32) * keep[:, None]
     tl.store(out_ptr + r * s_out + c, (res + y).to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -61,8 +62,8 @@ def _drop_path_grad_kernel(d_ptr, keep_ptr, out_ptr, M, C, TOKENS, keep_prob, s_
     rows, r, c, mask = _tile(M, C, BLOCK_M, BLOCK_C)
     d = tl.load(d_ptr + r * s_d + c, mask=mask, other=0.).to(out_ptr.dtype.element_ty).to(tl.float32)
     keep = tl.load(keep_ptr + rows // TOKENS, mask=rows < M, other=0.)
-    tl.store(out_ptr + r * s_out + c, (tl.math.div_rn(d * keep[:, None], keep_prob)).to(out_ptr.dtype.element_ty),
-             mask=mask)
+    grad = tl.math.div_rn(d * keep[:, None], tl.cast(keep_prob, tl.float32))
+    tl.store(out_ptr + r * s_out + c, grad.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit

@@ -20,7 +20,8 @@ def _layer_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, stats_ptr, M, C, s_x, s_y
     count = tl.cast(C, tl.float32)
     mean = tl.math.div_rn(tl.sum(x, axis=1), count)
     centered = tl.where(mask, x - mean[:, None], 0.)
-    rstd = tl.math.div_rn(1.0, tl.sqrt_rn(tl.math.div_rn(tl.sum(centered * centered, axis=1), count) + eps))
+    variance = tl.math.div_rn(tl.sum(centered * centered, axis=1), count)
+    rstd = tl.math.div_rn(1.0, tl.sqrt_rn(variance + tl.cast(eps, tl.float32)))
     w = tl.load(w_ptr + cols, mask=valid, other=0.).to(tl.float32)
     b = tl.load(b_ptr + cols, mask=valid, other=0.).to(tl.float32)
     y = centered * rstd[:, None] * w[None, :] + b[None, :]

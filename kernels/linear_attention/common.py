@@ -193,4 +193,4 @@ def finish_pairs_kernel(part_ptr, out_ptr, NUM_CHUNKS, scale, BLOCK_C: tl.conste
     out = out_ptr + r.to(tl.int64) * (size + BLOCK_C) + i * BLOCK_C + lane
     if i < BLOCK_C:
         acc = tl.where(lane // D == i // D, acc, 0.)
-    tl.store(out, acc * scale)
+    tl.store(out, acc * tl.cast(scale, tl.float32))

@@ -5,6 +5,8 @@ driver makes Triton target sm_90, and kernel launches compile without running, t
 (forward and backward) at MLLA-T and VMamba-T channel counts in bf16, fp16 and fp32. Catches what the
 interpreter cannot: code that Triton's GPU compiler rejects. Prints one JSON line per compiled kernel variant
 (registers and spilled bytes per thread, from ptxas' report through cuobjdump) and exits 1 on the first error.
+Kernels with float arguments compile a second time with those typed fp64, as torch.compile's generated code
+passes Python floats (Inductor's signature for them), so a kernel that mixes one into float32-only math fails here.
 """
 import json
 import os
@@ -16,6 +18,7 @@ import tempfile
 import torch
 import triton
 from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
 from triton.runtime import driver
 from triton.runtime.jit import JITFunction
 
@@ -50,6 +53,16 @@ def resources(kernel):
     return (int(match[1]), int(match[2])) if match else (None, None)
 
 
+def compile_with_fp64_floats(fn, kernel, args):
+    """Compile ``kernel`` (a CompiledKernel of ``fn``) again with its float arguments typed fp64."""
+    names = [n for n, a in zip(fn.arg_names, args) if isinstance(a, float)]
+    if not names:
+        return
+    signature = dict(kernel.src.signature, **{n: 'fp64' for n in names})
+    options = {k: getattr(kernel.metadata, k) for k in ('num_warps', 'num_stages', 'num_ctas', 'launch_pdl')}
+    triton.compile(ASTSource(fn, signature, kernel.src.constants, kernel.src.attrs), target=H100, options=options)
+
+
 def install_compile_only():
     """Make every kernel launch compile for H100 and return without running; report each new variant."""
     driver.set_active(StandInDriver())
@@ -60,6 +73,7 @@ def install_compile_only():
         kernel = launch(self, *args, grid=grid, warmup=True, **kwargs)
         if kernel.hash not in seen:
             seen.add(kernel.hash)
+            compile_with_fp64_floats(self, kernel, args)
             regs, spills = resources(kernel)
             print(json.dumps(dict(kernel=self.fn.__name__, registers=regs, spilled_bytes=spills,
                                   shared_memory=kernel.metadata.shared)), flush=True)

@@ -44,3 +44,13 @@ def test_ratios_against_the_official_implementation():
                                                                                                            0.4)
     assert compiled['ratio_basis'] == 'official-compiled' and compiled['fwdbwd_vs_official'] == 0.5
     assert 'fwd_vs_official' not in records[0] and 'fwd_vs_official' not in other
+
+
+def test_compiled_ratio_without_the_eager_official_row():
+    common = dict(model='mlla-t', dtype='bf16', batch=2, height=800, width=1344)
+    records = [dict(common, impl='official-compiled', fwdbwd_ms=60.0),
+               dict(common, impl='mlla_dense-compiled', fwdbwd_ms=30.0),
+               dict(common, impl='mlla_dense', fwdbwd_ms=45.0)]
+    add_ratios(records)
+    assert records[1]['ratio_basis'] == 'official-compiled' and records[1]['fwdbwd_vs_official'] == 0.5
+    assert 'fwdbwd_vs_official' not in records[2]
