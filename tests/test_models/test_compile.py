@@ -22,3 +22,43 @@ def test_backbone_is_one_graph(name, use_backend):
     explanation = torch._dynamo.explain(loss)(image)
     assert explanation.graph_break_count == 0, [str(r.reason) for r in explanation.break_reasons]
     assert explanation.graph_count == 1
+
+
+def _loss(model, image):
+    return sum(out.float().square().mean() for out in model(image))
+
+
+@pytest.mark.parametrize('recompute', [False, True])
+def test_compiled_mlla_runs_its_fused_blocks(recompute, use_backend):
+    """Under torch.compile MLLA's blocks are the fused block's two custom ops (one graph): loss and every
+    gradient equal the eager fused blocks' (same kernels, same drop-path masks)."""
+    use_backend('triton')
+    model = MLLA(arch='nano', drop_path_rate=0.2, with_cp=False).train()
+    for block in (b for layer in model.layers for b in layer.blocks):
+        block.recompute = recompute
+    image = torch.randn(1, 3, 40, 56)
+    graph = torch._dynamo.explain(lambda image: _loss(model, image))(image).graphs[0]
+    assert 'mlla_block_fwd' in graph.code and 'layer_norm_fwd' not in graph.code
+    params = list(model.parameters())
+    torch.manual_seed(1)
+    eager = torch.autograd.grad(_loss(model, image), params)
+    torch.manual_seed(1)
+    compiled = torch.autograd.grad(_loss(torch.compile(model, backend='aot_eager', fullgraph=True), image), params)
+    for a, b in zip(eager, compiled):
+        assert torch.equal(a, b)
+
+
+def test_fused_block_op_registration(use_backend):
+    """torch.library.opcheck of the fused block's forward op: schema, fake implementation against the real one,
+    autograd registration, AOT dispatch at static shapes (the kernels' launch plans need concrete sizes)."""
+    from mlla_dense.models.layers.mlla_block_function import block_parameters
+    use_backend('triton')
+    block = MLLA(arch='nano').layers[0].blocks[0]
+    x = torch.randn(2, 5 * 6, block.norm1.normalized_shape[0], requires_grad=True)
+    keep = torch.tensor([[1., 0.], [1., 1.]])
+    params = block_parameters(block)
+    options = (5, 6, block.attn.num_heads, 1e-5, 1e-5, torch.float32, 0.8, False, True)
+    checks = ('test_schema', 'test_autograd_registration', 'test_faketensor', 'test_aot_dispatch_static')
+    results = torch.library.opcheck(torch.ops.mlla_dense.mlla_block_fwd.default, (x, keep, params, *options),
+                                    test_utils=checks)
+    assert set(results.values()) == {'SUCCESS'}, results

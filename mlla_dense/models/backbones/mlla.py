@@ -22,6 +22,7 @@ from mlla_dense.registry import register_backbone
 from .pretrained_backbone import PretrainedBackbone
 from ..layers.linear_attention import LinearAttention
 from ..layers.mlla_stem import PatchMerging, Stem
+from ..layers import mlla_block_op  # noqa: F401  (the fused block's ops for torch.compile)
 from ..layers.mlla_block_function import fused_dtypes, mlla_block
 from ..layers.mlp import Mlp
 from ..layers.recompute import recomputed
@@ -76,8 +77,9 @@ class MLLABlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
     def fused(self, x: torch.Tensor) -> bool:
-        """Whether the block runs as one :class:`MLLABlockFunction` on these tokens."""
-        return use_triton(x) and not torch.compiler.is_compiling() and self.mlp.drop.p == 0 and fused_dtypes(x)
+        """Whether the block runs as one :class:`MLLABlockFunction` on these tokens (under torch.compile: as the
+        two custom ops of mlla_block_op.py)."""
+        return use_triton(x) and self.mlp.drop.p == 0 and fused_dtypes(x)
 
     def forward(self, x: torch.Tensor, hw_shape, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: (B, H*W, C) tokens. ``keep`` (2, B), per-sample drop-path masks (0. or 1.) of the two branches drawn

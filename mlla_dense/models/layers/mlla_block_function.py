@@ -130,7 +130,8 @@ def _branch_grad(d: Tensor, keep: Optional[Tensor], cfg: BlockConfig) -> Tensor:
 
 
 def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved) -> Tuple[Tensor, dict]:
-    """(d x, gradients by parameter name)."""
+    """(d x, gradients by parameter name, act_proj's and in_proj's as 'gate_in.weight' and 'gate_in.bias' of
+    their joint product)."""
     x, x1, gi, u, qk, la_stats, att, gated, x2, x3, ln1, stats1, ln2, stats2, a = saved
     p, c = w.p, x.shape[-1]
     h, wd = cfg.height, cfg.width
@@ -163,15 +164,19 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved) -> Tupl
         d_gi[..., c:], d_u, gi[..., c:], p['dwc.weight'], p['dwc.bias'], h, wd, False, True)
     if ln1 is None:
         ln1, stats1 = _norm(x1, p['norm1.weight'], p['norm1.bias'], cfg.eps1, cfg.dtype)
-    d_gate_in_w, d_gate_in_b = weight_grad(d_gi, ln1), bias_grad(d_gi)
-    grads['act_proj.weight'], grads['in_proj.weight'] = d_gate_in_w[:c], d_gate_in_w[c:]
-    grads['act_proj.bias'], grads['in_proj.bias'] = d_gate_in_b[:c], d_gate_in_b[c:]
+    grads['gate_in.weight'], grads['gate_in.bias'] = weight_grad(d_gi, ln1), bias_grad(d_gi)
     d_ln1 = _input_grad(d_gi, w.gate_in_w)
     d_x1, grads['norm1.weight'], grads['norm1.bias'] = layer_norm_op.backward(d_ln1, x1, p['norm1.weight'], stats1,
                                                                               d_x2)
     d_x, grads['cpe1.weight'], grads['cpe1.bias'] = depthwise_conv_op.backward(
         d_x1, x, p['cpe1.weight'], p['cpe1.bias'], h, wd, True, False)
     return d_x, grads
+
+
+def split_gate_in_grads(d_weight: Tensor, d_bias: Tensor, c: int) -> dict:
+    """act_proj's and in_proj's gradients by name, from those of their joint (2C, C) product."""
+    return {'act_proj.weight': d_weight[:c], 'in_proj.weight': d_weight[c:], 'act_proj.bias': d_bias[:c],
+            'in_proj.bias': d_bias[c:]}
 
 
 class MLLABlockFunction(torch.autograd.Function):
@@ -195,6 +200,7 @@ class MLLABlockFunction(torch.autograd.Function):
         rest = iter(ctx.saved_tensors[1 + len(PARAMETERS):])
         saved = [next(rest) if stored else None for stored in ctx.stored]
         d_x, grads = _backward(d_out.contiguous(), ctx.cfg, ctx.keep, ctx.weights, saved)
+        grads.update(split_gate_in_grads(grads.pop('gate_in.weight'), grads.pop('gate_in.bias'), d_x.shape[-1]))
         needed = ctx.needs_input_grad[3:]
         return (d_x, None, None) + tuple(grads[name] if need else None for name, need in zip(PARAMETERS, needed))
 
@@ -218,13 +224,16 @@ def fused_dtypes(x: Tensor) -> bool:
 
 
 def mlla_block(block, x: Tensor, hw_shape, keep: Optional[Tensor], keep_prob: float) -> Tensor:
-    """``block`` (an MLLABlock) on tokens x through :class:`MLLABlockFunction` (the eager path on the GPU);
-    ``keep`` (2, B): the drop-path masks of its two branches, or None."""
+    """``block`` (an MLLABlock) on tokens x through :class:`MLLABlockFunction` (the eager path on the GPU), or
+    through the custom ops of mlla_block_op.py while torch.compile traces; ``keep`` (2, B): the drop-path masks of
+    its two branches, or None."""
     kind = x.device.type
     dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
     cfg = BlockConfig(hw_shape[0], hw_shape[1], block.attn.num_heads, block.norm1.eps, block.norm2.eps, dtype,
                       keep_prob, block.recompute)
     params = block_parameters(block)
+    if torch.compiler.is_compiling():
+        return torch.ops.mlla_dense.mlla_block_fwd(x, keep, params, *cfg, torch.is_grad_enabled())[0]
     if torch.is_grad_enabled():
         return MLLABlockFunction.apply(x, cfg, keep, *params)
     w = _Weights(params, pack([params[i] for i in _PACKED_INDEX], dtype), x.shape[-1])
