@@ -16,6 +16,8 @@ Implementations:
 - ``mlla_dense``: this package's backbone as users run it (Triton kernels, eager);
 - ``official-compiled``, ``mlla_dense-compiled``: the same under ``torch.compile`` (default mode), and
   ``mlla_dense-reduce-overhead`` under ``torch.compile(mode='reduce-overhead')`` (CUDA graphs);
+  ``mlla_dense-compiled-ops``: compiled with MLLA's blocks op by op (each kernel a triton_op that Inductor traces
+  into) instead of as the fused block's custom ops, on a copy of the model, to compare the two compiled paths;
 - ``eager-reference``: this package's PyTorch reference path (MLLA_DENSE_BACKEND=torch). VMamba's reference scan
   is a Python loop over positions, so it is left out for VMamba.
 
@@ -30,6 +32,8 @@ import os
 import statistics
 import sys
 import time
+from copy import deepcopy
+from functools import partial
 
 import torch
 
@@ -48,6 +52,7 @@ SIZES = {'224x224': (64, 224, 224), '512x512': (8, 512, 512), '800x1344': (2, 80
 # implementation -> (kernel backend, torch.compile mode or None, official code?)
 IMPLS = {'official': ('auto', None, True), 'official-compiled': ('auto', 'default', True),
          'mlla_dense': ('auto', None, False), 'mlla_dense-compiled': ('auto', 'default', False),
+         'mlla_dense-compiled-ops': ('auto', 'default', False),
          'mlla_dense-reduce-overhead': ('auto', 'reduce-overhead', False), 'eager-reference': ('torch', None, False)}
 
 
@@ -150,6 +155,14 @@ class Runner:
         return result
 
 
+def blocks_op_by_op_when_compiled(model):
+    """A copy of ``model`` whose blocks run op by op while torch.compile traces (fused in eager mode)."""
+    copy = deepcopy(model)
+    for block in (b for layer in copy.layers for b in layer.blocks):
+        block.fused = partial(lambda fused, x: fused(x) and not torch.compiler.is_compiling(), block.fused)
+    return copy
+
+
 def build_runners(args, name, x, dtype):
     torch.manual_seed(0)
     ours = MODELS.build(MODELS_TO_RUN[name]).cuda().train()
@@ -164,6 +177,8 @@ def build_runners(args, name, x, dtype):
                 from official_models import build_official
                 official = build_official(name, ours, args.official_mlla, args.official_vmamba)
             runners.append(Runner(impl, official, x, dtype))
+        elif impl == 'mlla_dense-compiled-ops':
+            runners.append(Runner(impl, blocks_op_by_op_when_compiled(ours), x, dtype))
         else:
             runners.append(Runner(impl, ours, x, dtype))
     return ours, official, runners
@@ -216,7 +231,7 @@ def add_ratios(records):
     for r in records:
         if r['impl'].startswith('official'):
             continue
-        compiled = r['impl'].endswith(('-compiled', '-reduce-overhead'))
+        compiled = IMPLS.get(r['impl'], (None, None))[1] is not None
         reference = (compiled and official('official-compiled', r)) or official('official', r)
         if reference is None:
             continue
