@@ -3,7 +3,8 @@
 For each model (MLLA-T/S/B, VMamba-T/S/B), input size (224x224 B=64, 512x512 B=8, 800x1344 B=2, 1600x2688 B=2)
 and dtype (bf16 autocast, fp32), the implementations take turns, round after round, each timing one forward
 (no_grad) and one forward+backward (sum of the outputs; gradients set to None before each, as a training step
-does) with the device synchronized around the call. What users get is that wall clock of eager calls: it
+does) with the device synchronized around the call (``--steps`` times one of them only; compiled implementations
+record their first call, which compiles, as ``first_call_s``). What users get is that wall clock of eager calls: it
 includes the host's work to launch every kernel. The rows report its median (and minimum) over the rounds after
 ``--warmup``, then the device time alone (the same calls replayed as a CUDA graph, for the eager
 implementations), the peak memory a forward+backward adds, and each wall clock and device time as a ratio to the
@@ -133,22 +134,23 @@ class Runner:
             self.times[step].append(ms)
         self.first_call_s.setdefault(step, round(ms / 1e3, 1))
 
-    def extras(self, graphs: bool) -> dict:
-        """Peak memory one forward+backward adds, and the CUDA-graph replay times of the eager implementations."""
+    def extras(self, graphs: bool, steps) -> dict:
+        """Peak memory one forward+backward adds (not for reduce-overhead, whose graphs' memory pool is allocated
+        before), and the CUDA-graph replay times of the eager implementations for ``steps``."""
         result = {}
         with forced_backend(self.backend):
-            torch.cuda.synchronize()
-            before = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-            if self.compile_mode == 'reduce-overhead':
-                torch.compiler.cudagraph_mark_step_begin()
-            self.forward_backward()
-            torch.cuda.synchronize()
-            result['peak_mb'] = round((torch.cuda.max_memory_allocated() - before) / 2 ** 20)
+            if self.compile_mode != 'reduce-overhead' and 'fwdbwd' in steps:
+                torch.cuda.synchronize()
+                before = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+                self.forward_backward()
+                torch.cuda.synchronize()
+                result['peak_mb'] = round((torch.cuda.max_memory_allocated() - before) / 2 ** 20)
             if graphs and not self.compile_mode:
                 try:
-                    result['graph_fwd_ms'] = round(time_ms(self.forward, cuda_graph=True), 3)
-                    result['graph_fwdbwd_ms'] = round(time_ms(self.forward_backward, cuda_graph=True), 3)
+                    for step in steps:
+                        fn = self.forward if step == 'fwd' else self.forward_backward
+                        result[f'graph_{step}_ms'] = round(time_ms(fn, cuda_graph=True), 3)
                 except RuntimeError as error:
                     result['graph_error'] = str(error)[:300]
                     print(f'{self.impl}: CUDA graph timing failed: {error}', flush=True)
@@ -209,7 +211,7 @@ def measure(args, name, size, dtype, info):
             record[f'{step}_min_ms'] = round(min(times), 2)
         if runner.compile_mode:
             record['first_call_s'] = runner.first_call_s
-        record.update(runner.extras(not args.no_graphs))
+        record.update(runner.extras(not args.no_graphs, args.steps))
         if runner.impl.startswith('official') and difference is not None:
             record['max_rel_diff_to_mlla_dense'] = float(f'{difference:.3g}')
         record.update(device=info['device'], date=info['date'], command=info['command'], rounds=args.rounds,
@@ -264,7 +266,8 @@ def main(argv=None):
 
 
 def plot(records, path):
-    """Per model, size and dtype: wall clock (solid) and device time (hatched) of each implementation."""
+    """Per model, size and dtype: wall clock (solid) and device time (hatched) of each implementation's
+    forward+backward (its forward where only that was timed)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -272,12 +275,13 @@ def plot(records, path):
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 4.5), squeeze=False)
     for ax, (model, size, dtype) in zip(axes[0], groups):
         rows = [r for r in records if (r['model'], f"{r['height']}x{r['width']}", r['dtype']) == (model, size, dtype)]
+        step = 'fwdbwd' if any('fwdbwd_ms' in r for r in rows) else 'fwd'
         for i, r in enumerate(rows):
-            ax.bar(i - 0.2, r.get('fwdbwd_ms', 0), 0.4, color=f'C{i}', label=r['impl'])
-            if 'graph_fwdbwd_ms' in r:
-                ax.bar(i + 0.2, r['graph_fwdbwd_ms'], 0.4, color=f'C{i}', alpha=0.4, hatch='//')
+            ax.bar(i - 0.2, r.get(f'{step}_ms', 0), 0.4, color=f'C{i}', label=r['impl'])
+            if f'graph_{step}_ms' in r:
+                ax.bar(i + 0.2, r[f'graph_{step}_ms'], 0.4, color=f'C{i}', alpha=0.4, hatch='//')
         ax.set_xticks(range(len(rows)), [r['impl'] for r in rows], rotation=30, ha='right', fontsize=7)
-        ax.set(ylabel='ms per forward+backward', title=f'{model} {size} {dtype}\nwall clock (solid), device (hatched)')
+        ax.set(ylabel=f'ms per {"forward+backward" if step == "fwdbwd" else "forward"}', title=f'{model} {size} {dtype}\nwall clock (solid), device (hatched)')
         ax.grid(True, axis='y', alpha=0.3)
     if records:
         fig.suptitle(f"{records[-1]['device']}, {records[-1]['date']}", fontsize=9)

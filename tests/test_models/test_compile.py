@@ -30,8 +30,8 @@ def _loss(model, image):
 
 @pytest.mark.parametrize('recompute', [False, True])
 def test_compiled_mlla_runs_its_fused_blocks(recompute, use_backend):
-    """Under torch.compile MLLA's blocks are the fused block's two custom ops (one graph): loss and every
-    gradient equal the eager fused blocks' (same kernels, same drop-path masks)."""
+    """Under torch.compile MLLA's blocks are the fused block's two custom ops (one graph): every gradient equals
+    the eager fused blocks' (same kernels, same drop-path masks)."""
     use_backend('triton')
     model = MLLA(arch='nano', drop_path_rate=0.2, with_cp=False).train()
     for block in (b for layer in model.layers for b in layer.blocks):
@@ -49,17 +49,28 @@ def test_compiled_mlla_runs_its_fused_blocks(recompute, use_backend):
         assert torch.equal(a, b)
 
 
-def test_fused_block_op_registration(use_backend):
-    """torch.library.opcheck of the fused block's forward op: schema, fake implementation against the real one,
-    autograd registration, AOT dispatch at static shapes (the kernels' launch plans need concrete sizes)."""
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_fused_block_op_registration(dtype, use_backend):
+    """torch.library.opcheck of the fused block's two ops (parameters and tokens in ``dtype``, no autocast):
+    schema, fake implementations against the real ones (shapes and dtypes of every output and gradient), the
+    forward's autograd registration, AOT dispatch at static shapes (the kernels' launch plans need concrete
+    sizes)."""
     from mlla_dense.models.layers.mlla_block_function import block_parameters
     use_backend('triton')
-    block = MLLA(arch='nano').layers[0].blocks[0]
-    x = torch.randn(2, 5 * 6, block.norm1.normalized_shape[0], requires_grad=True)
+    block = MLLA(arch='nano').layers[0].blocks[0].to(dtype)
+    x = torch.randn(2, 5 * 6, block.norm1.normalized_shape[0], dtype=dtype, requires_grad=True)
     keep = torch.tensor([[1., 0.], [1., 1.]])
     params = block_parameters(block)
-    options = (5, 6, block.attn.num_heads, 1e-5, 1e-5, torch.float32, 0.8, False, True)
-    checks = ('test_schema', 'test_autograd_registration', 'test_faketensor', 'test_aot_dispatch_static')
-    results = torch.library.opcheck(torch.ops.mlla_dense.mlla_block_fwd.default, (x, keep, params, *options),
+    options = (5, 6, block.attn.num_heads, 1e-5, 1e-5, dtype, 0.8, False)
+    checks = ('test_schema', 'test_faketensor', 'test_aot_dispatch_static')
+    forward = torch.ops.mlla_dense.mlla_block_fwd.default
+    results = torch.library.opcheck(forward, (x, keep, params, *options, True),
+                                    test_utils=checks + ('test_autograd_registration',))
+    assert set(results.values()) == {'SUCCESS'}, results
+    with torch.no_grad():
+        out, packed, *saved = forward(x, keep, params, *options, True)
+    detached = [p.detach() for p in params]
+    results = torch.library.opcheck(torch.ops.mlla_dense.mlla_block_bwd.default,
+                                    (torch.randn_like(out), x.detach(), keep, detached, packed, saved, *options),
                                     test_utils=checks)
     assert set(results.values()) == {'SUCCESS'}, results

@@ -1,11 +1,11 @@
 """The fused MLLA block (mlla_block_function.py) as a pair of custom ops, for torch.compile.
 
-Compiled op by op, the block's kernels are ``triton_op``s that Inductor launches from its generated code between
-its own fused kernels; measured on an H200 that made MLLA-T's compiled forward+backward slower than the eager
-fused block (benchmarks/NOTES.md). Here the compiled graph calls the fused block's forward and its hand-written
-backward as two opaque ops (the same launches as in eager mode), and Inductor compiles what lies between the
-blocks (stem, patch merging, output norms, the loss). One graph, no breaks, and CUDA-graph friendly:
-``mode='reduce-overhead'`` captures the ops' launches with the rest.
+Compiled op by op, the block is ~12 kernel ops (``triton_op``s that Inductor launches from its generated code) and
+the products and elementwise steps around them, which Inductor fuses anew; its hand-written backward and fused
+elementwise launches are lost. Here the compiled graph calls the fused block's forward and backward as two opaque
+ops (the same launches as in eager mode), and Inductor compiles what lies between the blocks (stem, patch
+merging, output norms, the loss): one graph, no breaks, a compile 2.8x shorter. Timings of both paths are in
+benchmarks/NOTES.md.
 
 ``mlla_dense::mlla_block_fwd`` returns the output, the packed weight casts and the tensors the backward reads
 (the block's input is passed to the backward again rather than returned: a custom op's outputs may not alias its
@@ -25,11 +25,9 @@ from .mlla_block_function import (_PACKED_INDEX, PARAMETERS, BlockConfig, _backw
 # product, then that product's weight and bias
 _GATE_IN = ('act_proj.weight', 'in_proj.weight', 'act_proj.bias', 'in_proj.bias')
 _OWN_GRADS = [name for name in PARAMETERS if name not in _GATE_IN]
+# Parameters whose gradients come out of products (float32); the others' are in the parameter's dtype.
+_PRODUCTS = ('attn.qk', 'out_proj', 'mlp.fc1', 'mlp.fc2')
 _STORED = 14  # tensors _forward saves besides the input, of which the last five are recomputed with recompute
-
-
-def _config(height, width, num_heads, eps1, eps2, dtype, keep_prob, recompute) -> BlockConfig:
-    return BlockConfig(height, width, num_heads, eps1, eps2, dtype, keep_prob, recompute)
 
 
 def _run_forward(x, keep, params, cfg: BlockConfig, saving: bool) -> List[Tensor]:
@@ -38,6 +36,7 @@ def _run_forward(x, keep, params, cfg: BlockConfig, saving: bool) -> List[Tensor
         out, saved = _forward(x, cfg, keep, w, saving)
     if not saving:
         return [out]
+    assert len(saved) == 1 + _STORED, 'mlla_block_bwd reads what _forward saves in that order'
     return [out, w.packed, *(t for t in saved[1:] if t is not None)]
 
 
@@ -46,14 +45,14 @@ def mlla_block_fwd(x: Tensor, keep: Optional[Tensor], params: List[Tensor], heig
                    num_heads: int, eps1: float, eps2: float, dtype: torch.dtype, keep_prob: float, recompute: bool,
                    saving: bool) -> List[Tensor]:
     """[output] or, with ``saving``, [output, packed weights, *what the backward reads]."""
-    cfg = _config(height, width, num_heads, eps1, eps2, dtype, keep_prob, recompute)
+    cfg = BlockConfig(height, width, num_heads, eps1, eps2, dtype, keep_prob, recompute)
     return _run_forward(x, keep, params, cfg, saving)
 
 
 @mlla_block_fwd.register_fake
 def _(x, keep, params, height, width, num_heads, eps1, eps2, dtype, keep_prob, recompute, saving):
     # the same code on fake tensors: allocations happen, launches do not (launcher.traced_launches)
-    cfg = _config(height, width, num_heads, eps1, eps2, dtype, keep_prob, recompute)
+    cfg = BlockConfig(height, width, num_heads, eps1, eps2, dtype, keep_prob, recompute)
     with launcher.traced_launches():
         return _run_forward(x, keep, params, cfg, saving)
 
@@ -63,7 +62,7 @@ def mlla_block_bwd(d_out: Tensor, x: Tensor, keep: Optional[Tensor], params: Lis
                    saved: List[Tensor], height: int, width: int, num_heads: int, eps1: float, eps2: float,
                    dtype: torch.dtype, keep_prob: float, recompute: bool) -> List[Tensor]:
     """[d x, *gradients of PARAMETERS but the joint product's halves, d gate_in weight, d gate_in bias]."""
-    cfg = _config(height, width, num_heads, eps1, eps2, dtype, keep_prob, recompute)
+    cfg = BlockConfig(height, width, num_heads, eps1, eps2, dtype, keep_prob, recompute)
     w = _Weights(params, packed, x.shape[-1])
     stored = list(saved) + [None] * (_STORED - len(saved))
     with torch.autocast(x.device.type, enabled=False):
@@ -75,7 +74,8 @@ def mlla_block_bwd(d_out: Tensor, x: Tensor, keep: Optional[Tensor], params: Lis
 def _(d_out, x, keep, params, packed, saved, height, width, num_heads, eps1, eps2, dtype, keep_prob, recompute):
     p = dict(zip(PARAMETERS, params))
     c = x.shape[-1]
-    own = [p[name].new_empty(p[name].shape, dtype=torch.float32) for name in _OWN_GRADS]
+    own = [p[name].new_empty(p[name].shape, dtype=torch.float32 if name.startswith(_PRODUCTS) else p[name].dtype)
+           for name in _OWN_GRADS]
     return [x.new_empty(x.shape), *own, x.new_empty((2 * c, c), dtype=torch.float32),
             x.new_empty((2 * c,), dtype=torch.float32)]
 
@@ -84,17 +84,20 @@ def _setup_context(ctx, inputs, output):
     x, keep, params, *options = inputs
     ctx.options = options[:-1]
     ctx.num_params = len(params)
+    ctx.set_materialize_grads(False)  # only the output's gradient is used
     ctx.save_for_backward(x, keep, *params, *output[1:])
 
 
 def _backward_op(ctx, grads):
+    no_grads = [None] * (len(ctx.options) + 1)
+    if grads[0] is None:
+        return None, None, [None] * ctx.num_params, *no_grads
     x, keep, *rest = ctx.saved_tensors
     params, packed, saved = rest[:ctx.num_params], rest[ctx.num_params], rest[ctx.num_params + 1:]
     out = mlla_block_bwd(grads[0], x, keep, list(params), packed, list(saved), *ctx.options)
     d_x, *own = out[:-2]
     by_name = dict(zip(_OWN_GRADS, own), **split_gate_in_grads(out[-2], out[-1], x.shape[-1]))
-    return d_x, None, [by_name[name] for name in PARAMETERS], *([None] * (len(ctx.options) + 1))
+    return d_x, None, [by_name[name] for name in PARAMETERS], *no_grads
 
 
 mlla_block_fwd.register_autograd(_backward_op, setup_context=_setup_context)
-
