@@ -17,8 +17,8 @@ Implementations:
 - ``mlla_dense``: this package's backbone as users run it (Triton kernels, eager);
 - ``official-compiled``, ``mlla_dense-compiled``: the same under ``torch.compile`` (default mode), and
   ``mlla_dense-reduce-overhead`` under ``torch.compile(mode='reduce-overhead')`` (CUDA graphs);
-  ``mlla_dense-compiled-ops``: compiled with MLLA's blocks op by op (each kernel a triton_op that Inductor traces
-  into) instead of as the fused block's custom ops, on a copy of the model, to compare the two compiled paths;
+  ``mlla_dense-compiled-fused``: compiled with MLLA's blocks as the fused block's custom ops
+  (``compile_fused_blocks``) instead of op by op, on a copy of the model, to compare the two compiled paths;
 - ``eager-reference``: this package's PyTorch reference path (MLLA_DENSE_BACKEND=torch). VMamba's reference scan
   is a Python loop over positions, so it is left out for VMamba.
 
@@ -34,7 +34,6 @@ import statistics
 import sys
 import time
 from copy import deepcopy
-from functools import partial
 
 import torch
 
@@ -53,7 +52,7 @@ SIZES = {'224x224': (64, 224, 224), '512x512': (8, 512, 512), '800x1344': (2, 80
 # implementation -> (kernel backend, torch.compile mode or None, official code?)
 IMPLS = {'official': ('auto', None, True), 'official-compiled': ('auto', 'default', True),
          'mlla_dense': ('auto', None, False), 'mlla_dense-compiled': ('auto', 'default', False),
-         'mlla_dense-compiled-ops': ('auto', 'default', False),
+         'mlla_dense-compiled-fused': ('auto', 'default', False),
          'mlla_dense-reduce-overhead': ('auto', 'reduce-overhead', False), 'eager-reference': ('torch', None, False)}
 
 
@@ -157,11 +156,11 @@ class Runner:
         return result
 
 
-def blocks_op_by_op_when_compiled(model):
-    """A copy of ``model`` whose blocks run op by op while torch.compile traces (fused in eager mode)."""
+def fused_blocks_when_compiled(model):
+    """A copy of MLLA ``model`` whose blocks compile as the fused block's custom ops (compile_fused_blocks)."""
     copy = deepcopy(model)
     for block in (b for layer in copy.layers for b in layer.blocks):
-        block.fused = partial(lambda fused, x: fused(x) and not torch.compiler.is_compiling(), block.fused)
+        block.compile_fused = True
     return copy
 
 
@@ -179,8 +178,8 @@ def build_runners(args, name, x, dtype):
                 from official_models import build_official
                 official = build_official(name, ours, args.official_mlla, args.official_vmamba)
             runners.append(Runner(impl, official, x, dtype))
-        elif impl == 'mlla_dense-compiled-ops':
-            runners.append(Runner(impl, blocks_op_by_op_when_compiled(ours), x, dtype))
+        elif impl == 'mlla_dense-compiled-fused':
+            runners.append(Runner(impl, fused_blocks_when_compiled(ours), x, dtype))
         else:
             runners.append(Runner(impl, ours, x, dtype))
     return ours, official, runners

@@ -30,10 +30,10 @@ def _loss(model, image):
 
 @pytest.mark.parametrize('recompute', [False, True])
 def test_compiled_mlla_runs_its_fused_blocks(recompute, use_backend):
-    """Under torch.compile MLLA's blocks are the fused block's two custom ops (one graph): every gradient equals
-    the eager fused blocks' (same kernels, same drop-path masks)."""
+    """With compile_fused_blocks, under torch.compile MLLA's blocks are the fused block's two custom ops (one
+    graph): every gradient equals the eager fused blocks' (same kernels, same drop-path masks)."""
     use_backend('triton')
-    model = MLLA(arch='nano', drop_path_rate=0.2, with_cp=False).train()
+    model = MLLA(arch='nano', drop_path_rate=0.2, with_cp=False, compile_fused_blocks=True).train()
     for block in (b for layer in model.layers for b in layer.blocks):
         block.recompute = recompute
     image = torch.randn(1, 3, 40, 56)

@@ -56,21 +56,21 @@ def test_compiled_ratio_without_the_eager_official_row():
     assert 'fwdbwd_vs_official' not in records[2]
 
 
-def test_compiled_op_by_op_copy(use_backend):
-    """mlla_dense-compiled-ops times a copy of the model whose blocks leave the fused path only while compiling."""
-    from benchmark import blocks_op_by_op_when_compiled
+def test_compiled_fused_copy(use_backend):
+    """mlla_dense-compiled-fused times a copy of the model whose blocks compile as the fused block's ops; the
+    model itself keeps compiling op by op."""
+    from benchmark import fused_blocks_when_compiled
     from mlla_dense.models.backbones.mlla import MLLA
     use_backend('triton')
     model = MLLA(arch='nano')
-    copy = blocks_op_by_op_when_compiled(model)
     tokens = torch.randn(1, 4, 32)
-    block = copy.layers[0].blocks[0]
-    assert block.fused(tokens) and model.layers[0].blocks[0].fused(tokens)
-    graph = torch._dynamo.explain(lambda t: block(t, (2, 2)))(tokens).graphs[0]
-    code = ''.join(module.code for module in graph.modules())  # with the checkpointed branches' subgraphs
-    assert 'mlla_block_fwd' not in code and 'layer_norm_fwd' in code
+    for module, fused in ((fused_blocks_when_compiled(model), True), (model, False)):
+        block = module.layers[0].blocks[0]
+        graph = torch._dynamo.explain(lambda t: block(t, (2, 2)))(tokens).graphs[0]
+        code = ''.join(m.code for m in graph.modules())  # with the checkpointed branches' subgraphs
+        assert ('mlla_block_fwd' in code) == fused and ('layer_norm_fwd' in code) != fused
     records = [dict(model='mlla-t', dtype='bf16', batch=2, height=8, width=8, impl='official-compiled', fwdbwd_ms=10.),
-               dict(model='mlla-t', dtype='bf16', batch=2, height=8, width=8, impl='mlla_dense-compiled-ops',
+               dict(model='mlla-t', dtype='bf16', batch=2, height=8, width=8, impl='mlla_dense-compiled-fused',
                     fwdbwd_ms=5.)]
     add_ratios(records)
     assert records[1]['fwdbwd_vs_official'] == 0.5

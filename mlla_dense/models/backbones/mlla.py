@@ -64,6 +64,7 @@ class MLLABlock(nn.Module):
                  drop: float = 0., drop_path: float = 0., recompute: bool = False):
         super().__init__()
         self.recompute = recompute
+        self.compile_fused = False  # under torch.compile: the fused block's custom ops (MLLA's compile_fused_blocks)
         self.cpe1 = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = nn.LayerNorm(dim)
         self.in_proj = nn.Linear(dim, dim)
@@ -77,9 +78,10 @@ class MLLABlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
     def fused(self, x: torch.Tensor) -> bool:
-        """Whether the block runs as one :class:`MLLABlockFunction` on these tokens (under torch.compile: as the
-        two custom ops of mlla_block_op.py)."""
-        return use_triton(x) and self.mlp.drop.p == 0 and fused_dtypes(x)
+        """Whether the block runs as one :class:`MLLABlockFunction` on these tokens (under torch.compile only with
+        ``compile_fused``, as the two custom ops of mlla_block_op.py)."""
+        return (use_triton(x) and (self.compile_fused or not torch.compiler.is_compiling()) and self.mlp.drop.p == 0
+                and fused_dtypes(x))
 
     def forward(self, x: torch.Tensor, hw_shape, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: (B, H*W, C) tokens. ``keep`` (2, B), per-sample drop-path masks (0. or 1.) of the two branches drawn
@@ -179,6 +181,10 @@ class MLLA(PretrainedBackbone):
             the eager model's (:class:`~mlla_dense.runtime.training_graphs.TrainingGraphs`). Default 0.
         cuda_graphs_memory_gb (float, optional): capture no new input shape once the captures hold this much
             memory (GiB). Default: no limit.
+        compile_fused_blocks (bool): under torch.compile, run each block as the eager fused block's forward and
+            backward (two custom ops, mlla_block_op.py) instead of op by op with Inductor tracing into the
+            kernels: a shorter compile and the eager block's launches. Not yet validated with
+            ``mode='reduce-overhead'`` across input sizes (benchmarks/NOTES.md). Default False.
         img_size, patch_size, num_classes, qk_scale, ape: accepted so that official configs run unchanged;
             img_size, num_classes and qk_scale have no effect on the dense backbone, patch_size must be 4
             and ape must be False (as in every released model).
@@ -199,7 +205,7 @@ class MLLA(PretrainedBackbone):
                  frozen_stages: int = -1, norm_eval: bool = False, with_cp: bool = False,
                  recompute_wide: bool = True, use_checkpoint: bool = False, img_size=224, patch_size: int = 4,
                  num_classes: int = 1000, qk_scale=None, ape: bool = False, cuda_graphs: int = 0,
-                 cuda_graphs_memory_gb: Optional[float] = None,
+                 cuda_graphs_memory_gb: Optional[float] = None, compile_fused_blocks: bool = False,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg, cuda_graphs=cuda_graphs, cuda_graphs_memory_gb=cuda_graphs_memory_gb)
         embed_dim, depths, num_heads = self._resolve_arch(arch, embed_dim, depths, num_heads)
@@ -232,6 +238,8 @@ class MLLA(PretrainedBackbone):
                 self.num_features[i], depth, num_heads[i], mlp_ratio, qkv_bias, drop_rate,
                 dpr[start:start + depth], downsample=i < num_stages - 1, with_cp=with_cp or use_checkpoint,
                 recompute_wide=recompute_wide))
+        for block in (b for layer in self.layers for b in layer.blocks):
+            block.compile_fused = compile_fused_blocks
         for i in out_indices:
             self.add_module(f'norm{i}', nn.LayerNorm(self.num_features[i]))
         self.apply(self._init_layer)

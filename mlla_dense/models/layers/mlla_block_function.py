@@ -225,8 +225,8 @@ def fused_dtypes(x: Tensor) -> bool:
 
 def mlla_block(block, x: Tensor, hw_shape, keep: Optional[Tensor], keep_prob: float) -> Tensor:
     """``block`` (an MLLABlock) on tokens x through :class:`MLLABlockFunction` (the eager path on the GPU), or
-    through the custom ops of mlla_block_op.py while torch.compile traces; ``keep`` (2, B): the drop-path masks of
-    its two branches, or None."""
+    through the custom ops of mlla_block_op.py while torch.compile traces (``compile_fused_blocks``); ``keep``
+    (2, B): the drop-path masks of its two branches, or None."""
     kind = x.device.type
     dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
     cfg = BlockConfig(hw_shape[0], hw_shape[1], block.attn.num_heads, block.norm1.eps, block.norm2.eps, dtype,

@@ -1,4 +1,5 @@
-"""The fused MLLA block (mlla_block_function.py) as a pair of custom ops, for torch.compile.
+"""The fused MLLA block (mlla_block_function.py) as a pair of custom ops, for torch.compile (with MLLA's
+``compile_fused_blocks``).
 
 Compiled op by op, the block is ~12 kernel ops (``triton_op``s that Inductor launches from its generated code) and
 the products and elementwise steps around them, which Inductor fuses anew; its hand-written backward and fused
