@@ -12,7 +12,6 @@ from typing import Optional, Sequence
 import torch
 import triton
 from torch import Tensor
-from torch._subclasses.fake_tensor import is_fake
 
 from ..backend import use_triton
 from ..kernel_op import Plans, row_stride
@@ -148,8 +147,6 @@ def pack(tensors: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
     launch (an MLLA block's Linear weights for its 16-bit products)."""
     if not use_triton(tensors[0]):
         return pack_reference(tensors, dtype)
-    if is_fake(tensors[0]):  # a compiled graph's shape pass: no pointers to read, nothing to launch
-        return torch.empty(sum(t.numel() for t in tensors), dtype=dtype, device=tensors[0].device)
     key = tuple((t.data_ptr(), t.numel(), t.dtype) for t in tensors) + (dtype,)
     plan = _pack_plans.get(key)
     if plan is None:

@@ -11,6 +11,8 @@ runs each pair as one paired product (common.py); pass 2 keeps two products: at 
 paired form pulled the nine LePE taps into the tensor-core layout (a conversion per tap, seen in the
 compiled sm_90 code) and spilled more.
 """
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -151,12 +153,12 @@ def _grad_kv_kernel(qk_ptr, v_ptr, do_ptr, cos_ptr, sin_ptr, grads_ptr, lepe_w_p
 
 
 class BackwardPlan:
-    """The backward's launches for one input layout, and the RoPE tables they read."""
+    """The backward's launches for one input layout, and the RoPE tables they read (as ForwardPlan's)."""
 
     def __init__(self, grad_out, qk, v, lepe_weight, stats, height, width, num_heads):
         b, n, c = v.shape
         lay = Layout(c, num_heads, qk, v, grad_out)
-        self.tables = rope_tables(height, width, c, v.device, lay.table_dtype)
+        self.table_key = (height, width, c, v.device, lay.table_dtype)
         rows = b * lay.num_groups
         num_chunks, tokens_per_chunk = chunking(n, rows, qk.device, lay.backward_programs_per_sm,
                                                 lay.block_n('grad_q', 'grad_kv'))
@@ -169,10 +171,14 @@ class BackwardPlan:
         self.grad_kv = Launch(_grad_kv_kernel, (num_chunks, rows), **lay.meta('grad_kv'))
         self.taps = TapGradients(num_chunks, b, lay.num_groups, lay.group_channels, lay.block_c, c, lay.pdl)
 
+    @functools.cached_property
+    def tables(self):
+        return rope_tables(*self.table_key)
 
-def linear_attention_backward(plan: BackwardPlan, grad_out, qk, v, lepe_weight, stats):
-    """Triton backward; returns (d qk, d v, d lepe_weight, d lepe_bias)."""
-    cos, sin = plan.tables
+
+def linear_attention_backward(plan: BackwardPlan, grad_out, qk, v, lepe_weight, stats, tables=None):
+    """Triton backward; returns (d qk, d v, d lepe_weight, d lepe_bias). ``tables`` as the forward's."""
+    cos, sin = plan.tables if tables is None else tables
     dqk = torch.empty(qk.shape, dtype=qk.dtype, device=qk.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     part = torch.empty(plan.part_shape, dtype=torch.float32, device=qk.device)

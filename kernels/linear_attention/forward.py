@@ -5,6 +5,8 @@ Pass 1 reads k and v once; one small kernel sums the chunk partials (determinist
 mean(phi(k)) (BLOCK_C), float32. Pass 2 reads q and v (v nine times, the 3x3 LePE taps, mostly from cache)
 and writes the output once.
 """
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -101,12 +103,13 @@ def _output_kernel(qk_ptr, v_ptr, cos_ptr, sin_ptr, stats_ptr, lepe_w_ptr, lepe_
 
 
 class ForwardPlan:
-    """The forward's launches for one input layout, and the RoPE tables they read."""
+    """The forward's launches for one input layout, and the RoPE tables they read (from rope.py's cache, taken at
+    first use: calls that bring their own tables never build them)."""
 
     def __init__(self, qk, v, lepe_weight, lepe_bias, height, width, num_heads):
         b, n, c = self.b, self.n, self.c = v.shape
         lay = Layout(c, num_heads, qk, v)
-        self.tables = rope_tables(height, width, c, v.device, lay.table_dtype)
+        self.table_key = (height, width, c, v.device, lay.table_dtype)
         rows = b * lay.num_groups
         num_chunks, tokens_per_chunk = chunking(n, rows, qk.device, lay.reduce_programs_per_sm,
                                                 lay.block_n('reduce'))
@@ -119,10 +122,15 @@ class ForwardPlan:
                              SUM_PRECISION=lay.sum_precision, LEPE_UNROLL=lay.lepe_unroll, **lay.meta('output'))
         self.output_args = (n, height, width, tokens_per_program, lay.num_groups)
 
+    @functools.cached_property
+    def tables(self):
+        return rope_tables(*self.table_key)
 
-def linear_attention_forward(plan: ForwardPlan, qk, v, lepe_weight, lepe_bias):
-    """Triton forward. Returns (out (B, N, C) in qk's dtype, stats (B * groups, BLOCK_C^2 + BLOCK_C) float32)."""
-    cos, sin = plan.tables
+
+def linear_attention_forward(plan: ForwardPlan, qk, v, lepe_weight, lepe_bias, tables=None):
+    """Triton forward. Returns (out (B, N, C) in qk's dtype, stats (B * groups, BLOCK_C^2 + BLOCK_C) float32).
+    ``tables``: the RoPE tables (cos, signed_sin) in the plan's table dtype, or None for the cached ones."""
+    cos, sin = plan.tables if tables is None else tables
     part = torch.empty(plan.part_shape, dtype=torch.float32, device=qk.device)
     plan.reduce(qk, v, cos, sin, part, *plan.reduce_args, qk.stride(0), qk.stride(1), v.stride(0), v.stride(1))
     stats = plan.finish(part)

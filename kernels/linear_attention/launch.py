@@ -8,6 +8,7 @@ import triton.language as tl
 from ..dependent_launch import dependent_launch
 from ..launcher import Launch, is_traced
 from .common import finish_pairs_kernel
+from .rope import table_dtype
 
 # Measured on an H100 (benchmarks/NOTES.md): channels per program; (tokens per tile, warps) of each pass (the
 # dk/dv pass holds ten per-tap accumulators, hence its narrower tile); token tiles per program of the output
@@ -53,7 +54,7 @@ class Layout:
         self.pdl = dependent_launch() and not is_traced()  # Inductor launches plainly
         dtype = tensors[0].dtype
         full = full_precision(*tensors)
-        self.table_dtype = torch.float32 if full else torch.float16
+        self.table_dtype = table_dtype(torch.float32 if full else dtype)
         self.precision = 'tf32x3' if full else 'tf32'
         self.sum_precision = 'tf32x3'
         if full or not t['dot_16bit'] or os.environ.get('TRITON_INTERPRET') == '1':

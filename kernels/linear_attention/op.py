@@ -1,6 +1,6 @@
 """The Triton linear attention as a :class:`~mlla_dense.kernels.kernel_op.KernelOp`. The forward saves only its
 inputs plus ``stats``: the per-head kv (block-diagonal matrices of head groups) and mean(phi(k))."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 from torch import Tensor
 
@@ -22,17 +22,30 @@ _backward_plans = Plans(BackwardPlan)
 def forward(qk: Tensor, v: Tensor, lepe_weight: Tensor, lepe_bias: Tensor, height: int, width: int,
             num_heads: int) -> Tuple[Tensor, Tensor]:
     """(out (B, N, C), stats)."""
-    qk, v = unit_last_stride(qk), unit_last_stride(v)
-    plan = _forward_plans((qk, v, lepe_weight, lepe_bias), (height, width, num_heads))
-    return linear_attention_forward(plan, qk, v, lepe_weight, lepe_bias)
+    return forward_reading(None, qk, v, lepe_weight, lepe_bias, height, width, num_heads)
 
 
 def backward(grad_out: Tensor, qk: Tensor, v: Tensor, lepe_weight: Tensor, stats: Tensor, height: int, width: int,
              num_heads: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """(d qk, d v, d lepe weight, d lepe bias)."""
+    return backward_reading(None, grad_out, qk, v, lepe_weight, stats, height, width, num_heads)
+
+
+def forward_reading(tables: Optional[Tuple[Tensor, Tensor]], qk, v, lepe_weight, lepe_bias, height, width,
+                    num_heads) -> Tuple[Tensor, Tensor]:
+    """:func:`forward` reading the given RoPE tables (rope.build_rope_tables in rope.table_dtype of the inputs'
+    dtype), or the cached ones for None."""
+    qk, v = unit_last_stride(qk), unit_last_stride(v)
+    plan = _forward_plans((qk, v, lepe_weight, lepe_bias), (height, width, num_heads))
+    return linear_attention_forward(plan, qk, v, lepe_weight, lepe_bias, tables)
+
+
+def backward_reading(tables: Optional[Tuple[Tensor, Tensor]], grad_out, qk, v, lepe_weight, stats, height, width,
+                     num_heads) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`backward` reading the given RoPE tables, as :func:`forward_reading`."""
     grad_out = unit_last_stride(grad_out)
     plan = _backward_plans((grad_out, qk, v, lepe_weight, stats), (height, width, num_heads))
-    return linear_attention_backward(plan, grad_out, qk, v, lepe_weight, stats)
+    return linear_attention_backward(plan, grad_out, qk, v, lepe_weight, stats, tables)
 
 
 linear_attention_op = KernelOp('linear_attention', forward, backward, save=('qk', 'v', 'lepe_weight'),

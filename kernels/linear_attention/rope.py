@@ -38,17 +38,27 @@ def _tables(height, width, channels, device):
     return cos.contiguous(), (angles.sin() * sign).contiguous()
 
 
-def rope_tables(height: int, width: int, channels: int, device, dtype=torch.float32):
+def table_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the tables the kernels read for inputs of ``dtype``."""
+    return torch.float32 if dtype == torch.float32 else torch.float16
+
+
+def build_rope_tables(height: int, width: int, channels: int, device, dtype=torch.float32):
     """(cos, signed_sin), each (H + W, C) in ``dtype`` (computed in float32), for an ``height`` x ``width``
-    grid of C-channel tokens."""
+    grid of C-channel tokens; built anew (inside a compiled graph: sizes may be symbolic, nothing is cached)."""
     if channels % 4:
         raise ValueError(f'2D RoPE needs a channel count divisible by 4, got {channels}')
-    if is_traced():  # part of a compiled graph (sizes may be symbolic): computed there, not cached here
-        return tuple(t.to(dtype) for t in _tables(height, width, channels, device))
+    return tuple(t.to(dtype) for t in _tables(height, width, channels, device))
+
+
+def rope_tables(height: int, width: int, channels: int, device, dtype=torch.float32):
+    """:func:`build_rope_tables`, cached per grid, channels, device and dtype (built there while traced)."""
+    if is_traced():
+        return build_rope_tables(height, width, channels, device, dtype)
     key = (height, width, channels, torch.device(device), dtype)
     tables = _cache.get(key)
     if tables is None:
-        tables = tuple(t.to(dtype) for t in _tables(height, width, channels, device))
+        tables = build_rope_tables(height, width, channels, device, dtype)
         _cache[key] = tables
         if len(_cache) > _CACHE_SIZE:
             _cache.popitem(last=False)

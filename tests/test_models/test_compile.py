@@ -3,6 +3,8 @@ with gradients, so ``torch.compile(model)`` never falls back to eager in the mid
 import pytest
 import torch
 
+from mlla_dense.kernels import elementwise
+from mlla_dense.kernels.linear_attention import rope
 from mlla_dense.models.backbones.mlla import MLLA
 from mlla_dense.models.backbones.vmamba import VMamba
 
@@ -31,7 +33,8 @@ def _loss(model, image):
 @pytest.mark.parametrize('recompute', [False, True])
 def test_compiled_mlla_runs_its_fused_blocks(recompute, use_backend):
     """With compile_fused_blocks, under torch.compile MLLA's blocks are the fused block's two custom ops (one
-    graph): every gradient equals the eager fused blocks' (same kernels, same drop-path masks)."""
+    graph): every gradient equals the eager fused blocks' (same kernels, same drop-path masks), and no table is
+    cached on the way."""
     use_backend('triton')
     model = MLLA(arch='nano', drop_path_rate=0.2, with_cp=False, compile_fused_blocks=True).train()
     for block in (b for layer in model.layers for b in layer.blocks):
@@ -43,10 +46,14 @@ def test_compiled_mlla_runs_its_fused_blocks(recompute, use_backend):
     params = list(model.parameters())
     torch.manual_seed(1)
     eager = torch.autograd.grad(_loss(model, image), params)
+    rope._cache.clear()
+    elementwise._pack_plans.clear()
     torch.manual_seed(1)
     compiled = torch.autograd.grad(_loss(torch.compile(model, backend='aot_eager', fullgraph=True), image), params)
     for a, b in zip(eager, compiled):
         assert torch.equal(a, b)
+    # the graph packs the weights and builds the RoPE tables: the ops leave no device tensor behind
+    assert not rope.cached_tables() and not elementwise._pack_plans
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
@@ -55,22 +62,24 @@ def test_fused_block_op_registration(dtype, use_backend):
     schema, fake implementations against the real ones (shapes and dtypes of every output and gradient), the
     forward's autograd registration, AOT dispatch at static shapes (the kernels' launch plans need concrete
     sizes)."""
-    from mlla_dense.models.layers.mlla_block_function import block_parameters
+    from mlla_dense.models.layers.mlla_block_function import BlockConfig, block_parameters, compiled_op_inputs
     use_backend('triton')
     block = MLLA(arch='nano').layers[0].blocks[0].to(dtype)
     x = torch.randn(2, 5 * 6, block.norm1.normalized_shape[0], dtype=dtype, requires_grad=True)
     keep = torch.tensor([[1., 0.], [1., 1.]])
     params = block_parameters(block)
     options = (5, 6, block.attn.num_heads, 1e-5, 1e-5, dtype, 0.8, False)
+    with torch.no_grad():
+        inputs = compiled_op_inputs(x, params, BlockConfig(*options))
     checks = ('test_schema', 'test_faketensor', 'test_aot_dispatch_static')
     forward = torch.ops.mlla_dense.mlla_block_fwd.default
-    results = torch.library.opcheck(forward, (x, keep, params, *options, True),
+    results = torch.library.opcheck(forward, (x, keep, params, *inputs, *options, True),
                                     test_utils=checks + ('test_autograd_registration',))
     assert set(results.values()) == {'SUCCESS'}, results
     with torch.no_grad():
-        out, packed, *saved = forward(x, keep, params, *options, True)
+        out, *saved = forward(x, keep, params, *inputs, *options, True)
     detached = [p.detach() for p in params]
     results = torch.library.opcheck(torch.ops.mlla_dense.mlla_block_bwd.default,
-                                    (torch.randn_like(out), x.detach(), keep, detached, packed, saved, *options),
+                                    (torch.randn_like(out), x.detach(), keep, detached, *inputs, saved, *options),
                                     test_utils=checks)
     assert set(results.values()) == {'SUCCESS'}, results

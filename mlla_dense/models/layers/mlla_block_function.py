@@ -29,7 +29,8 @@ from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
 from mlla_dense.kernels.elementwise import (drop_path_grad, gelu, gelu_with_grad, pack, residual_add, silu_gate,
                                             silu_gate_backward)
 from mlla_dense.kernels.layer_norm.op import layer_norm_op
-from mlla_dense.kernels.linear_attention.op import linear_attention_op
+from mlla_dense.kernels.linear_attention.op import backward_reading, forward_reading
+from mlla_dense.kernels.linear_attention.rope import build_rope_tables, table_dtype
 from .product_grads import bias_grad, weight_grad
 
 # The block's parameters, in the order the Function takes them.
@@ -96,8 +97,9 @@ def _mlp_input(w: _Weights, x3: Tensor, cfg: BlockConfig):
     return ln2, stats2, F.linear(ln2, w.fc1_w, w.fc1_b)
 
 
-def _forward(x: Tensor, cfg: BlockConfig, keep: Optional[Tensor], w: _Weights, saving: bool):
-    """The block's output, and what the backward needs when ``saving``."""
+def _forward(x: Tensor, cfg: BlockConfig, keep: Optional[Tensor], w: _Weights, saving: bool, tables=None):
+    """The block's output, and what the backward needs when ``saving``; ``tables``: the linear attention's RoPE
+    tables, or None for its cached ones."""
     p, c = w.p, x.shape[-1]
     h, wd = cfg.height, cfg.width
     x1, = depthwise_conv_op.forward(x, p['cpe1.weight'], p['cpe1.bias'], h, wd, True, False)
@@ -106,8 +108,7 @@ def _forward(x: Tensor, cfg: BlockConfig, keep: Optional[Tensor], w: _Weights, s
     gate, inp = gi[..., :c], gi[..., c:]
     u, = depthwise_conv_op.forward(inp, p['dwc.weight'], p['dwc.bias'], h, wd, False, True)
     qk = F.linear(u, w.qk_w, w.qk_b)
-    att, la_stats = linear_attention_op.forward(qk, u, p['attn.lepe.weight'], p['attn.lepe.bias'], h, wd,
-                                                cfg.num_heads)
+    att, la_stats = forward_reading(tables, qk, u, p['attn.lepe.weight'], p['attn.lepe.bias'], h, wd, cfg.num_heads)
     gated = silu_gate(att, gate)
     o = F.linear(gated, w.out_w, w.out_b)
     x2 = residual_add(x1, o, None if keep is None else keep[0], cfg.keep_prob)
@@ -129,7 +130,7 @@ def _branch_grad(d: Tensor, keep: Optional[Tensor], cfg: BlockConfig) -> Tensor:
     return drop_path_grad(d, keep, cfg.keep_prob, cfg.dtype)
 
 
-def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved) -> Tuple[Tensor, dict]:
+def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved, tables=None) -> Tuple[Tensor, dict]:
     """(d x, gradients by parameter name, act_proj's and in_proj's as 'gate_in.weight' and 'gate_in.bias' of
     their joint product)."""
     x, x1, gi, u, qk, la_stats, att, gated, x2, x3, ln1, stats1, ln2, stats2, a = saved
@@ -156,8 +157,8 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved) -> Tupl
     d_gi = torch.empty(gi.shape, dtype=gi.dtype, device=gi.device)
     d_att = torch.empty(att.shape, dtype=att.dtype, device=att.device)
     silu_gate_backward(d_gated, att, gi[..., :c], d_att, d_gi[..., :c])
-    d_qk, d_u, grads['attn.lepe.weight'], grads['attn.lepe.bias'] = linear_attention_op.backward(
-        d_att, qk, u, p['attn.lepe.weight'], la_stats, h, wd, cfg.num_heads)
+    d_qk, d_u, grads['attn.lepe.weight'], grads['attn.lepe.bias'] = backward_reading(
+        tables, d_att, qk, u, p['attn.lepe.weight'], la_stats, h, wd, cfg.num_heads)
     grads['attn.qk.weight'], grads['attn.qk.bias'] = weight_grad(d_qk, u), bias_grad(d_qk)
     d_u = d_u.view(-1, c).addmm_(d_qk.view(-1, 2 * c), w.qk_w).view(u.shape)
     grads['dwc.weight'], grads['dwc.bias'] = depthwise_conv_op.backward_into(
@@ -223,6 +224,14 @@ def fused_dtypes(x: Tensor) -> bool:
     return not torch.is_autocast_enabled(kind) or torch.get_autocast_dtype(kind) == x.dtype
 
 
+def compiled_op_inputs(x: Tensor, params, cfg: BlockConfig):
+    """(packed product weights, RoPE cos, RoPE sin) that mlla_block_op.py's ops take, computed by the graph
+    torch.compile traces (the packing as pack does it, the tables as the linear attention reads them)."""
+    packed = torch.cat([params[i].to(cfg.dtype).reshape(-1) for i in _PACKED_INDEX])
+    cos, sin = build_rope_tables(cfg.height, cfg.width, x.shape[-1], x.device, table_dtype(cfg.dtype))
+    return packed, cos, sin
+
+
 def mlla_block(block, x: Tensor, hw_shape, keep: Optional[Tensor], keep_prob: float) -> Tensor:
     """``block`` (an MLLABlock) on tokens x through :class:`MLLABlockFunction` (the eager path on the GPU), or
     through the custom ops of mlla_block_op.py while torch.compile traces (``compile_fused_blocks``); ``keep``
@@ -233,7 +242,8 @@ def mlla_block(block, x: Tensor, hw_shape, keep: Optional[Tensor], keep_prob: fl
                       keep_prob, block.recompute)
     params = block_parameters(block)
     if torch.compiler.is_compiling():
-        return torch.ops.mlla_dense.mlla_block_fwd(x, keep, params, *cfg, torch.is_grad_enabled())[0]
+        inputs = compiled_op_inputs(x, params, cfg)
+        return torch.ops.mlla_dense.mlla_block_fwd(x, keep, params, *inputs, *cfg, torch.is_grad_enabled())[0]
     if torch.is_grad_enabled():
         return MLLABlockFunction.apply(x, cfg, keep, *params)
     w = _Weights(params, pack([params[i] for i in _PACKED_INDEX], dtype), x.shape[-1])
