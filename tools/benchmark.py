@@ -280,7 +280,8 @@ def plot(records, path):
             if f'graph_{step}_ms' in r:
                 ax.bar(i + 0.2, r[f'graph_{step}_ms'], 0.4, color=f'C{i}', alpha=0.4, hatch='//')
         ax.set_xticks(range(len(rows)), [r['impl'] for r in rows], rotation=30, ha='right', fontsize=7)
-        ax.set(ylabel=f'ms per {"forward+backward" if step == "fwdbwd" else "forward"}', title=f'{model} {size} {dtype}\nwall clock (solid), device (hatched)')
+        ax.set(ylabel=f'ms per {"forward+backward" if step == "fwdbwd" else "forward"}',
+               title=f'{model} {size} {dtype}\nwall clock (solid), device (hatched)')
         ax.grid(True, axis='y', alpha=0.3)
     if records:
         fig.suptitle(f"{records[-1]['device']}, {records[-1]['date']}", fontsize=9)
