@@ -28,6 +28,7 @@ from torch import Tensor
 from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
 from mlla_dense.kernels.elementwise import (drop_path_grad, gelu, gelu_with_grad, pack, residual_add, silu_gate,
                                             silu_gate_backward)
+from mlla_dense.kernels.elementwise.reference import pack_reference
 from mlla_dense.kernels.layer_norm.op import layer_norm_op
 from mlla_dense.kernels.linear_attention.op import backward_reading, forward_reading
 from mlla_dense.kernels.linear_attention.rope import build_rope_tables, table_dtype
@@ -226,8 +227,8 @@ def fused_dtypes(x: Tensor) -> bool:
 
 def compiled_op_inputs(x: Tensor, params, cfg: BlockConfig):
     """(packed product weights, RoPE cos, RoPE sin) that mlla_block_op.py's ops take, computed by the graph
-    torch.compile traces (the packing as pack does it, the tables as the linear attention reads them)."""
-    packed = torch.cat([params[i].to(cfg.dtype).reshape(-1) for i in _PACKED_INDEX])
+    torch.compile traces (pack's reference, the tables as the linear attention reads them)."""
+    packed = pack_reference([params[i] for i in _PACKED_INDEX], cfg.dtype)
     cos, sin = build_rope_tables(cfg.height, cfg.width, x.shape[-1], x.device, table_dtype(cfg.dtype))
     return packed, cos, sin
 
