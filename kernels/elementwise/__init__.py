@@ -1,13 +1,15 @@
 """Elementwise steps of the MLLA block, each one Triton launch where PyTorch needs several: the SiLU gate and its
 backward, the residual add with drop path and its backward, GELU with or without its backward, and the cast of a
-block's weights into one buffer.
+block's weights into one buffer. The drop-path and GELU gradients can also leave the column partial sums of what
+they write (the gradient of the bias of the product before them), which :func:`finish_column_sums` adds up: one
+launch for two bias gradients instead of PyTorch's four (a memset and a reduction each).
 
 They serve models/layers/mlla_block_function.py, whose backward is written by hand, so they have no autograd of
 their own. Triton on CUDA tensors, the reference (reference.py) otherwise; ``MLLA_DENSE_BACKEND`` overrides.
 Inputs are (..., C) token tensors whose tokens share one stride; outputs are new contiguous tensors unless an
 output buffer is given.
 """
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 import triton
@@ -16,8 +18,8 @@ from torch import Tensor
 from ..backend import use_triton
 from ..kernel_op import Plans, row_stride
 from ..launcher import Launch
-from .kernels import (_drop_path_grad_kernel, _gelu_kernel, _pack_kernel, _residual_add_kernel,
-                      _silu_gate_backward_kernel, _silu_gate_kernel)
+from .kernels import (_drop_path_grad_kernel, _finish_column_sums_kernel, _gelu_kernel, _pack_kernel,
+                      _residual_add_kernel, _silu_gate_backward_kernel, _silu_gate_kernel)
 from .reference import (drop_path_grad_reference, gelu_reference, pack_reference, residual_add_reference,
                         silu_gate_backward_reference, silu_gate_reference)
 
@@ -38,7 +40,8 @@ class _RowsPlan:
                              f'{[t.stride() for t in tensors]}')
         block_c = min(128, triton.next_power_of_2(self.c))
         block_m = max(1, TILE // block_c)
-        self.launch = Launch(kernel, (triton.cdiv(self.m, block_m), triton.cdiv(self.c, block_c)),
+        self.row_blocks = triton.cdiv(self.m, block_m)
+        self.launch = Launch(kernel, (self.row_blocks, triton.cdiv(self.c, block_c)),
                              BLOCK_M=block_m, BLOCK_C=block_c, **constexprs)
 
 
@@ -50,9 +53,11 @@ _silu_gate_plans = _plans(_silu_gate_kernel)
 _silu_gate_backward_plans = _plans(_silu_gate_backward_kernel)
 _residual_add_plans = _plans(_residual_add_kernel, DROP_PATH=False)
 _residual_drop_path_plans = _plans(_residual_add_kernel, DROP_PATH=True)
-_drop_path_grad_plans = _plans(_drop_path_grad_kernel)
-_gelu_plans = _plans(_gelu_kernel, WITH_GRAD=False)
-_gelu_grad_plans = _plans(_gelu_kernel, WITH_GRAD=True)
+_drop_path_grad_plans = {sums: _plans(_drop_path_grad_kernel, COLUMN_SUMS=sums) for sums in (False, True)}
+_gelu_plans = _plans(_gelu_kernel, WITH_GRAD=False, COLUMN_SUMS=False)
+_gelu_grad_plans = {sums: _plans(_gelu_kernel, WITH_GRAD=True, COLUMN_SUMS=sums) for sums in (False, True)}
+FINISH_BLOCK_C = 32  # columns per program of finish_column_sums (a program sums all rows of its columns)
+FINISH_BLOCK_R = 64
 
 
 def silu_gate(x: Tensor, g: Tensor) -> Tensor:
@@ -93,15 +98,50 @@ def residual_add(res: Tensor, y: Tensor, keep: Optional[Tensor] = None, keep_pro
     return out
 
 
-def drop_path_grad(d: Tensor, keep: Tensor, keep_prob: float, dtype: torch.dtype) -> Tensor:
+def drop_path_grad(d: Tensor, keep: Tensor, keep_prob: float, dtype: torch.dtype, column_sums: bool = False):
     """The gradient of y in :func:`residual_add` with drop path, from the gradient ``d`` (B, N, C) of the sum, in
-    ``dtype`` (y's)."""
+    ``dtype`` (y's); with ``column_sums`` (grad, partials): partials whose :func:`finish_column_sums` is grad's
+    sum over tokens in float32."""
     if not use_triton(d):
-        return drop_path_grad_reference(d, keep, keep_prob, dtype)
-    plan = _drop_path_grad_plans((d, keep))
+        grad = drop_path_grad_reference(d, keep, keep_prob, dtype)
+        return (grad, _reference_partials(grad)) if column_sums else grad
+    plan = _drop_path_grad_plans[column_sums]((d, keep))
     out = torch.empty(d.shape, dtype=dtype, device=d.device)
-    plan.launch(d, keep, out, plan.m, plan.c, d.shape[1], keep_prob, plan.strides[0], plan.c)
-    return out
+    sums = _partials(plan, d.device) if column_sums else out
+    plan.launch(d, keep, out, sums, plan.m, plan.c, d.shape[1], keep_prob, plan.strides[0], plan.c)
+    return (out, sums) if column_sums else out
+
+
+def _partials(plan, device) -> Tensor:
+    return torch.empty((plan.row_blocks, plan.c), dtype=torch.float32, device=device)
+
+
+def _reference_partials(grad: Tensor) -> Tensor:
+    """One row of partials: the column sums themselves."""
+    return grad.reshape(-1, grad.shape[-1]).sum(0, dtype=torch.float32, keepdim=True)
+
+
+class _FinishPlan:
+    def __init__(self, first: Tensor, second: Tensor, count: int):
+        grid = (triton.cdiv(max(first.shape[1], second.shape[1]), FINISH_BLOCK_C), count)
+        self.launch = Launch(_finish_column_sums_kernel, grid, BLOCK_R=FINISH_BLOCK_R, BLOCK_C=FINISH_BLOCK_C)
+
+
+_finish_plans = Plans(_FinishPlan)
+
+
+def finish_column_sums(*partials: Tensor) -> Tuple[Tensor, ...]:
+    """The column sums (float32 (C,)) of one or two contiguous (rows, C) float32 partials, each summed over its
+    rows in order, in one launch."""
+    if len(partials) not in (1, 2):
+        raise ValueError(f'finish_column_sums takes one or two partials, got {len(partials)}')
+    if not use_triton(partials[0]):
+        return tuple(p.sum(0) for p in partials)
+    first, second = partials[0], partials[-1]
+    plan = _finish_plans((first, second), (len(partials),))
+    outs = tuple(torch.empty(p.shape[1], dtype=torch.float32, device=p.device) for p in partials)
+    plan.launch(first, outs[0], first.shape[0], first.shape[1], second, outs[-1], second.shape[0], second.shape[1])
+    return outs
 
 
 def gelu(a: Tensor) -> Tensor:
@@ -110,19 +150,22 @@ def gelu(a: Tensor) -> Tensor:
         return gelu_reference(a)
     plan = _gelu_plans((a,))
     h = torch.empty(a.shape, dtype=a.dtype, device=a.device)
-    plan.launch(a, a, h, h, plan.m, plan.c, plan.strides[0], plan.c, plan.c, plan.c)
+    plan.launch(a, a, h, h, h, plan.m, plan.c, plan.strides[0], plan.c, plan.c, plan.c)
     return h
 
 
-def gelu_with_grad(a: Tensor, dh: Tensor):
-    """(gelu(a), dh * gelu'(a)) in one pass: the MLP's recomputed activation and its input gradient."""
+def gelu_with_grad(a: Tensor, dh: Tensor, column_sums: bool = False):
+    """(gelu(a), dh * gelu'(a)) in one pass: the MLP's recomputed activation and its input gradient; with
+    ``column_sums`` also partials of the gradient's column sums (see :func:`drop_path_grad`)."""
     if not use_triton(a):
-        return gelu_reference(a, dh)
-    plan = _gelu_grad_plans((a, dh))
+        h, da = gelu_reference(a, dh)
+        return (h, da, _reference_partials(da)) if column_sums else (h, da)
+    plan = _gelu_grad_plans[column_sums]((a, dh))
     h = torch.empty(a.shape, dtype=a.dtype, device=a.device)
     da = torch.empty(a.shape, dtype=a.dtype, device=a.device)
-    plan.launch(a, dh, h, da, plan.m, plan.c, *plan.strides, plan.c, plan.c)
-    return h, da
+    sums = _partials(plan, a.device) if column_sums else da
+    plan.launch(a, dh, h, da, sums, plan.m, plan.c, *plan.strides, plan.c, plan.c)
+    return (h, da, sums) if column_sums else (h, da)
 
 
 class _PackPlan:
@@ -161,4 +204,5 @@ def pack(tensors: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
     return out
 
 
-__all__ = ['silu_gate', 'silu_gate_backward', 'residual_add', 'drop_path_grad', 'gelu', 'gelu_with_grad', 'pack']
+__all__ = ['silu_gate', 'silu_gate_backward', 'residual_add', 'drop_path_grad', 'gelu', 'gelu_with_grad',
+           'finish_column_sums', 'pack']

@@ -55,27 +55,63 @@ def _residual_add_kernel(res_ptr, y_ptr, keep_ptr, out_ptr, M, C, TOKENS, keep_p
 
 
 @triton.jit
-def _drop_path_grad_kernel(d_ptr, keep_ptr, out_ptr, M, C, TOKENS, keep_prob, s_d, s_out,
-                           BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """The gradient that reaches y through ``res + drop_path(y)``: d cast to y's dtype, times keep[sample],
-    divided by keep_prob (the backward of mmcv's ``x.div(keep_prob) * mask``)."""
-    rows, r, c, mask = _tile(M, C, BLOCK_M, BLOCK_C)
-    d = tl.load(d_ptr + r * s_d + c, mask=mask, other=0.).to(out_ptr.dtype.element_ty).to(tl.float32)
-    keep = tl.load(keep_ptr + rows // TOKENS, mask=rows < M, other=0.)
-    grad = tl.math.div_rn(d * keep[:, None], tl.cast(keep_prob, tl.float32))
-    tl.store(out_ptr + r * s_out + c, grad.to(out_ptr.dtype.element_ty), mask=mask)
+def _column_partial_sums(sums_ptr, values, mask, C, BLOCK_C: tl.constexpr):
+    """Row pid(0) of the (row blocks, C) float32 partials: the column sums of this program's tile of ``values``
+    (the values as stored, i.e. rounded to the output's dtype)."""
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    part = tl.sum(tl.where(mask, values.to(tl.float32), 0.), axis=0)
+    tl.store(sums_ptr + tl.program_id(0).to(tl.int64) * C + cols, part, mask=cols < C)
 
 
 @triton.jit
-def _gelu_kernel(a_ptr, dh_ptr, h_ptr, da_ptr, M, C, s_a, s_dh, s_h, s_da, WITH_GRAD: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
-    """h = gelu(a); WITH_GRAD also da = dh * gelu'(a) (F.gelu and its backward, in one pass over a)."""
+def _drop_path_grad_kernel(d_ptr, keep_ptr, out_ptr, sums_ptr, M, C, TOKENS, keep_prob, s_d, s_out,
+                           COLUMN_SUMS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The gradient that reaches y through ``res + drop_path(y)``: d cast to y's dtype, times keep[sample],
+    divided by keep_prob (the backward of mmcv's ``x.div(keep_prob) * mask``); with COLUMN_SUMS also its
+    column partial sums (the gradient of the bias of the product that made y)."""
+    rows, r, c, mask = _tile(M, C, BLOCK_M, BLOCK_C)
+    d = tl.load(d_ptr + r * s_d + c, mask=mask, other=0.).to(out_ptr.dtype.element_ty).to(tl.float32)
+    keep = tl.load(keep_ptr + rows // TOKENS, mask=rows < M, other=0.)
+    grad = tl.math.div_rn(d * keep[:, None], tl.cast(keep_prob, tl.float32)).to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + r * s_out + c, grad, mask=mask)
+    if COLUMN_SUMS:
+        _column_partial_sums(sums_ptr, grad, mask, C, BLOCK_C)
+
+
+@triton.jit
+def _gelu_kernel(a_ptr, dh_ptr, h_ptr, da_ptr, sums_ptr, M, C, s_a, s_dh, s_h, s_da, WITH_GRAD: tl.constexpr,
+                 COLUMN_SUMS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+    """h = gelu(a); WITH_GRAD also da = dh * gelu'(a) (F.gelu and its backward, in one pass over a), and with
+    COLUMN_SUMS da's column partial sums (the gradient of the bias of the product that made a)."""
     _, r, c, mask = _tile(M, C, BLOCK_M, BLOCK_C)
     a = tl.load(a_ptr + r * s_a + c, mask=mask, other=0.).to(tl.float32)
     tl.store(h_ptr + r * s_h + c, gelu(a).to(h_ptr.dtype.element_ty), mask=mask)
     if WITH_GRAD:
         dh = tl.load(dh_ptr + r * s_dh + c, mask=mask, other=0.).to(tl.float32)
-        tl.store(da_ptr + r * s_da + c, (dh * gelu_grad(a)).to(da_ptr.dtype.element_ty), mask=mask)
+        da = (dh * gelu_grad(a)).to(da_ptr.dtype.element_ty)
+        tl.store(da_ptr + r * s_da + c, da, mask=mask)
+        if COLUMN_SUMS:
+            _column_partial_sums(sums_ptr, da, mask, C, BLOCK_C)
+
+
+@triton.jit
+def _finish_column_sums_kernel(part0_ptr, out0_ptr, rows0, c0, part1_ptr, out1_ptr, rows1, c1,
+                               BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Program (column block, which): the columns of partials ``which`` (0 or 1; (rows, c) float32) summed over
+    their rows in row order, into its float32 output. Two partial buffers in one launch."""
+    which = tl.program_id(1)
+    part_ptr = tl.where(which == 0, part0_ptr, part1_ptr)
+    out_ptr = tl.where(which == 0, out0_ptr, out1_ptr)
+    rows = tl.where(which == 0, rows0, rows1)
+    c = tl.where(which == 0, c0, c1)
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    valid = cols < c
+    acc = tl.zeros((BLOCK_C,), tl.float32)
+    for r0 in range(0, rows, BLOCK_R):
+        r = r0 + tl.arange(0, BLOCK_R)
+        mask = (r < rows)[:, None] & valid[None, :]
+        acc += tl.sum(tl.load(part_ptr + r.to(tl.int64)[:, None] * c + cols[None, :], mask=mask, other=0.), axis=0)
+    tl.store(out_ptr + cols, acc, mask=valid)
 
 
 @triton.jit

@@ -101,8 +101,12 @@ def compile_elementwise(dtype):
         ew.residual_add(x.float(), x, keep, 0.9)
         ew.residual_add(x, x)
         ew.drop_path_grad(d.float(), keep, 0.9, dtype)
+        _, sums = ew.drop_path_grad(d.float(), keep, 0.9, dtype, column_sums=True)
         ew.gelu(x)
         ew.gelu_with_grad(x, d)
+        _, _, wide_sums = ew.gelu_with_grad(torch.cat([x, x], -1), torch.cat([d, d], -1), column_sums=True)
+        ew.finish_column_sums(sums, wide_sums)
+        ew.finish_column_sums(sums)
         ew.pack([torch.randn(8, 8), torch.randn(8)], dtype)
 
 

@@ -10,8 +10,8 @@ import triton
 import triton.language as tl
 
 from mlla_dense.kernels import activations
-from mlla_dense.kernels.elementwise import (drop_path_grad, gelu, gelu_with_grad, pack, residual_add, silu_gate,
-                                            silu_gate_backward)
+from mlla_dense.kernels.elementwise import (drop_path_grad, finish_column_sums, gelu, gelu_with_grad, pack,
+                                            residual_add, silu_gate, silu_gate_backward)
 from mlla_dense.kernels.elementwise.reference import (drop_path_grad_reference, gelu_reference, pack_reference,
                                                       residual_add_reference, silu_gate_backward_reference,
                                                       silu_gate_reference)
@@ -89,6 +89,34 @@ def test_gelu_and_its_backward(shape, dtype):
     torch.testing.assert_close(da, ref_da, **TOLERANCES[dtype])
 
 
+def column_sums(t):
+    return t.reshape(-1, t.shape[-1]).double().sum(0)
+
+
+@pytest.mark.parametrize('shape', SHAPES + [(2, 4200, 32)])
+@pytest.mark.parametrize('dtype', DTYPES, ids=['fp32', 'bf16'])
+def test_bias_gradients_from_column_sums(shape, dtype):
+    """The drop-path and GELU gradients with their column partial sums: the gradients are those without, and
+    finish_column_sums (one or two partials in one launch, of different widths) gives their sums over tokens in
+    float32. (2, 4200, 32) has 66 row blocks: the finishing loop takes two steps."""
+    b, n, c = shape
+    d = tokens(b, n, c, torch.float32, 0)
+    keep = torch.tensor([1.0, 0.0, 1.0], device=DEVICE)[:b]
+    grad, grad_sums = drop_path_grad(d, keep, 0.7, dtype, column_sums=True)
+    assert torch.equal(grad, drop_path_grad(d, keep, 0.7, dtype))
+    a, dh = tokens(b, n, 4 * c, dtype, 1, scale=3.0), tokens(b, n, 4 * c, dtype, 2)
+    h, da, da_sums = gelu_with_grad(a, dh, column_sums=True)
+    ref_h, ref_da = gelu_with_grad(a, dh)
+    assert torch.equal(h, ref_h) and torch.equal(da, ref_da)
+    both = finish_column_sums(grad_sums, da_sums)
+    alone, = finish_column_sums(da_sums)
+    for got, values in ((both[0], grad), (both[1], da), (alone, da)):
+        assert got.dtype == torch.float32 and got.shape == (values.shape[-1],)
+        torch.testing.assert_close(got.double(), column_sums(values), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match='one or two partials'):
+        finish_column_sums(grad_sums, da_sums, grad_sums)
+
+
 @pytest.mark.parametrize('dtype', DTYPES, ids=['fp32', 'bf16'])
 def test_pack_casts_and_concatenates(dtype):
     gen = torch.Generator().manual_seed(0)
@@ -153,3 +181,4 @@ def test_gpu_mlla_t_stage1_shapes(dtype):
     test_silu_gate_and_backward(shape, dtype)
     test_gelu_and_its_backward((2, 67200, 256), dtype)
     test_residual_add_with_and_without_drop_path(shape, (dtype, dtype))
+    test_bias_gradients_from_column_sums(shape, dtype)

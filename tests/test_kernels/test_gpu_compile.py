@@ -10,7 +10,8 @@ KERNELS = {'_reduce_kv_kernel', 'finish_pairs_kernel', '_output_kernel', '_grad_
            '_chunk_backward_kernel', '_scan_finish_kernel',
            '_layer_norm_fwd_kernel', '_layer_norm_bwd_kernel', '_layer_norm_param_grad_kernel',
            '_silu_gate_kernel', '_silu_gate_backward_kernel', '_residual_add_kernel', '_drop_path_grad_kernel',
-           '_gelu_kernel', '_pack_kernel', '_grid_to_sequences_kernel', '_sequences_to_grid_kernel'}
+           '_gelu_kernel', '_finish_column_sums_kernel', '_pack_kernel', '_grid_to_sequences_kernel',
+           '_sequences_to_grid_kernel'}
 
 
 def test_all_kernels_compile_for_sm90():

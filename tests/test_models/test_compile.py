@@ -83,3 +83,54 @@ def test_fused_block_op_registration(dtype, use_backend):
                                     (torch.randn_like(out), x.detach(), keep, detached, *inputs, saved, *options),
                                     test_utils=checks)
     assert set(results.values()) == {'SUCCESS'}, results
+
+
+# (backbone, compile_fused_blocks, drop-path rate). Op by op, a compiled block draws its drop-path masks through
+# its DropPath modules, the eager fused block from the backbone's one draw, so their masks differ: those paths are
+# compared without drop path.
+REDUCE_OVERHEAD_CASES = [('mlla', False, 0.0), ('mlla', True, 0.1), ('vmamba', False, 0.0)]
+
+
+def _gradient_errors(names, expected, actual):
+    """(error, name) per parameter, largest first: |a - b| / max(|a|, 1e-3 max |a|) in L2 norms. At random
+    initialization some gradients are 1e-10 or less of the largest (a convolution's bias before BatchNorm: zero),
+    so their float32 values are rounding noise; the floor measures those against the gradients' scale."""
+    floor = 1e-3 * max(float(a.norm()) for a in expected)
+    return sorted(((float((a - b).norm()) / max(float(a.norm()), floor), n)
+                   for n, a, b in zip(names, expected, actual)), reverse=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('name,fused,drop_path', REDUCE_OVERHEAD_CASES,
+                         ids=['mlla-op-by-op', 'mlla-fused-drop-path', 'vmamba'])
+def test_reduce_overhead_gradients(name, fused, drop_path, monkeypatch):
+    """torch.compile(mode='reduce-overhead') (cudagraph trees) in float32 training, over repeated steps and a
+    change of input size and back, with cudagraph trees' pool checks on: each replayed step's gradients equal
+    those of the same compiled graph run without CUDA graphs (float32 noise: 1e-5), and the eager model's on the
+    same input and drop-path masks (Inductor's RNG falls back to eager's; Inductor fuses what lies between the
+    kernels, so rounding differs: 1e-3)."""
+    import torch._inductor.config as inductor_config
+    monkeypatch.setattr(inductor_config, 'fallback_random', True)
+    monkeypatch.setattr(inductor_config.triton, 'slow_path_cudagraph_asserts', True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
+    model = (MLLA(arch='nano', drop_path_rate=drop_path) if name == 'mlla' else
+             VMamba(dims=16, depths=(1, 1, 1, 1), ssm_ratio=2.0, drop_path_rate=drop_path)).cuda().train()
+    for block in (b for layer in model.layers for b in layer.blocks):
+        block.compile_fused = fused
+    names, params = zip(*model.named_parameters())
+    plain = torch.compile(model)
+    graphed = torch.compile(model, mode='reduce-overhead')
+    for step, size in enumerate([(64, 96), (64, 96), (96, 64), (96, 64), (64, 96)]):
+        image = torch.randn(2, 3, *size, device='cuda')
+        grads = {}
+        for label, runner in (('eager', model), ('compiled', plain), ('reduce-overhead', graphed)):
+            torch.compiler.cudagraph_mark_step_begin()
+            torch.manual_seed(step)
+            grads[label] = [g.clone() for g in torch.autograd.grad(_loss(runner, image), params)]
+        to_compiled = _gradient_errors(names, grads['compiled'], grads['reduce-overhead'])
+        to_eager = _gradient_errors(names, grads['eager'], grads['reduce-overhead'])
+        print(f'{name} fused={fused} drop_path={drop_path} step {step} {size}: largest errors against compiled',
+              [(n, f'{e:.1e}') for e, n in to_compiled[:2]], 'against eager', [(n, f'{e:.1e}') for e, n in to_eager[:3]])
+        assert to_compiled[0][0] < 1e-5, (step, size, to_compiled[:3])
+        assert to_eager[0][0] < 1e-3, (step, size, to_eager[:3])

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
-from mlla_dense.kernels.elementwise import (drop_path_grad, gelu, gelu_with_grad, pack, residual_add, silu_gate,
-                                            silu_gate_backward)
+from mlla_dense.kernels.elementwise import (drop_path_grad, finish_column_sums, gelu, gelu_with_grad, pack,
+                                            residual_add, silu_gate, silu_gate_backward)
 from mlla_dense.kernels.elementwise.reference import pack_reference
 from mlla_dense.kernels.layer_norm.op import layer_norm_op
 from mlla_dense.kernels.linear_attention.op import backward_reading, forward_reading
@@ -124,11 +124,12 @@ def _forward(x: Tensor, cfg: BlockConfig, keep: Optional[Tensor], w: _Weights, s
     return out, (x, x1, gi, u, qk, la_stats, att, gated, x2, x3) + stored
 
 
-def _branch_grad(d: Tensor, keep: Optional[Tensor], cfg: BlockConfig) -> Tensor:
-    """The gradient of a residual branch's output from the gradient of the sum."""
+def _branch_grad(d: Tensor, keep: Optional[Tensor], cfg: BlockConfig) -> Tuple[Tensor, Optional[Tensor]]:
+    """(the gradient of a residual branch's output from the gradient of the sum, the partials of its column sums
+    (its bias gradient, see kernels/elementwise) or None where no kernel computes it)."""
     if keep is None:
-        return _to(d, cfg.dtype)
-    return drop_path_grad(d, keep, cfg.keep_prob, cfg.dtype)
+        return _to(d, cfg.dtype), None
+    return drop_path_grad(d, keep, cfg.keep_prob, cfg.dtype, column_sums=True)
 
 
 def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved, tables=None) -> Tuple[Tensor, dict]:
@@ -139,21 +140,25 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved, tables=
     h, wd = cfg.height, cfg.width
     grads = {}
     # MLP branch: out = x3 + drop_path(fc2(gelu(fc1(norm2(x3)))))
-    d_m = _branch_grad(d_out, None if keep is None else keep[1], cfg)
+    d_m, m_sums = _branch_grad(d_out, None if keep is None else keep[1], cfg)
     if ln2 is None:
         ln2, stats2, a = _mlp_input(w, x3, cfg)
     d_hidden = _input_grad(d_m, w.fc2_w)
-    hidden, d_a = gelu_with_grad(a, d_hidden)
-    grads['mlp.fc2.weight'], grads['mlp.fc2.bias'] = weight_grad(d_m, hidden), bias_grad(d_m)
-    grads['mlp.fc1.weight'], grads['mlp.fc1.bias'] = weight_grad(d_a, ln2), bias_grad(d_a)
+    hidden, d_a, a_sums = gelu_with_grad(a, d_hidden, column_sums=True)
+    if m_sums is None:
+        grads['mlp.fc2.bias'], (grads['mlp.fc1.bias'],) = bias_grad(d_m), finish_column_sums(a_sums)
+    else:
+        grads['mlp.fc2.bias'], grads['mlp.fc1.bias'] = finish_column_sums(m_sums, a_sums)
+    grads['mlp.fc2.weight'], grads['mlp.fc1.weight'] = weight_grad(d_m, hidden), weight_grad(d_a, ln2)
     d_ln2 = _input_grad(d_a, w.fc1_w)
     d_x3, grads['norm2.weight'], grads['norm2.bias'] = layer_norm_op.backward(d_ln2, x3, p['norm2.weight'], stats2,
                                                                               d_out)
     d_x2, grads['cpe2.weight'], grads['cpe2.bias'] = depthwise_conv_op.backward(
         d_x3, x2, p['cpe2.weight'], p['cpe2.bias'], h, wd, True, False)
     # attention branch: x2 = x1 + drop_path(out_proj(attn(silu(dwc(inp))) * silu(gate)))
-    d_o = _branch_grad(d_x2, None if keep is None else keep[0], cfg)
-    grads['out_proj.weight'], grads['out_proj.bias'] = weight_grad(d_o, gated), bias_grad(d_o)
+    d_o, o_sums = _branch_grad(d_x2, None if keep is None else keep[0], cfg)
+    grads['out_proj.weight'] = weight_grad(d_o, gated)
+    grads['out_proj.bias'] = bias_grad(d_o) if o_sums is None else finish_column_sums(o_sums)[0]
     d_gated = _input_grad(d_o, w.out_w)
     d_gi = torch.empty(gi.shape, dtype=gi.dtype, device=gi.device)
     d_att = torch.empty(att.shape, dtype=att.dtype, device=att.device)

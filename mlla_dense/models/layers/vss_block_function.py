@@ -13,14 +13,15 @@ the grid (models/layers/ss2d.py). The op-by-op block is the specification:
 tests/test_models/test_vss_block_function.py compares the two.
 """
 from operator import attrgetter
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
-from mlla_dense.kernels.elementwise import drop_path_grad, gelu, gelu_with_grad, pack, residual_add
+from mlla_dense.kernels.elementwise import (drop_path_grad, finish_column_sums, gelu, gelu_with_grad, pack,
+                                            residual_add)
 from mlla_dense.kernels.grid_sequences import grid_to_sequences, sequences_to_grid
 from mlla_dense.kernels.layer_norm.op import layer_norm_op
 from mlla_dense.kernels.selective_scan.op import selective_scan_op
@@ -107,11 +108,15 @@ def _forward(x: Tensor, cfg: BlockConfig, keep: Optional[Tensor], w: _Weights, s
     return out, (x, ln1, stats1, z, conv_bias, xs, paths, delta, a, states, y, yn, stats_out, x2, ln2, stats2, pre)
 
 
-def _branch_grad(d: Tensor, keep: Optional[Tensor], cfg: BlockConfig) -> Tensor:
-    """The gradient of a residual branch's output (B, L, C) from the gradient of the sum."""
+def _branch_grad(d: Tensor, keep: Optional[Tensor], cfg: BlockConfig,
+                 column_sums: bool) -> Tuple[Tensor, Optional[Tensor]]:
+    """(the gradient of a residual branch's output (B, L, C) from the gradient of the sum, with ``column_sums``
+    the partials of its column sums (see kernels/elementwise), None where not asked or no kernel computes them)."""
     if keep is None:
-        return d if d.dtype == cfg.dtype else d.to(cfg.dtype)
-    return drop_path_grad(d, keep, cfg.keep_prob, cfg.dtype)
+        return (d if d.dtype == cfg.dtype else d.to(cfg.dtype)), None
+    if column_sums:
+        return drop_path_grad(d, keep, cfg.keep_prob, cfg.dtype, column_sums=True)
+    return drop_path_grad(d, keep, cfg.keep_prob, cfg.dtype), None
 
 
 def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved):
@@ -124,14 +129,18 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved):
     keep_attn, keep_mlp = (None, None) if keep is None else keep
     grads = {}
     # MLP branch: out = x2 + drop_path(fc2(gelu(fc1(norm2(x2)))))
-    d_m = _branch_grad(d_out.view(b, length, c), keep_mlp, cfg)
-    hidden, d_pre = gelu_with_grad(pre, torch.matmul(d_m.view(pre.shape[:-1] + (c,)), w.fc2_w))
-    grads['mlp.fc2.weight'], grads['mlp.fc2.bias'] = weight_grad(d_m, hidden), bias_grad(d_m)
-    grads['mlp.fc1.weight'], grads['mlp.fc1.bias'] = weight_grad(d_pre, ln2), bias_grad(d_pre)
+    d_m, m_sums = _branch_grad(d_out.view(b, length, c), keep_mlp, cfg, column_sums=True)
+    hidden, d_pre, pre_sums = gelu_with_grad(pre, torch.matmul(d_m.view(pre.shape[:-1] + (c,)), w.fc2_w),
+                                             column_sums=True)
+    if m_sums is None:
+        grads['mlp.fc2.bias'], (grads['mlp.fc1.bias'],) = bias_grad(d_m), finish_column_sums(pre_sums)
+    else:
+        grads['mlp.fc2.bias'], grads['mlp.fc1.bias'] = finish_column_sums(m_sums, pre_sums)
+    grads['mlp.fc2.weight'], grads['mlp.fc1.weight'] = weight_grad(d_m, hidden), weight_grad(d_pre, ln2)
     d_x2, grads['norm2.weight'], grads['norm2.bias'] = layer_norm_op.backward(
         torch.matmul(d_pre, w.fc1_w), x2, p['norm2.weight'], stats2, d_out)
     # SS2D branch: x2 = x + drop_path(out_proj(out_norm(ss2d(silu(conv(in_proj(norm(x))))))))
-    d_o = _branch_grad(d_x2.view(b, length, c), keep_attn, cfg)
+    d_o, _ = _branch_grad(d_x2.view(b, length, c), keep_attn, cfg, column_sums=False)  # out_proj: no bias
     grads['op.out_proj.weight'] = weight_grad(d_o, yn)
     d_y, grads['op.out_norm.weight'], grads['op.out_norm.bias'] = layer_norm_op.backward(
         torch.matmul(d_o, w.out_w).view(yn.shape), y, p['op.out_norm.weight'], stats_out)
