@@ -105,8 +105,8 @@ def drop_path_grad(d: Tensor, keep: Tensor, keep_prob: float, dtype: torch.dtype
     if not use_triton(d):
         grad = drop_path_grad_reference(d, keep, keep_prob, dtype)
         return (grad, _reference_partials(grad)) if column_sums else grad
-    plan = _drop_path_grad_plans[column_sums]((d, keep))
     out = torch.empty(d.shape, dtype=dtype, device=d.device)
+    plan = _drop_path_grad_plans[column_sums]((d, keep, out))  # out: its dtype is the kernel's, not d's
     sums = _partials(plan, d.device) if column_sums else out
     plan.launch(d, keep, out, sums, plan.m, plan.c, d.shape[1], keep_prob, plan.strides[0], plan.c)
     return (out, sums) if column_sums else out
@@ -123,6 +123,9 @@ def _reference_partials(grad: Tensor) -> Tensor:
 
 class _FinishPlan:
     def __init__(self, first: Tensor, second: Tensor, count: int):
+        if any(p.dtype != torch.float32 or p.dim() != 2 or not p.is_contiguous() for p in (first, second)):
+            raise ValueError(f'finish_column_sums needs contiguous float32 (rows, C) partials, got '
+                             f'{[(p.dtype, tuple(p.shape), p.stride()) for p in (first, second)]}')
         grid = (triton.cdiv(max(first.shape[1], second.shape[1]), FINISH_BLOCK_C), count)
         self.launch = Launch(_finish_column_sums_kernel, grid, BLOCK_R=FINISH_BLOCK_R, BLOCK_C=FINISH_BLOCK_C)
 

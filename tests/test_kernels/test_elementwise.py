@@ -117,6 +117,21 @@ def test_bias_gradients_from_column_sums(shape, dtype):
         finish_column_sums(grad_sums, da_sums, grad_sums)
 
 
+def test_drop_path_grad_plans_per_output_dtype():
+    """One input, two output dtypes: two launch plans (a plan's kernel is compiled for its output's dtype, and on
+    the GPU later calls go straight to that binary), each giving the reference's values."""
+    from mlla_dense.kernels import elementwise
+    d = tokens(2, 9, 16, torch.float32, 0)
+    keep = torch.tensor([1.0, 0.0], device=DEVICE)
+    plans = elementwise._drop_path_grad_plans[False]
+    before = len(plans.cache)
+    for dtype in (torch.float32, torch.bfloat16, torch.float32):
+        grad = drop_path_grad(d, keep, 0.7, dtype)
+        assert grad.dtype == dtype
+        torch.testing.assert_close(grad, drop_path_grad_reference(d, keep, 0.7, dtype), **TOLERANCES[dtype])
+    assert len(plans.cache) == before + 2
+
+
 @pytest.mark.parametrize('dtype', DTYPES, ids=['fp32', 'bf16'])
 def test_pack_casts_and_concatenates(dtype):
     gen = torch.Generator().manual_seed(0)

@@ -104,33 +104,46 @@ def _gradient_errors(names, expected, actual):
 @pytest.mark.parametrize('name,fused,drop_path', REDUCE_OVERHEAD_CASES,
                          ids=['mlla-op-by-op', 'mlla-fused-drop-path', 'vmamba'])
 def test_reduce_overhead_gradients(name, fused, drop_path, monkeypatch):
-    """torch.compile(mode='reduce-overhead') (cudagraph trees) in float32 training, over repeated steps and a
-    change of input size and back, with cudagraph trees' pool checks on: each replayed step's gradients equal
-    those of the same compiled graph run without CUDA graphs (float32 noise: 1e-5), and the eager model's on the
-    same input and drop-path masks (Inductor's RNG falls back to eager's; Inductor fuses what lies between the
-    kernels, so rounding differs: 1e-3)."""
+    """torch.compile(mode='reduce-overhead') (cudagraph trees) in float32 training, with cudagraph trees' pool
+    checks on and no step allowed to skip CUDA graphs: over steps that record, replay, change the input size and
+    come back to a recorded one, with an SGD update of the weights after each step, every step's gradients equal
+    those of the same graph compiled without CUDA graphs (float32 noise: 1e-5) and the eager model's on the same
+    input and drop-path masks (Inductor's RNG falls back to eager's; Inductor fuses what lies between the
+    kernels, so rounding differs: 1e-3). The graphed call runs first at each step, so the kernels' launch plans
+    for a new size are first built inside cudagraph trees' warm-up."""
     import torch._inductor.config as inductor_config
+    from torch._dynamo.utils import counters
     monkeypatch.setattr(inductor_config, 'fallback_random', True)
     monkeypatch.setattr(inductor_config.triton, 'slow_path_cudagraph_asserts', True)
     monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
     monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
+    torch._dynamo.reset()
+    counters.clear()
     model = (MLLA(arch='nano', drop_path_rate=drop_path) if name == 'mlla' else
              VMamba(dims=16, depths=(1, 1, 1, 1), ssm_ratio=2.0, drop_path_rate=drop_path)).cuda().train()
     for block in (b for layer in model.layers for b in layer.blocks):
         block.compile_fused = fused
     names, params = zip(*model.named_parameters())
-    plain = torch.compile(model)
     graphed = torch.compile(model, mode='reduce-overhead')
-    for step, size in enumerate([(64, 96), (64, 96), (96, 64), (96, 64), (64, 96)]):
-        image = torch.randn(2, 3, *size, device='cuda')
-        grads = {}
-        for label, runner in (('eager', model), ('compiled', plain), ('reduce-overhead', graphed)):
-            torch.compiler.cudagraph_mark_step_begin()
-            torch.manual_seed(step)
-            grads[label] = [g.clone() for g in torch.autograd.grad(_loss(runner, image), params)]
-        to_compiled = _gradient_errors(names, grads['compiled'], grads['reduce-overhead'])
-        to_eager = _gradient_errors(names, grads['eager'], grads['reduce-overhead'])
-        print(f'{name} fused={fused} drop_path={drop_path} step {step} {size}: largest errors against compiled',
-              [(n, f'{e:.1e}') for e, n in to_compiled[:2]], 'against eager', [(n, f'{e:.1e}') for e, n in to_eager[:3]])
-        assert to_compiled[0][0] < 1e-5, (step, size, to_compiled[:3])
-        assert to_eager[0][0] < 1e-3, (step, size, to_eager[:3])
+    plain = torch.compile(model)
+    try:
+        for step, size in enumerate([(64, 96)] * 3 + [(96, 64)] * 3 + [(64, 96)] * 2):
+            image = torch.randn(2, 3, *size, device='cuda')
+            grads = {}
+            for label, runner in (('reduce-overhead', graphed), ('compiled', plain), ('eager', model)):
+                torch.compiler.cudagraph_mark_step_begin()
+                torch.manual_seed(step)
+                grads[label] = [g.clone() for g in torch.autograd.grad(_loss(runner, image), params)]
+            to_compiled = _gradient_errors(names, grads['compiled'], grads['reduce-overhead'])
+            to_eager = _gradient_errors(names, grads['eager'], grads['reduce-overhead'])
+            print(f'{name} fused={fused} drop_path={drop_path} step {step} {size}: largest errors against compiled',
+                  [(n, f'{e:.1e}') for e, n in to_compiled[:2]], 'against eager',
+                  [(n, f'{e:.1e}') for e, n in to_eager[:3]])
+            assert to_compiled[0][0] < 1e-5, (step, size, to_compiled[:3])
+            assert to_eager[0][0] < 1e-3, (step, size, to_eager[:3])
+            with torch.no_grad():
+                for p, g in zip(params, grads['eager']):
+                    p.sub_(1e-2 * g)
+        assert counters['inductor']['cudagraph_skips'] == 0, dict(counters['inductor'])
+    finally:
+        torch._dynamo.reset()
