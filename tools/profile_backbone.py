@@ -61,7 +61,12 @@ def parse_args():
     parser.add_argument('--size', default='800x1344', help='HxW of the input')
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--dtype', default='bf16', choices=['bf16', 'fp32'])
-    parser.add_argument('--impl', default='mlla_dense', choices=['mlla_dense', 'eager-reference', 'official'])
+    parser.add_argument('--impl', default='mlla_dense',
+                        choices=['mlla_dense', 'eager-reference', 'official', 'mlla_dense-compiled',
+                                 'official-compiled'],
+                        help='-compiled: torch.compile (default mode) of the model; the kernels then run from '
+                             "Inductor's code, so there are no per-op host times (launches and --python-profile "
+                             'still show where the host time goes)')
     parser.add_argument('--official-mlla', metavar='DIR', help='a clone of LeapLabTHU/MLLA (for --impl official)')
     parser.add_argument('--official-vmamba', metavar='DIR',
                         help='a clone of MzeroMiko/VMamba with its CUDA scan built (for --impl official)')
@@ -80,11 +85,11 @@ def parse_args():
         parser.error('--dtype bf16 profiles the CUDA autocast path and needs a GPU; use --dtype fp32 on CPU')
     if args.iters < 1:
         parser.error('--iters must be at least 1')
-    if args.impl == 'official':
+    if IMPLS[args.impl][2]:
         flag = '--official-vmamba' if args.model.startswith('vmamba') else '--official-mlla'
         if getattr(args, flag[2:].replace('-', '_')) is None or args.model == 'mlla-nano':
-            parser.error(f'--impl official profiles the authors\' {args.model}: give {flag} DIR'
-                         if args.model != 'mlla-nano' else '--impl official has no mlla-nano')
+            parser.error(f'--impl {args.impl} profiles the authors\' {args.model}: give {flag} DIR'
+                         if args.model != 'mlla-nano' else f'--impl {args.impl} has no mlla-nano')
     return args
 
 
@@ -193,9 +198,11 @@ def main():
     name = args.name or f'profile_{args.model}_{args.size}_{args.dtype}_{args.impl}'
     with forced_backend(IMPLS[args.impl][0]):
         model = MODELS.build(PROFILED_MODELS[args.model]).to(device).train()
-        if args.impl == 'official':
+        if IMPLS[args.impl][2]:
             from official_models import build_official
             model = build_official(args.model, model, args.official_mlla, args.official_vmamba).to(device).train()
+        if IMPLS[args.impl][1]:
+            model = torch.compile(model, mode=IMPLS[args.impl][1])
         x = torch.randn(args.batch, 3, height, width, device=device)
         forward, forward_backward = backbone_steps(model, x, args.dtype)
         step = forward if args.forward_only else forward_backward
