@@ -26,13 +26,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
-from mlla_dense.kernels.elementwise import (drop_path_grad, finish_column_sums, gelu, gelu_with_grad, pack,
-                                            residual_add, silu_gate, silu_gate_backward)
+from mlla_dense.kernels.elementwise import (drop_path_grad, gelu, gelu_with_grad, pack, residual_add, silu_gate,
+                                            silu_gate_backward)
 from mlla_dense.kernels.elementwise.reference import pack_reference
 from mlla_dense.kernels.layer_norm.op import layer_norm_op
 from mlla_dense.kernels.linear_attention.op import backward_reading, forward_reading
 from mlla_dense.kernels.linear_attention.rope import build_rope_tables, table_dtype
-from .product_grads import bias_grad, weight_grad
+from .product_grads import bias_grad, bias_grads, weight_grad
 
 # The block's parameters, in the order the Function takes them.
 PARAMETERS = ('cpe1.weight', 'cpe1.bias', 'norm1.weight', 'norm1.bias', 'act_proj.weight', 'act_proj.bias',
@@ -145,10 +145,7 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved, tables=
         ln2, stats2, a = _mlp_input(w, x3, cfg)
     d_hidden = _input_grad(d_m, w.fc2_w)
     hidden, d_a, a_sums = gelu_with_grad(a, d_hidden, column_sums=True)
-    if m_sums is None:
-        grads['mlp.fc2.bias'], (grads['mlp.fc1.bias'],) = bias_grad(d_m), finish_column_sums(a_sums)
-    else:
-        grads['mlp.fc2.bias'], grads['mlp.fc1.bias'] = finish_column_sums(m_sums, a_sums)
+    grads['mlp.fc2.bias'], grads['mlp.fc1.bias'] = bias_grads((d_m, m_sums), (d_a, a_sums))
     grads['mlp.fc2.weight'], grads['mlp.fc1.weight'] = weight_grad(d_m, hidden), weight_grad(d_a, ln2)
     d_ln2 = _input_grad(d_a, w.fc1_w)
     d_x3, grads['norm2.weight'], grads['norm2.bias'] = layer_norm_op.backward(d_ln2, x3, p['norm2.weight'], stats2,
@@ -158,7 +155,7 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved, tables=
     # attention branch: x2 = x1 + drop_path(out_proj(attn(silu(dwc(inp))) * silu(gate)))
     d_o, o_sums = _branch_grad(d_x2, None if keep is None else keep[0], cfg)
     grads['out_proj.weight'] = weight_grad(d_o, gated)
-    grads['out_proj.bias'] = bias_grad(d_o) if o_sums is None else finish_column_sums(o_sums)[0]
+    grads['out_proj.bias'], = bias_grads((d_o, o_sums))
     d_gated = _input_grad(d_o, w.out_w)
     d_gi = torch.empty(gi.shape, dtype=gi.dtype, device=gi.device)
     d_att = torch.empty(att.shape, dtype=att.dtype, device=att.device)

@@ -1,7 +1,11 @@
 """Weight and bias gradients of a product over token rows, in float32: what the fused blocks' hand-written
 backwards (mlla_block_function.py, vss_block_function.py) compute where autocast would cast bfloat16 gradients."""
+from typing import List, Optional, Tuple
+
 import torch
 from torch import Tensor
+
+from mlla_dense.kernels.elementwise import finish_column_sums
 
 
 def weight_grad(dy: Tensor, x: Tensor) -> Tensor:
@@ -17,3 +21,14 @@ def weight_grad(dy: Tensor, x: Tensor) -> Tensor:
 def bias_grad(dy: Tensor) -> Tensor:
     """The column sums of dy over token rows, in float32."""
     return dy.reshape(-1, dy.shape[-1]).sum(0, dtype=torch.float32)
+
+
+def bias_grads(*pairs: Tuple[Tensor, Optional[Tensor]]) -> List[Tensor]:
+    """The bias gradients of (gradient, column partial sums or None) pairs, in order: from the partials that a
+    kernel left (kernels/elementwise; two finished per launch) where there are, by :func:`bias_grad` otherwise."""
+    out = [None if partials is not None else bias_grad(dy) for dy, partials in pairs]
+    pending = [i for i, (_, partials) in enumerate(pairs) if partials is not None]
+    for group in (pending[i:i + 2] for i in range(0, len(pending), 2)):
+        for i, sums in zip(group, finish_column_sums(*(pairs[i][1] for i in group))):
+            out[i] = sums
+    return out

@@ -20,12 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
-from mlla_dense.kernels.elementwise import (drop_path_grad, finish_column_sums, gelu, gelu_with_grad, pack,
-                                            residual_add)
+from mlla_dense.kernels.elementwise import drop_path_grad, gelu, gelu_with_grad, pack, residual_add
 from mlla_dense.kernels.grid_sequences import grid_to_sequences, sequences_to_grid
 from mlla_dense.kernels.layer_norm.op import layer_norm_op
 from mlla_dense.kernels.selective_scan.op import selective_scan_op
-from .product_grads import bias_grad, weight_grad
+from .product_grads import bias_grads, weight_grad
 from .ss2d import compute_dtype
 
 # The block's parameters, in the order the Function takes them.
@@ -132,10 +131,7 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved):
     d_m, m_sums = _branch_grad(d_out.view(b, length, c), keep_mlp, cfg, column_sums=True)
     hidden, d_pre, pre_sums = gelu_with_grad(pre, torch.matmul(d_m.view(pre.shape[:-1] + (c,)), w.fc2_w),
                                              column_sums=True)
-    if m_sums is None:
-        grads['mlp.fc2.bias'], (grads['mlp.fc1.bias'],) = bias_grad(d_m), finish_column_sums(pre_sums)
-    else:
-        grads['mlp.fc2.bias'], grads['mlp.fc1.bias'] = finish_column_sums(m_sums, pre_sums)
+    grads['mlp.fc2.bias'], grads['mlp.fc1.bias'] = bias_grads((d_m, m_sums), (d_pre, pre_sums))
     grads['mlp.fc2.weight'], grads['mlp.fc1.weight'] = weight_grad(d_m, hidden), weight_grad(d_pre, ln2)
     d_x2, grads['norm2.weight'], grads['norm2.bias'] = layer_norm_op.backward(
         torch.matmul(d_pre, w.fc1_w), x2, p['norm2.weight'], stats2, d_out)
