@@ -1,13 +1,13 @@
 """3x3 neighbourhoods of tokens stored row-major on an H x W grid ((B, H*W, C) tensors), shared by the linear
 attention's LePE and the depthwise convolutions: the neighbour loads, and the weight and bias gradients of a
 3x3 depthwise kernel summed as ten elementwise accumulators per program (nine taps and the bias) that are
-reduced over tokens once, at the end of the program, then over programs by a deterministic sum."""
+reduced over tokens once, at the end of the program, then over programs by the last program of each channel block
+(a deterministic sum, no second launch)."""
 import torch
 import triton
 import triton.language as tl
 
-from .dependent_launch import follow_previous_grid
-from .launcher import Launch
+from .partial_sums import arrival_counters, last_to_arrive
 
 
 @triton.jit
@@ -57,44 +57,45 @@ def store_tap_sums(ptr, BLOCK_C: tl.constexpr, a0, a1, a2, a3, a4, a5, a6, a7, a
 
 
 @triton.jit
-def _tap_gradients_kernel(part_ptr, d_weight_ptr, d_bias_ptr, NUM_ROWS, BLOCKS, C, BLOCK_WIDTH,
-                          BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, PDL: tl.constexpr):
-    """Program (channel block, tap): the sum over chunks and batch of row ``tap`` of the partials, stored as
-    d_weight[c, 0, tap // 3, tap % 3] (taps 0..8) or d_bias[c] (tap 9) in their dtype (deterministic order)."""
-    follow_previous_grid(PDL)
-    block = tl.program_id(0)
-    tap = tl.program_id(1)
-    lane = tl.arange(0, BLOCK_C)
-    channel = block * BLOCK_WIDTH + lane
-    valid = (lane < BLOCK_WIDTH) & (channel < C)
-    acc = tl.zeros((BLOCK_C,), tl.float32)
-    for r0 in range(0, NUM_ROWS, BLOCK_R):
-        r = r0 + tl.arange(0, BLOCK_R)
-        offs = ((r[:, None] * BLOCKS + block).to(tl.int64) * 10 + tap) * BLOCK_C + lane[None, :]
-        acc += tl.sum(tl.load(part_ptr + offs, mask=(r < NUM_ROWS)[:, None], other=0.), 0)
-    tl.store(d_weight_ptr + channel * 9 + tap, acc.to(d_weight_ptr.dtype.element_ty), mask=valid & (tap < 9))
-    tl.store(d_bias_ptr + channel, acc.to(d_bias_ptr.dtype.element_ty), mask=valid & (tap == 9))
+def finish_tap_sums(part_ptr, d_weight_ptr, d_bias_ptr, counter_ptr, block, NUM_ROWS, BLOCKS, C, BLOCK_WIDTH,
+                    BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Called by each of the NUM_ROWS programs of channel block ``block`` once it stored its tap sums: the last of
+    them to arrive sums the block's rows of partials (rows, BLOCKS, 10, BLOCK_C) in row order and stores
+    d_weight[c, 0, tap // 3, tap % 3] (taps 0..8) and d_bias[c] (tap 9) in their dtype (deterministic)."""
+    if last_to_arrive(counter_ptr + block, NUM_ROWS):
+        lane = tl.arange(0, BLOCK_C)
+        tap = tl.arange(0, 16)
+        channel = block * BLOCK_WIDTH + lane
+        valid = (lane < BLOCK_WIDTH) & (channel < C)
+        acc = tl.zeros((16, BLOCK_C), tl.float32)
+        for r0 in range(0, NUM_ROWS, BLOCK_R):
+            r = r0 + tl.arange(0, BLOCK_R)
+            offs = (((r[:, None, None] * BLOCKS + block).to(tl.int64) * 10 + tap[None, :, None]) * BLOCK_C
+                    + lane[None, None, :])
+            mask = (r < NUM_ROWS)[:, None, None] & (tap < 10)[None, :, None]
+            acc += tl.sum(tl.load(part_ptr + offs, mask=mask, other=0., cache_modifier='.cg'), 0)
+        tl.store(d_weight_ptr + channel[None, :] * 9 + tap[:, None], acc.to(d_weight_ptr.dtype.element_ty),
+                 mask=valid[None, :] & (tap < 9)[:, None])
+        d_bias = tl.sum(tl.where((tap == 9)[:, None], acc, 0.), 0)
+        tl.store(d_bias_ptr + channel, d_bias.to(d_bias_ptr.dtype.element_ty), mask=valid)
 
 
 class TapGradients:
-    """The launch that turns per-program tap sums (chunks, batch * blocks, 10, BLOCK_C) into (d weight (C, 1, 3, 3),
-    d bias (C,)) for one layout.
+    """What a kernel calling :func:`finish_tap_sums` needs for one layout: its per-program tap sums are (chunks,
+    batch * blocks, 10, BLOCK_C), program rows batch-major over ``blocks`` channel blocks whose first
+    ``block_width`` lanes are channels.
 
-    Program rows are batch-major over ``blocks`` channel blocks whose first ``block_width`` lanes are channels. One
-    launch writes both results as fresh contiguous tensors in the weight's dtype (torch custom ops must not return
-    views of one buffer). ``pdl``: launch as a dependent launch (see dependent_launch.py).
+    ``outputs(weight)`` makes (d weight (C, 1, 3, 3), d bias (C,)) as fresh contiguous tensors in the weight's
+    dtype (torch custom ops must not return views of one buffer); the kernel takes them, then ``args`` (the
+    counters and sizes) and the meta-parameters ``meta``.
     """
 
-    def __init__(self, num_chunks: int, batch: int, blocks: int, block_width: int, block_c: int, channels: int,
-                 pdl: bool = False):
+    def __init__(self, num_chunks: int, batch: int, blocks: int, block_width: int, channels: int, device):
         num_rows = num_chunks * batch
         self.channels = channels
-        self.args = (num_rows, blocks, channels, block_width)
-        self.launch = Launch(_tap_gradients_kernel, (blocks, 10), BLOCK_C=block_c,
-                             BLOCK_R=min(32, triton.next_power_of_2(num_rows)), PDL=pdl, launch_pdl=pdl)
+        self.args = (arrival_counters(blocks, device), num_rows, blocks, channels, block_width)
+        self.meta = dict(TAP_BLOCK_R=max(1, min(8, triton.next_power_of_2(num_rows))))
 
-    def __call__(self, part: torch.Tensor, weight: torch.Tensor):
-        d_weight = torch.empty((self.channels, 1, 3, 3), dtype=weight.dtype, device=weight.device)
-        d_bias = torch.empty(self.channels, dtype=weight.dtype, device=weight.device)
-        self.launch(part, d_weight, d_bias, *self.args)
-        return d_weight, d_bias
+    def outputs(self, weight: torch.Tensor):
+        return (torch.empty((self.channels, 1, 3, 3), dtype=weight.dtype, device=weight.device),
+                torch.empty(self.channels, dtype=weight.dtype, device=weight.device))

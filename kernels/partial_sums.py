@@ -1,9 +1,14 @@
 """How the chunked passes split the tokens: each program sums one chunk of tokens into a partial result, and the
-partials are reduced afterwards in a fixed order (deterministic, no atomics)."""
+partials are reduced afterwards in a fixed order (deterministic, no atomic sums): by the last program to finish
+(:func:`last_to_arrive`) or by a second launch."""
 import functools
+import weakref
 
 import torch
 import triton
+import triton.language as tl
+
+from .launcher import is_traced
 
 
 @functools.lru_cache(maxsize=None)
@@ -30,3 +35,36 @@ def chunking(n_tokens: int, n_rows: int, device, programs_per_sm: int, block_n: 
     num_chunks = max(1, min(max_chunks, target // n_rows))
     tokens_per_chunk = triton.cdiv(triton.cdiv(n_tokens, num_chunks), block_n) * block_n
     return triton.cdiv(n_tokens, tokens_per_chunk), tokens_per_chunk
+
+
+@triton.jit
+def last_to_arrive(counter_ptr, expected):
+    """Whether this program is the last of ``expected`` programs to arrive at the int32 ``counter_ptr`` (0 before
+    the first arrives); that program sets it back to 0 and sees every store the others made before arriving.
+
+    It lets the program that stores the last partial sum the partials up in a fixed order, instead of a second
+    launch doing it (deterministic, unlike atomic sums). Partials written by other programs must be read with
+    ``cache_modifier='.cg'`` (from L2: another SM wrote them).
+    """
+    tl.debug_barrier()  # every thread's partial stores precede the arrival
+    arrived = tl.atomic_add(counter_ptr, 1, sem='acq_rel')
+    last = arrived == expected - 1
+    tl.atomic_xchg(counter_ptr, 0, mask=last)
+    return last
+
+
+_counters = weakref.WeakSet()
+
+
+def arrival_counters(count: int, device) -> torch.Tensor:
+    """``count`` zero int32 counters for :func:`last_to_arrive`, which the kernels leave at zero: a launch plan
+    allocates them once and keeps them (while traced, each call makes its own)."""
+    counters = torch.zeros(count, dtype=torch.int32, device=device)
+    if not is_traced():
+        _counters.add(counters)
+    return counters
+
+
+def live_counters() -> list:
+    """Every arrival counter alive now (what a CUDA graph capturing the kernels reads from outside its inputs)."""
+    return list(_counters)

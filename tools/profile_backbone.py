@@ -40,8 +40,8 @@ PROFILED_MODELS = dict(MODELS_TO_RUN, **{'mlla-nano': dict(type='MLLA', arch='na
 CATEGORIES = [
     ('linear attention (Triton)',
      r'_reduce_kv_kernel|_output_kernel|_grad_q_kernel|_grad_kv_kernel|finish_pairs_kernel'),
-    ('depthwise conv (Triton)', r'_dwconv_|_tap_sum_kernel|_tap_gradients_kernel'),
-    ('layer norm (Triton)', r'_layer_norm_fwd_kernel|_layer_norm_bwd_kernel|_layer_norm_param_grad_kernel'),
+    ('depthwise conv (Triton)', r'_dwconv_|_tap_sum_kernel'),
+    ('layer norm (Triton)', r'_layer_norm_fwd_kernel|_layer_norm_bwd_kernel'),
     ('selective scan (Triton)', r'_scan_forward_kernel|_scan_backward_kernel|_scan_finish_kernel'),
     ('SS2D layout (Triton)', r'_grid_to_sequences_kernel|_sequences_to_grid_kernel'),
     ('convolution', r'conv|cudnn|depthwise|dgrad|wgrad|fprop'),

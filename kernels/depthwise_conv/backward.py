@@ -1,13 +1,13 @@
 """Weight-gradient kernel, chunked over tokens: the gradient at the convolution's output ``g`` (dy, or
 dy * SiLU'(pre) with the pre-activation recomputed from the nine taps, then stored) and the partials of the
 weight and bias gradients (per tap, x * g summed elementwise over the chunk, over the tile's tokens at the
-end). The input gradient, dx = the transposed taps of g (+ dy for the residual), is the forward's tap-sum
-kernel (forward.py)."""
+end), which the last program of each channel block sums into the gradients. The input gradient, dx = the
+transposed taps of g (+ dy for the residual), is the forward's tap-sum kernel (forward.py)."""
 import triton
 import triton.language as tl
 
 from ..activations import silu_grad
-from ..grid_taps import grid_tap, store_tap_sums, token_tile, zero_tap_sums
+from ..grid_taps import finish_tap_sums, grid_tap, store_tap_sums, token_tile, zero_tap_sums
 
 
 @triton.jit
@@ -20,8 +20,9 @@ def tap_product(x_tile, rel, row, col, W, H, tap: tl.constexpr, stride_n, mask, 
 def _dwconv_grad_weight_kernel(x_ptr, dy_ptr, w_ptr, b_ptr, g_ptr, part_ptr,
                                N, H, W, C, NUM_CBLOCKS, TOKENS_PER_CHUNK,
                                s_x_b, s_x_n, s_dy_b, s_dy_n, s_g_b, s_g_n,
+                               d_weight_ptr, d_bias_ptr, counter_ptr, TAP_ROWS, TAP_BLOCKS, TAP_C, TAP_WIDTH,
                                SILU: tl.constexpr,
-                               BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+                               BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, TAP_BLOCK_R: tl.constexpr):
     chunk = tl.program_id(0)
     bc = tl.program_id(1)
     b = bc // NUM_CBLOCKS
@@ -64,3 +65,5 @@ def _dwconv_grad_weight_kernel(x_ptr, dy_ptr, w_ptr, b_ptr, g_ptr, part_ptr,
         tok += BLOCK_N
     part = part_ptr + (chunk * tl.num_programs(1) + bc).to(tl.int64) * 10 * BLOCK_C + lane
     store_tap_sums(part, BLOCK_C, a0, a1, a2, a3, a4, a5, a6, a7, a8, a_bias)
+    finish_tap_sums(part_ptr, d_weight_ptr, d_bias_ptr, counter_ptr, bc % NUM_CBLOCKS, TAP_ROWS, TAP_BLOCKS, TAP_C,
+                    TAP_WIDTH, BLOCK_C, TAP_BLOCK_R)

@@ -45,9 +45,10 @@ class _BackwardPlan:
         self.num_chunks, self.tokens_per_chunk = chunking(n, rows, x.device, t['grad_programs_per_sm'],
                                                           t['grad_block_n'])
         self.part_shape = (self.num_chunks, rows, 10, t['grad_block_c'])
+        self.taps = TapGradients(self.num_chunks, b, self.grad_cblocks, t['grad_block_c'], c, x.device)
         self.grad_weight = Launch(_dwconv_grad_weight_kernel, (self.num_chunks, rows), SILU=silu,
-                                  BLOCK_N=t['grad_block_n'], BLOCK_C=t['grad_block_c'], num_warps=t['grad_warps'])
-        self.taps = TapGradients(self.num_chunks, b, self.grad_cblocks, t['grad_block_c'], t['grad_block_c'], c)
+                                  BLOCK_N=t['grad_block_n'], BLOCK_C=t['grad_block_c'], num_warps=t['grad_warps'],
+                                  **self.taps.meta)
         self.num_cblocks, self.grad_input = _tap_sum(b, n, c, -1, False, False, residual)
 
 
@@ -74,10 +75,10 @@ def depthwise_conv_backward_into(dx: Tensor, dy: Tensor, x: Tensor, weight: Tens
     plan = _backward_plans((dx, dy, x, weight, bias), (height, width, residual, silu))
     g = torch.empty_like(x) if silu else dy
     part = torch.empty(plan.part_shape, dtype=torch.float32, device=x.device)
+    d_weight, d_bias = plan.taps.outputs(weight)
     plan.grad_weight(x, dy, weight, bias, g, part, plan.n, height, width, plan.c, plan.grad_cblocks,
                      plan.tokens_per_chunk, x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), g.stride(0),
-                     g.stride(1))
-    d_weight, d_bias = plan.taps(part, weight)
+                     g.stride(1), d_weight, d_bias, *plan.taps.args)
     plan.grad_input(g, weight, weight, dy, dx, plan.n, height, width, plan.c, plan.num_cblocks, g.stride(0),
                     g.stride(1), dy.stride(0), dy.stride(1), dx.stride(0), dx.stride(1))
     return d_weight, d_bias

@@ -2,7 +2,8 @@
 backward, the residual add with drop path and its backward, GELU with or without its backward, and the cast of a
 block's weights into one buffer. The drop-path and GELU gradients can also leave the column partial sums of what
 they write (the gradient of the bias of the product before them), which :func:`finish_column_sums` adds up: one
-launch for two bias gradients instead of PyTorch's four (a memset and a reduction each).
+launch for two bias gradients instead of PyTorch's four (a memset and a reduction each). :func:`column_sums` takes
+the bias gradients of two other gradients in one launch.
 
 They serve models/layers/mlla_block_function.py, whose backward is written by hand, so they have no autograd of
 their own. Triton on CUDA tensors, the reference (reference.py) otherwise; ``MLLA_DENSE_BACKEND`` overrides.
@@ -18,8 +19,9 @@ from torch import Tensor
 from ..backend import use_triton
 from ..kernel_op import Plans, row_stride
 from ..launcher import Launch
-from .kernels import (_drop_path_grad_kernel, _finish_column_sums_kernel, _gelu_kernel, _pack_kernel,
-                      _residual_add_kernel, _silu_gate_backward_kernel, _silu_gate_kernel)
+from ..partial_sums import arrival_counters, chunking
+from .kernels import (_column_sums_kernel, _drop_path_grad_kernel, _finish_column_sums_kernel, _gelu_kernel,
+                      _pack_kernel, _residual_add_kernel, _silu_gate_backward_kernel, _silu_gate_kernel)
 from .reference import (drop_path_grad_reference, gelu_reference, pack_reference, residual_add_reference,
                         silu_gate_backward_reference, silu_gate_reference)
 
@@ -147,6 +149,51 @@ def finish_column_sums(*partials: Tensor) -> Tuple[Tensor, ...]:
     return outs
 
 
+COLUMN_SUMS_TILE = 4096  # elements per step of a column_sums program
+COLUMN_SUMS_BLOCK_C = 128
+COLUMN_SUMS_PROGRAMS_PER_SM = 2
+
+
+class _ColumnSumsPlan:
+    def __init__(self, a: Tensor, b: Tensor, count: int):
+        self.c = (a.shape[-1], b.shape[-1])
+        self.m = a.numel() // max(a.shape[-1], 1)
+        self.strides = (row_stride(a), row_stride(b))
+        if None in self.strides or b.numel() // max(b.shape[-1], 1) != self.m:
+            raise ValueError(f'column_sums needs tensors with one token stride, contiguous channels and the same '
+                             f'number of tokens, got shapes {tuple(a.shape)}, {tuple(b.shape)} and strides '
+                             f'{a.stride()}, {b.stride()}')
+        block_c = min(COLUMN_SUMS_BLOCK_C, triton.next_power_of_2(max(self.c[:count])))
+        self.a_blocks = triton.cdiv(self.c[0], block_c)
+        blocks = self.a_blocks + (triton.cdiv(self.c[1], block_c) if count == 2 else 0)
+        block_m = max(1, COLUMN_SUMS_TILE // block_c)
+        programs, self.rows_per_program = chunking(self.m, blocks, a.device, COLUMN_SUMS_PROGRAMS_PER_SM, block_m)
+        self.part_shape = (programs, blocks * block_c)
+        self.counters = arrival_counters(blocks, a.device)
+        self.launch = Launch(_column_sums_kernel, (programs, blocks), BLOCK_M=block_m, BLOCK_C=block_c,
+                             BLOCK_R=max(1, min(32, triton.next_power_of_2(programs))))
+
+
+_column_sums_plans = Plans(_ColumnSumsPlan)
+
+
+def column_sums(*tensors: Tensor) -> Tuple[Tensor, ...]:
+    """The float32 sums over tokens of one or two (..., C) tensors with the same tokens (the bias gradients of the
+    products that made them), in one launch: each program sums a range of tokens, the last one to finish a column
+    block adds their partials in order (deterministic)."""
+    if len(tensors) not in (1, 2):
+        raise ValueError(f'column_sums takes one or two tensors, got {len(tensors)}')
+    if not use_triton(tensors[0]):
+        return tuple(t.reshape(-1, t.shape[-1]).sum(0, dtype=torch.float32) for t in tensors)
+    a, b = tensors[0], tensors[-1]
+    plan = _column_sums_plans((a, b), (len(tensors),))
+    outs = tuple(torch.empty(c, dtype=torch.float32, device=a.device) for c in plan.c[:len(tensors)])
+    part = torch.empty(plan.part_shape, dtype=torch.float32, device=a.device)
+    plan.launch(a, outs[0], plan.c[0], plan.strides[0], b, outs[-1], plan.c[1], plan.strides[1], part, plan.counters,
+                plan.m, plan.rows_per_program, plan.a_blocks)
+    return outs
+
+
 def gelu(a: Tensor) -> Tensor:
     """Exact GELU of ``a``, in its dtype."""
     if not use_triton(a):
@@ -208,4 +255,4 @@ def pack(tensors: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
 
 
 __all__ = ['silu_gate', 'silu_gate_backward', 'residual_add', 'drop_path_grad', 'gelu', 'gelu_with_grad',
-           'finish_column_sums', 'pack']
+           'finish_column_sums', 'column_sums', 'pack']

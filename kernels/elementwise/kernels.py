@@ -5,6 +5,7 @@ import triton
 import triton.language as tl
 
 from ..activations import gelu, gelu_grad, silu, silu_grad
+from ..partial_sums import last_to_arrive
 
 
 @triton.jit
@@ -112,6 +113,44 @@ def _finish_column_sums_kernel(part0_ptr, out0_ptr, rows0, c0, part1_ptr, out1_p
         mask = (r < rows)[:, None] & valid[None, :]
         acc += tl.sum(tl.load(part_ptr + r.to(tl.int64)[:, None] * c + cols[None, :], mask=mask, other=0.), axis=0)
     tl.store(out_ptr + cols, acc, mask=valid)
+
+
+@triton.jit
+def _column_sums_kernel(a_ptr, out_a_ptr, c_a, s_a, b_ptr, out_b_ptr, c_b, s_b, part_ptr, counter_ptr, M,
+                        ROWS_PER_PROGRAM, A_BLOCKS, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
+                        BLOCK_R: tl.constexpr):
+    """Program (p, j): column block j (a's first A_BLOCKS, then b's) summed over rows p * ROWS_PER_PROGRAM.. of
+    its tensor, stored as row p of the (programs, blocks * BLOCK_C) float32 partials; the last program of block j
+    to arrive sums its column of partials in row order into the float32 output."""
+    p = tl.program_id(0)
+    j = tl.program_id(1)
+    in_b = j >= A_BLOCKS
+    x_ptr = tl.where(in_b, b_ptr, a_ptr)
+    out_ptr = tl.where(in_b, out_b_ptr, out_a_ptr)
+    c = tl.where(in_b, c_b, c_a)
+    stride = tl.where(in_b, s_b, s_a)
+    lane = tl.arange(0, BLOCK_C)
+    cols = (j - tl.where(in_b, A_BLOCKS, 0)) * BLOCK_C + lane
+    valid = cols < c
+    acc = tl.zeros((BLOCK_M, BLOCK_C), tl.float32)
+    start = p * ROWS_PER_PROGRAM
+    end = tl.minimum(start + ROWS_PER_PROGRAM, M)
+    for r0 in range(start, end, BLOCK_M):
+        rows = r0 + tl.arange(0, BLOCK_M)
+        mask = (rows < end)[:, None] & valid[None, :]
+        acc += tl.load(x_ptr + rows.to(tl.int64)[:, None] * stride + cols[None, :], mask=mask, other=0.).to(
+            tl.float32)
+    width = tl.num_programs(1) * BLOCK_C
+    tl.store(part_ptr + p.to(tl.int64) * width + j * BLOCK_C + lane, tl.sum(acc, axis=0))
+    programs = tl.num_programs(0)
+    if last_to_arrive(counter_ptr + j, programs):
+        total = tl.zeros((BLOCK_C,), tl.float32)
+        for q0 in range(0, programs, BLOCK_R):
+            q = q0 + tl.arange(0, BLOCK_R)
+            partials = tl.load(part_ptr + q.to(tl.int64)[:, None] * width + j * BLOCK_C + lane[None, :],
+                               mask=(q < programs)[:, None], other=0., cache_modifier='.cg')
+            total += tl.sum(partials, axis=0)
+        tl.store(out_ptr + cols, total, mask=valid)
 
 
 @triton.jit

@@ -1,16 +1,18 @@
 """LayerNorm backward: input gradient per token, and weight/bias gradients as per-program partial sums
-(elementwise accumulators reduced once per program) that a second kernel adds up in a fixed order."""
+(elementwise accumulators reduced once per program) that the last program to finish adds up in a fixed order."""
 import triton
 import triton.language as tl
 
+from ..partial_sums import last_to_arrive
+
 
 @triton.jit
-def _layer_norm_bwd_kernel(x_ptr, dy_ptr, w_ptr, stats_ptr, dres_ptr, dx_ptr, part_ptr, M, C, ROWS_PER_CHUNK,
-                           s_x, s_dy, s_dres, s_dx, RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr,
-                           BLOCK_C: tl.constexpr):
+def _layer_norm_bwd_kernel(x_ptr, dy_ptr, w_ptr, stats_ptr, dres_ptr, dx_ptr, part_ptr, dw_ptr, db_ptr,
+                           counter_ptr, M, C, ROWS_PER_CHUNK, s_x, s_dy, s_dres, s_dx, RESIDUAL: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
     """Rows of chunk pid: dx = rstd * (w dy - mean_c(w dy) - xhat * mean_c(w dy xhat)) (+ dres, the gradient
     that reaches x by another path, with RESIDUAL); part[pid] holds (sum dy * xhat, sum dy) over the chunk's
-    rows."""
+    rows, and the last chunk to finish sums them in chunk order into d weight and d bias (their dtype)."""
     chunk = tl.program_id(0)
     cols = tl.arange(0, BLOCK_C)
     valid = cols < C
@@ -41,21 +43,15 @@ def _layer_norm_bwd_kernel(x_ptr, dy_ptr, w_ptr, stats_ptr, dres_ptr, dx_ptr, pa
     part = part_ptr + chunk.to(tl.int64) * 2 * BLOCK_C + cols
     tl.store(part, tl.sum(d_w, axis=0))
     tl.store(part + BLOCK_C, tl.sum(d_b, axis=0))
-
-
-@triton.jit
-def _layer_norm_param_grad_kernel(part_ptr, dw_ptr, db_ptr, NUM_CHUNKS, C, BLOCK_K: tl.constexpr,
-                                  BLOCK_C: tl.constexpr, PART_C: tl.constexpr):
-    """Program (column block, which): d weight (which = 0) or d bias (1) of the block's channels, the chunk
-    partials summed in chunk order, stored in the parameter's dtype."""
-    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-    which = tl.program_id(1)
-    valid = cols < C
-    acc = tl.zeros((BLOCK_C,), tl.float32)
-    for k0 in range(0, NUM_CHUNKS, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        mask = (k < NUM_CHUNKS)[:, None] & valid[None, :]
-        rows = part_ptr + (k.to(tl.int64)[:, None] * 2 + which) * PART_C + cols[None, :]
-        acc += tl.sum(tl.load(rows, mask=mask, other=0.), axis=0)
-    tl.store(dw_ptr + cols, acc.to(dw_ptr.dtype.element_ty), mask=valid & (which == 0))
-    tl.store(db_ptr + cols, acc.to(db_ptr.dtype.element_ty), mask=valid & (which == 1))
+    num_chunks = tl.num_programs(0)
+    if last_to_arrive(counter_ptr, num_chunks):
+        sum_w = tl.zeros((BLOCK_C,), tl.float32)
+        sum_b = tl.zeros((BLOCK_C,), tl.float32)
+        for k0 in range(0, num_chunks, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            rows = part_ptr + k.to(tl.int64)[:, None] * 2 * BLOCK_C + cols[None, :]
+            in_chunks = (k < num_chunks)[:, None]
+            sum_w += tl.sum(tl.load(rows, mask=in_chunks, other=0., cache_modifier='.cg'), axis=0)
+            sum_b += tl.sum(tl.load(rows + BLOCK_C, mask=in_chunks, other=0., cache_modifier='.cg'), axis=0)
+        tl.store(dw_ptr + cols, sum_w.to(dw_ptr.dtype.element_ty), mask=valid)
+        tl.store(db_ptr + cols, sum_b.to(db_ptr.dtype.element_ty), mask=valid)

@@ -8,15 +8,17 @@ from torch import Tensor
 
 from ..kernel_op import KernelOp, Plans, row_stride
 from ..launcher import Launch
-from ..partial_sums import chunking
-from .backward import _layer_norm_bwd_kernel, _layer_norm_param_grad_kernel
+from ..partial_sums import arrival_counters, chunking
+from .backward import _layer_norm_bwd_kernel
 from .forward import _layer_norm_fwd_kernel
 from .reference import check_inputs
 
 # Elements per token tile of the forward and of the backward (whole tokens: BLOCK_M = tile // BLOCK_C), warps,
-# programs per SM of the backward (fewer partials to add up afterwards). Not swept: ~32 (forward) and ~16
-# (backward, two accumulators) float32 values per thread and tensor.
-TUNING = dict(tile=4096, backward_tile=2048, num_warps=4, backward_programs_per_sm=2)
+# programs per SM of the backward and its fewest tokens per program (fewer partials for the last program to add
+# up), elements per step of that sum. Not swept: ~32 (forward) and ~16 (backward, two accumulators) float32
+# values per thread and tensor.
+TUNING = dict(tile=4096, backward_tile=2048, num_warps=4, backward_programs_per_sm=2, backward_min_rows=32,
+              finish_tile=4096)
 
 
 def _tile(c: int, tile: int):
@@ -43,14 +45,12 @@ class _BackwardPlan:
         self.dres_stride = row_stride(dres) if dres is not None else 0
         block_m, block_c = _tile(self.c, TUNING['backward_tile'])
         self.num_chunks, self.rows_per_chunk = chunking(self.m, 1, x.device, TUNING['backward_programs_per_sm'],
-                                                        block_m)
+                                                        max(block_m, TUNING['backward_min_rows']))
         self.part_shape = (self.num_chunks, 2, block_c)
+        self.counter = arrival_counters(1, x.device)
+        block_k = max(1, min(triton.next_power_of_2(self.num_chunks), TUNING['finish_tile'] // block_c))
         self.rows = Launch(_layer_norm_bwd_kernel, (self.num_chunks,), RESIDUAL=dres is not None, BLOCK_M=block_m,
-                           BLOCK_C=block_c, num_warps=TUNING['num_warps'])
-        reduce_c = min(block_c, 32)
-        self.params = Launch(_layer_norm_param_grad_kernel, (triton.cdiv(self.c, reduce_c), 2),
-                             BLOCK_K=min(128, triton.next_power_of_2(self.num_chunks)), BLOCK_C=reduce_c,
-                             PART_C=block_c)
+                           BLOCK_C=block_c, BLOCK_K=block_k, num_warps=TUNING['num_warps'])
 
 
 _forward_plans = Plans(_ForwardPlan)
@@ -87,11 +87,10 @@ def layer_norm_backward(dy: Tensor, x: Tensor, weight: Tensor, stats: Tensor,
         dres, dres_stride = _rows_of(dres, None)
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     part = torch.empty(plan.part_shape, dtype=torch.float32, device=x.device)
-    plan.rows(x, dy, weight, stats, dx if dres is None else dres, dx, part, plan.m, plan.c, plan.rows_per_chunk,
-              x_stride, dy_stride, dres_stride, plan.c)
     d_weight = torch.empty_like(weight)
     d_bias = torch.empty_like(weight)
-    plan.params(part, d_weight, d_bias, plan.num_chunks, plan.c)
+    plan.rows(x, dy, weight, stats, dx if dres is None else dres, dx, part, d_weight, d_bias, plan.counter, plan.m,
+              plan.c, plan.rows_per_chunk, x_stride, dy_stride, dres_stride, plan.c)
     return dx, d_weight, d_bias
 
 

@@ -3,7 +3,7 @@
 Pass 1 reads q and dO and writes dq plus chunk partials of dkv = sum_n z_n rope(phi(q_n))^T dO_n and of
 d mean(phi(k)); the pair-swapping sum of pass 1 of the forward turns them into ``grads``. Pass 2 reads k,
 v and the nine transposed LePE taps of dO and writes dk and dv; the same taps times v give the partials of
-the LePE weight and bias gradients.
+the LePE weight and bias gradients, which the last program of each channel group sums.
 
 The transpose of ``rope(x) = x * cos - partner(x * ssin)`` is ``g * cos - partner(g) * ssin``, and
 ``partner(a @ M^T) = a @ swap(M)^T``: both products come from the plain and the row-swapped matrix. Pass 1
@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from ..dependent_launch import follow_previous_grid
-from ..grid_taps import TapGradients, store_tap_sums, zero_tap_sums
+from ..grid_taps import TapGradients, finish_tap_sums, store_tap_sums, zero_tap_sums
 from ..launcher import Launch
 from ..partial_sums import chunking
 from .common import (EPS, deinterleave, group_lanes, head_sum, interleave, lepe_grad_tap, load_pair, load_stats,
@@ -82,9 +82,10 @@ def _grad_kv_kernel(qk_ptr, v_ptr, do_ptr, cos_ptr, sin_ptr, grads_ptr, lepe_w_p
                     lepe_part_ptr,
                     N, H, W, TOKENS_PER_CHUNK, NUM_GROUPS,
                     s_qk_b, s_qk_n, s_v_b, s_v_n, s_do_b, s_do_n, s_dqk_b, s_dqk_n, s_dv_b, s_dv_n,
+                    d_weight_ptr, d_bias_ptr, counter_ptr, TAP_ROWS, TAP_BLOCKS, TAP_C, TAP_WIDTH,
                     C: tl.constexpr, D: tl.constexpr, G: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, DOT_DTYPE: tl.constexpr,
-                    PRECISION: tl.constexpr, PDL: tl.constexpr):
+                    PRECISION: tl.constexpr, PDL: tl.constexpr, TAP_BLOCK_R: tl.constexpr):
     follow_previous_grid(PDL)
     chunk = tl.program_id(0)
     bg = tl.program_id(1)
@@ -150,6 +151,8 @@ def _grad_kv_kernel(qk_ptr, v_ptr, do_ptr, cos_ptr, sin_ptr, grads_ptr, lepe_w_p
         tok += BLOCK_N
     part = lepe_part_ptr + (chunk * tl.num_programs(1) + bg).to(tl.int64) * 10 * BLOCK_C + lane
     store_tap_sums(part, BLOCK_C, g0, g1, g2, g3, g4, g5, g6, g7, g8, g_bias)
+    finish_tap_sums(lepe_part_ptr, d_weight_ptr, d_bias_ptr, counter_ptr, bg % NUM_GROUPS, TAP_ROWS, TAP_BLOCKS,
+                    TAP_C, TAP_WIDTH, BLOCK_C, TAP_BLOCK_R)
 
 
 class BackwardPlan:
@@ -168,8 +171,8 @@ class BackwardPlan:
         self.grad_q = Launch(_grad_q_kernel, (num_chunks, rows), SUM_PRECISION=lay.sum_precision,
                              **lay.meta('grad_q'))
         self.finish = FinishPairs(num_chunks, rows, 1.0, lay)
-        self.grad_kv = Launch(_grad_kv_kernel, (num_chunks, rows), **lay.meta('grad_kv'))
-        self.taps = TapGradients(num_chunks, b, lay.num_groups, lay.group_channels, lay.block_c, c, lay.pdl)
+        self.taps = TapGradients(num_chunks, b, lay.num_groups, lay.group_channels, c, qk.device)
+        self.grad_kv = Launch(_grad_kv_kernel, (num_chunks, rows), **lay.meta('grad_kv'), **self.taps.meta)
 
     @functools.cached_property
     def tables(self):
@@ -186,8 +189,8 @@ def linear_attention_backward(plan: BackwardPlan, grad_out, qk, v, lepe_weight, 
                 grad_out.stride(0), grad_out.stride(1), dqk.stride(0), dqk.stride(1))
     grads = plan.finish(part)
     lepe_part = torch.empty(plan.lepe_part_shape, dtype=torch.float32, device=qk.device)
+    d_weight, d_bias = plan.taps.outputs(lepe_weight)
     plan.grad_kv(qk, v, grad_out, cos, sin, grads, lepe_weight, dqk, dv, lepe_part, *plan.args,
                  qk.stride(0), qk.stride(1), v.stride(0), v.stride(1), grad_out.stride(0), grad_out.stride(1),
-                 dqk.stride(0), dqk.stride(1), dv.stride(0), dv.stride(1))
-    d_weight, d_bias = plan.taps(lepe_part, lepe_weight)
+                 dqk.stride(0), dqk.stride(1), dv.stride(0), dv.stride(1), d_weight, d_bias, *plan.taps.args)
     return dqk, dv, d_weight, d_bias

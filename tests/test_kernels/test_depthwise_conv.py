@@ -46,8 +46,9 @@ def check(b, h, w, c, dtype, tol, options):
     assert all(e < tol for e in errors.values()), errors
 
 
-# odd grids, a channel count that is not a multiple of the channel block, a single row and a single column
-CPU_SHAPES = [(2, 5, 7, 32), (1, 9, 6, 48), (1, 1, 13, 16), (2, 11, 1, 64), (1, 6, 6, 96)]
+# odd grids, a channel count that is not a multiple of the channel block, a single row and a single column, more
+# program rows (batch x chunks) than one step of the last program's sum of the weight-gradient partials
+CPU_SHAPES = [(2, 5, 7, 32), (1, 9, 6, 48), (1, 1, 13, 16), (2, 11, 1, 64), (1, 6, 6, 96), (9, 3, 4, 16)]
 
 
 @pytest.mark.parametrize('shape', CPU_SHAPES)

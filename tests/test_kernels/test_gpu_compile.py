@@ -5,12 +5,13 @@ import json
 from helpers import run
 
 KERNELS = {'_reduce_kv_kernel', 'finish_pairs_kernel', '_output_kernel', '_grad_q_kernel', '_grad_kv_kernel',
-           '_tap_gradients_kernel', '_tap_sum_kernel', '_dwconv_grad_weight_kernel', '_scan_forward_kernel',
+           '_tap_sum_kernel', '_dwconv_grad_weight_kernel', '_scan_forward_kernel',
            '_scan_backward_kernel', '_chunk_state_kernel', '_state_pass_kernel', '_chunk_output_kernel',
            '_chunk_backward_kernel', '_scan_finish_kernel',
-           '_layer_norm_fwd_kernel', '_layer_norm_bwd_kernel', '_layer_norm_param_grad_kernel',
+           '_layer_norm_fwd_kernel', '_layer_norm_bwd_kernel',
            '_silu_gate_kernel', '_silu_gate_backward_kernel', '_residual_add_kernel', '_drop_path_grad_kernel',
-           '_gelu_kernel', '_finish_column_sums_kernel', '_pack_kernel', '_grid_to_sequences_kernel',
+           '_gelu_kernel', '_finish_column_sums_kernel', '_column_sums_kernel', '_pack_kernel',
+           '_grid_to_sequences_kernel',
            '_sequences_to_grid_kernel'}
 
 

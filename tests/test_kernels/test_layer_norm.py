@@ -73,9 +73,12 @@ def test_output_close_to_float32_layer_norm_then_cast(triton_backend):
 
 
 def test_chunked_backward_many_programs(triton_backend, monkeypatch):
-    """Many token tiles per backward program (a small tile), each chunk ending mid-tensor."""
+    """Many token tiles per backward program (a small tile), each chunk ending mid-tensor, and the last program
+    adding up the chunks' partials in several steps (a small finishing tile)."""
     from mlla_dense.kernels.layer_norm import op
     monkeypatch.setitem(op.TUNING, 'backward_tile', 128)
+    monkeypatch.setitem(op.TUNING, 'backward_min_rows', 1)
+    monkeypatch.setitem(op.TUNING, 'finish_tile', 32)
     clear_plans()
     check(1, 300, 32, torch.float32, torch.float32, 1e-5)
     clear_plans()

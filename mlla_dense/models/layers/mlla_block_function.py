@@ -32,7 +32,7 @@ from mlla_dense.kernels.elementwise.reference import pack_reference
 from mlla_dense.kernels.layer_norm.op import layer_norm_op
 from mlla_dense.kernels.linear_attention.op import backward_reading, forward_reading
 from mlla_dense.kernels.linear_attention.rope import build_rope_tables, table_dtype
-from .product_grads import bias_grad, bias_grads, weight_grad
+from .product_grads import bias_grads, weight_grad
 
 # The block's parameters, in the order the Function takes them.
 PARAMETERS = ('cpe1.weight', 'cpe1.bias', 'norm1.weight', 'norm1.bias', 'act_proj.weight', 'act_proj.bias',
@@ -162,13 +162,14 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved, tables=
     silu_gate_backward(d_gated, att, gi[..., :c], d_att, d_gi[..., :c])
     d_qk, d_u, grads['attn.lepe.weight'], grads['attn.lepe.bias'] = backward_reading(
         tables, d_att, qk, u, p['attn.lepe.weight'], la_stats, h, wd, cfg.num_heads)
-    grads['attn.qk.weight'], grads['attn.qk.bias'] = weight_grad(d_qk, u), bias_grad(d_qk)
+    grads['attn.qk.weight'] = weight_grad(d_qk, u)
     d_u = d_u.view(-1, c).addmm_(d_qk.view(-1, 2 * c), w.qk_w).view(u.shape)
     grads['dwc.weight'], grads['dwc.bias'] = depthwise_conv_op.backward_into(
         d_gi[..., c:], d_u, gi[..., c:], p['dwc.weight'], p['dwc.bias'], h, wd, False, True)
     if ln1 is None:
         ln1, stats1 = _norm(x1, p['norm1.weight'], p['norm1.bias'], cfg.eps1, cfg.dtype)
-    grads['gate_in.weight'], grads['gate_in.bias'] = weight_grad(d_gi, ln1), bias_grad(d_gi)
+    grads['gate_in.weight'] = weight_grad(d_gi, ln1)
+    grads['attn.qk.bias'], grads['gate_in.bias'] = bias_grads((d_qk, None), (d_gi, None))
     d_ln1 = _input_grad(d_gi, w.gate_in_w)
     d_x1, grads['norm1.weight'], grads['norm1.bias'] = layer_norm_op.backward(d_ln1, x1, p['norm1.weight'], stats1,
                                                                               d_x2)

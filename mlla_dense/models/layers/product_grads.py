@@ -5,7 +5,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from mlla_dense.kernels.elementwise import finish_column_sums
+from mlla_dense.kernels.elementwise import column_sums, finish_column_sums
 
 
 def weight_grad(dy: Tensor, x: Tensor) -> Tensor:
@@ -18,17 +18,15 @@ def weight_grad(dy: Tensor, x: Tensor) -> Tensor:
     return torch.mm(dy.t().float(), x.float())
 
 
-def bias_grad(dy: Tensor) -> Tensor:
-    """The column sums of dy over token rows, in float32."""
-    return dy.reshape(-1, dy.shape[-1]).sum(0, dtype=torch.float32)
-
-
 def bias_grads(*pairs: Tuple[Tensor, Optional[Tensor]]) -> List[Tensor]:
     """The bias gradients of (gradient, column partial sums or None) pairs, in order: from the partials that a
-    kernel left (kernels/elementwise; two finished per launch) where there are, by :func:`bias_grad` otherwise."""
-    out = [None if partials is not None else bias_grad(dy) for dy, partials in pairs]
-    pending = [i for i, (_, partials) in enumerate(pairs) if partials is not None]
-    for group in (pending[i:i + 2] for i in range(0, len(pending), 2)):
-        for i, sums in zip(group, finish_column_sums(*(pairs[i][1] for i in group))):
-            out[i] = sums
+    kernel left (kernels/elementwise) where there are, from the gradients otherwise (column_sums); two per
+    launch."""
+    out = [None] * len(pairs)
+    with_partials = [i for i, (_, partials) in enumerate(pairs) if partials is not None]
+    without = [i for i, (_, partials) in enumerate(pairs) if partials is None]
+    for indices, finish, part in ((with_partials, finish_column_sums, 1), (without, column_sums, 0)):
+        for group in (indices[i:i + 2] for i in range(0, len(indices), 2)):
+            for i, sums in zip(group, finish(*(pairs[i][part] for i in group))):
+                out[i] = sums
     return out
