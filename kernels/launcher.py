@@ -27,7 +27,7 @@ class Launch:
     def __init__(self, kernel, grid, **meta):
         self.kernel = kernel
         self.grid = tuple(grid) + (1,) * (3 - len(grid))
-        self.meta = meta
+        self.meta = {name: _static(value) for name, value in meta.items()}
         self._direct = None
 
     def __call__(self, *args):
@@ -40,6 +40,13 @@ class Launch:
             compiled = self.kernel[self.grid](*args, **self.meta)
             if direct_launches:
                 self._direct = _direct_launch(self, compiled, len(args))
+
+
+def _static(value):
+    """A meta-parameter as a compile-time constant: a symbolic size (torch.compile tracing with dynamic shapes
+    derived it, e.g. a tile from the token count) becomes its current value, which guards the compiled graph on it
+    (other values recompile) instead of handing Triton a symbol."""
+    return int(value) if isinstance(value, torch.SymInt) else value
 
 
 def _traced_launch(launch: Launch, args: tuple):
