@@ -87,8 +87,9 @@ def test_fused_block_op_registration(dtype, use_backend):
 
 # (backbone, compile_fused_blocks, drop-path rate). Op by op, a compiled block draws its drop-path masks through
 # its DropPath modules, the eager fused block from the backbone's one draw, so their masks differ: those paths are
-# compared without drop path.
-REDUCE_OVERHEAD_CASES = [('mlla', False, 0.0), ('mlla', True, 0.1), ('vmamba', False, 0.0)]
+# compared without drop path. The float64 truth runs the reference path op by op, so it draws the masks as the
+# DropPath modules do: only the cases without drop path are compared against it.
+REDUCE_OVERHEAD_CASES = [('mlla', False, 0.0), ('mlla', True, 0.0), ('mlla', True, 0.1), ('vmamba', False, 0.0)]
 
 
 def _gradient_errors(names, expected, actual):
@@ -100,17 +101,36 @@ def _gradient_errors(names, expected, actual):
                    for n, a, b in zip(names, expected, actual)), reverse=True)
 
 
+def _float64_gradients(model64, model, image, params64):
+    """The gradients of ``model``'s loss in float64 (the reference path, op by op): ``model64`` takes ``model``'s
+    current weights and buffers first."""
+    from mlla_dense.kernels.backend import forced_backend
+    with torch.no_grad():
+        for mine, theirs in zip(model64.state_dict().values(), model.state_dict().values()):
+            mine.copy_(theirs)
+    with forced_backend('torch'):
+        return [g.float() for g in torch.autograd.grad(_loss(model64, image.double()), params64)]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize('name,fused,drop_path', REDUCE_OVERHEAD_CASES,
-                         ids=['mlla-op-by-op', 'mlla-fused-drop-path', 'vmamba'])
+                         ids=['mlla-op-by-op', 'mlla-fused', 'mlla-fused-drop-path', 'vmamba'])
 def test_reduce_overhead_gradients(name, fused, drop_path, monkeypatch):
     """torch.compile(mode='reduce-overhead') (cudagraph trees) in float32 training, with cudagraph trees' pool
-    checks on and no step allowed to skip CUDA graphs: over steps that record, replay, change the input size and
-    come back to a recorded one, with an SGD update of the weights after each step, every step's gradients equal
-    those of the same graph compiled without CUDA graphs (float32 noise: 1e-5) and the eager model's on the same
-    input and drop-path masks (Inductor's RNG falls back to eager's; Inductor fuses what lies between the
-    kernels, so rounding differs: 1e-3). The graphed call runs first at each step, so the kernels' launch plans
-    for a new size are first built inside cudagraph trees' warm-up."""
+    checks on and no step allowed to skip CUDA graphs, over steps that record, replay, change the input size and
+    come back to a recorded one, with an SGD update of the weights after each step:
+
+    - every step's gradients equal those of the same graph compiled without CUDA graphs (float32 noise: 1e-5),
+      with the same drop-path masks (Inductor's RNG falls back to eager's);
+    - they are as close to a float64 truth as the eager model's float32 gradients are (within 3x: Inductor fuses
+      what lies between the kernels, so it rounds at other points; MLLA's training gradients are ill-conditioned
+      in float32, its stem's convolution weights differ by ~1e-3 between any two float32 implementations), or,
+      with drop path (no float64 truth with the same masks), within 5e-3 of the eager model's.
+
+    The graphed call runs first at each step, so the kernels' launch plans for a new size are first built inside
+    cudagraph trees' warm-up."""
+    import copy
+
     import torch._inductor.config as inductor_config
     from torch._dynamo.utils import counters
     monkeypatch.setattr(inductor_config, 'fallback_random', True)
@@ -124,10 +144,12 @@ def test_reduce_overhead_gradients(name, fused, drop_path, monkeypatch):
     for block in (b for layer in model.layers for b in layer.blocks):
         block.compile_fused = fused
     names, params = zip(*model.named_parameters())
+    model64 = copy.deepcopy(model).double()
+    params64 = list(model64.parameters())
     graphed = torch.compile(model, mode='reduce-overhead')
     plain = torch.compile(model)
     try:
-        for step, size in enumerate([(64, 96)] * 3 + [(96, 64)] * 3 + [(64, 96)] * 2):
+        for step, size in enumerate([(64, 96)] * 3 + [(96, 64)] * 2 + [(64, 96)] * 2):
             image = torch.randn(2, 3, *size, device='cuda')
             grads = {}
             for label, runner in (('reduce-overhead', graphed), ('compiled', plain), ('eager', model)):
@@ -135,12 +157,19 @@ def test_reduce_overhead_gradients(name, fused, drop_path, monkeypatch):
                 torch.manual_seed(step)
                 grads[label] = [g.clone() for g in torch.autograd.grad(_loss(runner, image), params)]
             to_compiled = _gradient_errors(names, grads['compiled'], grads['reduce-overhead'])
-            to_eager = _gradient_errors(names, grads['eager'], grads['reduce-overhead'])
-            print(f'{name} fused={fused} drop_path={drop_path} step {step} {size}: largest errors against compiled',
-                  [(n, f'{e:.1e}') for e, n in to_compiled[:2]], 'against eager',
-                  [(n, f'{e:.1e}') for e, n in to_eager[:3]])
+            print(f'{name} fused={fused} step {step} {size}: largest errors against compiled {to_compiled[:2]}')
             assert to_compiled[0][0] < 1e-5, (step, size, to_compiled[:3])
-            assert to_eager[0][0] < 1e-3, (step, size, to_eager[:3])
+            if drop_path:
+                to_eager = _gradient_errors(names, grads['eager'], grads['reduce-overhead'])
+                print(f'  against eager {to_eager[:2]}')
+                assert to_eager[0][0] < 5e-3, (step, size, to_eager[:3])
+            else:
+                truth = _float64_gradients(model64, model, image, params64)
+                graph_error = _gradient_errors(names, truth, grads['reduce-overhead'])
+                eager_error = _gradient_errors(names, truth, grads['eager'])
+                print(f'  against float64: graphed {graph_error[:2]}, eager {eager_error[:2]}')
+                assert graph_error[0][0] <= 3 * eager_error[0][0] + 1e-6, (step, size, graph_error[:3],
+                                                                           eager_error[:3])
             with torch.no_grad():
                 for p, g in zip(params, grads['eager']):
                     p.sub_(1e-2 * g)
