@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .partial_sums import arrival_counters, last_to_arrive
+from .partial_sums import ArrivalCounters, last_to_arrive
 
 
 @triton.jit
@@ -86,15 +86,19 @@ class TapGradients:
     ``block_width`` lanes are channels.
 
     ``outputs(weight)`` makes (d weight (C, 1, 3, 3), d bias (C,)) as fresh contiguous tensors in the weight's
-    dtype (torch custom ops must not return views of one buffer); the kernel takes them, then ``args`` (the
+    dtype (torch custom ops must not return views of one buffer); the kernel takes them, then ``args()`` (the
     counters and sizes) and the meta-parameters ``meta``.
     """
 
     def __init__(self, num_chunks: int, batch: int, blocks: int, block_width: int, channels: int, device):
         num_rows = num_chunks * batch
         self.channels = channels
-        self.args = (arrival_counters(blocks, device), num_rows, blocks, channels, block_width)
+        self.counters = ArrivalCounters(blocks, device)
+        self.sizes = (num_rows, blocks, channels, block_width)
         self.meta = dict(TAP_BLOCK_R=max(1, min(8, triton.next_power_of_2(num_rows))))
+
+    def args(self) -> tuple:
+        return (self.counters.get(), *self.sizes)
 
     def outputs(self, weight: torch.Tensor):
         return (torch.empty((self.channels, 1, 3, 3), dtype=weight.dtype, device=weight.device),

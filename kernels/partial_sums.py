@@ -53,18 +53,50 @@ def last_to_arrive(counter_ptr, expected):
     return last
 
 
-_counters = weakref.WeakSet()
+_kept = weakref.WeakSet()
+_per_call = False
 
 
-def arrival_counters(count: int, device) -> torch.Tensor:
-    """``count`` zero int32 counters for :func:`last_to_arrive`, which the kernels leave at zero: a launch plan
-    allocates them once and keeps them (while traced, each call makes its own)."""
-    counters = torch.zeros(count, dtype=torch.int32, device=device)
-    if not is_traced():
-        _counters.add(counters)
-    return counters
+class ArrivalCounters:
+    """``count`` int32 counters of one launch plan for :func:`last_to_arrive`, which the kernels leave at zero.
+
+    ``get()`` returns the plan's own counters, allocated at first use and kept, or fresh zeros (one more launch)
+    where a kept tensor would be unsafe: while torch.compile traces (the graph makes them), inside
+    :class:`per_call_counters` (code that runs in a memory pool that may hand the memory out again, such as
+    cudagraph trees' warm-up of an opaque custom op) and while a CUDA graph is being captured before the plan
+    has counters (zeros made then exist only in replays). Launches of one plan must not overlap (one stream).
+    """
+
+    def __init__(self, count: int, device):
+        self.count = count
+        self.device = device
+        self._tensor = None
+
+    def get(self) -> torch.Tensor:
+        per_call = _per_call or is_traced()
+        if self._tensor is not None and not per_call:
+            return self._tensor
+        fresh = torch.zeros(self.count, dtype=torch.int32, device=self.device)
+        if not (per_call or (fresh.is_cuda and torch.cuda.is_current_stream_capturing())):
+            self._tensor = fresh
+            _kept.add(fresh)
+        return fresh
+
+
+class per_call_counters:
+    """Within: every launch takes fresh zero counters instead of its plan's kept ones."""
+
+    def __enter__(self):
+        global _per_call
+        self._outer = _per_call
+        _per_call = True
+
+    def __exit__(self, *exc):
+        global _per_call
+        _per_call = self._outer
 
 
 def live_counters() -> list:
-    """Every arrival counter alive now (what a CUDA graph capturing the kernels reads from outside its inputs)."""
-    return list(_counters)
+    """Every counter tensor that launch plans keep now (what a CUDA graph capturing the kernels reads from outside
+    its inputs)."""
+    return list(_kept)

@@ -78,7 +78,7 @@ def depthwise_conv_backward_into(dx: Tensor, dy: Tensor, x: Tensor, weight: Tens
     d_weight, d_bias = plan.taps.outputs(weight)
     plan.grad_weight(x, dy, weight, bias, g, part, plan.n, height, width, plan.c, plan.grad_cblocks,
                      plan.tokens_per_chunk, x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), g.stride(0),
-                     g.stride(1), d_weight, d_bias, *plan.taps.args)
+                     g.stride(1), d_weight, d_bias, *plan.taps.args())
     plan.grad_input(g, weight, weight, dy, dx, plan.n, height, width, plan.c, plan.num_cblocks, g.stride(0),
                     g.stride(1), dy.stride(0), dy.stride(1), dx.stride(0), dx.stride(1))
     return d_weight, d_bias

@@ -19,7 +19,7 @@ from torch import Tensor
 from ..backend import use_triton
 from ..kernel_op import Plans, row_stride
 from ..launcher import Launch
-from ..partial_sums import arrival_counters, chunking
+from ..partial_sums import ArrivalCounters, chunking
 from .kernels import (_column_sums_kernel, _drop_path_grad_kernel, _finish_column_sums_kernel, _gelu_kernel,
                       _pack_kernel, _residual_add_kernel, _silu_gate_backward_kernel, _silu_gate_kernel)
 from .reference import (drop_path_grad_reference, gelu_reference, pack_reference, residual_add_reference,
@@ -159,17 +159,17 @@ class _ColumnSumsPlan:
         self.c = (a.shape[-1], b.shape[-1])
         self.m = a.numel() // max(a.shape[-1], 1)
         self.strides = (row_stride(a), row_stride(b))
-        if None in self.strides or b.numel() // max(b.shape[-1], 1) != self.m:
-            raise ValueError(f'column_sums needs tensors with one token stride, contiguous channels and the same '
-                             f'number of tokens, got shapes {tuple(a.shape)}, {tuple(b.shape)} and strides '
-                             f'{a.stride()}, {b.stride()}')
+        if None in self.strides or b.numel() // max(b.shape[-1], 1) != self.m or a.dtype != b.dtype:
+            raise ValueError(f'column_sums needs tensors of one dtype with one token stride, contiguous channels and '
+                             f'the same number of tokens, got shapes {tuple(a.shape)}, {tuple(b.shape)}, strides '
+                             f'{a.stride()}, {b.stride()} and dtypes {a.dtype}, {b.dtype}')
         block_c = min(COLUMN_SUMS_BLOCK_C, triton.next_power_of_2(max(self.c[:count])))
         self.a_blocks = triton.cdiv(self.c[0], block_c)
         blocks = self.a_blocks + (triton.cdiv(self.c[1], block_c) if count == 2 else 0)
         block_m = max(1, COLUMN_SUMS_TILE // block_c)
         programs, self.rows_per_program = chunking(self.m, blocks, a.device, COLUMN_SUMS_PROGRAMS_PER_SM, block_m)
         self.part_shape = (programs, blocks * block_c)
-        self.counters = arrival_counters(blocks, a.device)
+        self.counters = ArrivalCounters(blocks, a.device)
         self.launch = Launch(_column_sums_kernel, (programs, blocks), BLOCK_M=block_m, BLOCK_C=block_c,
                              BLOCK_R=max(1, min(32, triton.next_power_of_2(programs))))
 
@@ -183,14 +183,14 @@ def column_sums(*tensors: Tensor) -> Tuple[Tensor, ...]:
     block adds their partials in order (deterministic)."""
     if len(tensors) not in (1, 2):
         raise ValueError(f'column_sums takes one or two tensors, got {len(tensors)}')
-    if not use_triton(tensors[0]):
+    if not use_triton(tensors[0]) or tensors[0].numel() == 0:
         return tuple(t.reshape(-1, t.shape[-1]).sum(0, dtype=torch.float32) for t in tensors)
     a, b = tensors[0], tensors[-1]
     plan = _column_sums_plans((a, b), (len(tensors),))
     outs = tuple(torch.empty(c, dtype=torch.float32, device=a.device) for c in plan.c[:len(tensors)])
     part = torch.empty(plan.part_shape, dtype=torch.float32, device=a.device)
-    plan.launch(a, outs[0], plan.c[0], plan.strides[0], b, outs[-1], plan.c[1], plan.strides[1], part, plan.counters,
-                plan.m, plan.rows_per_program, plan.a_blocks)
+    plan.launch(a, outs[0], plan.c[0], plan.strides[0], b, outs[-1], plan.c[1], plan.strides[1], part,
+                plan.counters.get(), plan.m, plan.rows_per_program, plan.a_blocks)
     return outs
 
 

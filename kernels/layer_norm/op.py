@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ..kernel_op import KernelOp, Plans, row_stride
 from ..launcher import Launch
-from ..partial_sums import arrival_counters, chunking
+from ..partial_sums import ArrivalCounters, chunking
 from .backward import _layer_norm_bwd_kernel
 from .forward import _layer_norm_fwd_kernel
 from .reference import check_inputs
@@ -47,7 +47,7 @@ class _BackwardPlan:
         self.num_chunks, self.rows_per_chunk = chunking(self.m, 1, x.device, TUNING['backward_programs_per_sm'],
                                                         max(block_m, TUNING['backward_min_rows']))
         self.part_shape = (self.num_chunks, 2, block_c)
-        self.counter = arrival_counters(1, x.device)
+        self.counter = ArrivalCounters(1, x.device)
         block_k = max(1, min(triton.next_power_of_2(self.num_chunks), TUNING['finish_tile'] // block_c))
         self.rows = Launch(_layer_norm_bwd_kernel, (self.num_chunks,), RESIDUAL=dres is not None, BLOCK_M=block_m,
                            BLOCK_C=block_c, BLOCK_K=block_k, num_warps=TUNING['num_warps'])
@@ -89,8 +89,8 @@ def layer_norm_backward(dy: Tensor, x: Tensor, weight: Tensor, stats: Tensor,
     part = torch.empty(plan.part_shape, dtype=torch.float32, device=x.device)
     d_weight = torch.empty_like(weight)
     d_bias = torch.empty_like(weight)
-    plan.rows(x, dy, weight, stats, dx if dres is None else dres, dx, part, d_weight, d_bias, plan.counter, plan.m,
-              plan.c, plan.rows_per_chunk, x_stride, dy_stride, dres_stride, plan.c)
+    plan.rows(x, dy, weight, stats, dx if dres is None else dres, dx, part, d_weight, d_bias, plan.counter.get(),
+              plan.m, plan.c, plan.rows_per_chunk, x_stride, dy_stride, dres_stride, plan.c)
     return dx, d_weight, d_bias
 
 

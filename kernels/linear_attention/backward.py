@@ -192,5 +192,6 @@ def linear_attention_backward(plan: BackwardPlan, grad_out, qk, v, lepe_weight, 
     d_weight, d_bias = plan.taps.outputs(lepe_weight)
     plan.grad_kv(qk, v, grad_out, cos, sin, grads, lepe_weight, dqk, dv, lepe_part, *plan.args,
                  qk.stride(0), qk.stride(1), v.stride(0), v.stride(1), grad_out.stride(0), grad_out.stride(1),
-                 dqk.stride(0), dqk.stride(1), dv.stride(0), dv.stride(1), d_weight, d_bias, *plan.taps.args)
+                 dqk.stride(0), dqk.stride(1), dv.stride(0), dv.stride(1), d_weight, d_bias,
+                 *plan.taps.args())
     return dqk, dv, d_weight, d_bias

@@ -17,7 +17,7 @@ def test_holds_the_plans_arrival_counters(use_backend):
     from mlla_dense.kernels.elementwise import _column_sums_plans, column_sums
     use_backend('triton')
     column_sums(torch.randn(2, 9, 16))
-    counters = [plan.counters for plan in _column_sums_plans.cache.values()]
+    counters = [plan.counters.get() for plan in _column_sums_plans.cache.values()]
     held = capture_keepalive()
     assert counters and all(any(t is c for t in held) for c in counters)
 

@@ -12,10 +12,10 @@ import triton.language as tl
 from mlla_dense.kernels import activations
 from mlla_dense.kernels.elementwise import (column_sums, drop_path_grad, finish_column_sums, gelu, gelu_with_grad,
                                             pack, residual_add, silu_gate, silu_gate_backward)
-from mlla_dense.kernels.partial_sums import live_counters
 from mlla_dense.kernels.elementwise.reference import (drop_path_grad_reference, gelu_reference, pack_reference,
                                                       residual_add_reference, silu_gate_backward_reference,
                                                       silu_gate_reference)
+from mlla_dense.kernels.partial_sums import live_counters
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
 # float32 exactly up to the order of operations; bfloat16 within a rounding step of the largest intermediate
@@ -141,6 +141,9 @@ def test_column_sums_of_one_or_two_tensors(shape, dtype):
         column_sums(a, a, a)
     with pytest.raises(ValueError, match='same number of tokens'):
         column_sums(a, wide[:, :-1])
+    with pytest.raises(ValueError, match='one dtype'):
+        column_sums(a, wide.double())
+    assert not column_sums(a[:, :0])[0].any()
 
 
 def test_drop_path_grad_plans_per_output_dtype():

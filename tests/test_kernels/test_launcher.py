@@ -24,4 +24,3 @@ def test_symbolic_meta_parameters_become_their_values():
     assert launch.meta == {'BLOCK_K': 32, 'RESIDUAL': False}
     assert all(type(v) is not torch.SymInt for v in launch.meta.values())
     assert isinstance(launch.grid[0], torch.SymInt)  # grids stay symbolic: Inductor computes them at run time
-

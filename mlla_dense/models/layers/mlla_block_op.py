@@ -9,9 +9,10 @@ merging, output norms, the loss): one graph, no breaks, a compile 2.8x shorter. 
 benchmarks/NOTES.md.
 
 The graph casts the block's product weights into their packed buffer and builds the linear attention's RoPE
-tables (Inductor fuses and places that work); the ops take them as inputs, so their launch plans allocate
-nothing that outlives a call (no pointer table, no cached tables: inside cudagraph trees' memory pool such
-tensors could be handed out again). ``mlla_dense::mlla_block_fwd`` returns the output and the tensors the
+tables (Inductor fuses and places that work); the ops take them as inputs, and their kernels take fresh arrival
+counters per call (kernels/partial_sums.py), so their launch plans allocate nothing that outlives a call (no
+pointer table, no cached tables or counters: inside cudagraph trees' memory pool such tensors could be handed out
+again). ``mlla_dense::mlla_block_fwd`` returns the output and the tensors the
 backward reads (its inputs are passed to the backward again rather than returned: a custom op's outputs may
 not alias its inputs); ``mlla_dense::mlla_block_bwd`` returns the input's and every parameter's gradient,
 act_proj's and in_proj's as the one (2C, C) product they come from (outputs may not alias each other either).
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor
 
 from mlla_dense.kernels import launcher
+from mlla_dense.kernels.partial_sums import per_call_counters
 from .mlla_block_function import PARAMETERS, BlockConfig, _backward, _forward, _Weights, split_gate_in_grads
 
 # the gradients the backward op returns after the input's: PARAMETERS without the four halves of the joint
@@ -50,7 +52,8 @@ def mlla_block_fwd(x: Tensor, keep: Optional[Tensor], params: List[Tensor], pack
                    dtype: torch.dtype, keep_prob: float, recompute: bool, saving: bool) -> List[Tensor]:
     """[output] or, with ``saving``, [output, *what the backward reads]."""
     cfg = BlockConfig(height, width, num_heads, eps1, eps2, dtype, keep_prob, recompute)
-    return _run_forward(x, keep, params, packed, (rope_cos, rope_sin), cfg, saving)
+    with per_call_counters():
+        return _run_forward(x, keep, params, packed, (rope_cos, rope_sin), cfg, saving)
 
 
 @mlla_block_fwd.register_fake
@@ -71,7 +74,7 @@ def mlla_block_bwd(d_out: Tensor, x: Tensor, keep: Optional[Tensor], params: Lis
     cfg = BlockConfig(height, width, num_heads, eps1, eps2, dtype, keep_prob, recompute)
     w = _Weights(params, packed, x.shape[-1])
     stored = list(saved) + [None] * (_STORED - len(saved))
-    with torch.autocast(x.device.type, enabled=False):
+    with torch.autocast(x.device.type, enabled=False), per_call_counters():
         d_x, grads = _backward(d_out.contiguous(), cfg, keep, w, [x, *stored], (rope_cos, rope_sin))
     return [d_x, *(grads[name] for name in _OWN_GRADS), grads['gate_in.weight'], grads['gate_in.bias']]
 

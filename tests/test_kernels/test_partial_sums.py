@@ -1,0 +1,46 @@
+"""kernels/partial_sums.py: the last program to arrive sums the others' partials and leaves its counter at zero;
+launch plans keep their counters except where a kept tensor would be unsafe (CPU, Triton interpreter; the kernels
+that use them are tested at real shapes on the GPU in their own files)."""
+import torch
+import triton
+import triton.language as tl
+
+from mlla_dense.kernels.launcher import traced_launches
+from mlla_dense.kernels.partial_sums import ArrivalCounters, last_to_arrive, live_counters, per_call_counters
+
+
+@triton.jit
+def _sum_kernel(x_ptr, part_ptr, out_ptr, counter_ptr, N, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    tl.store(part_ptr + pid, tl.sum(tl.load(x_ptr + offs, mask=offs < N, other=0.), 0))
+    programs = tl.num_programs(0)
+    if last_to_arrive(counter_ptr, programs):
+        total = tl.zeros((1,), tl.float32)
+        for i in range(0, programs):
+            total += tl.load(part_ptr + i + tl.arange(0, 1), cache_modifier='.cg')
+        tl.store(out_ptr + tl.arange(0, 1), total)
+
+
+def test_last_program_sums_and_resets_the_counter():
+    counter = torch.zeros(1, dtype=torch.int32)
+    for scale in (1.0, -2.0):  # a second launch works only if the first put the counter back to 0
+        x = torch.randn(1000) * scale
+        part, out = torch.empty(8), torch.full((1,), float('nan'))
+        _sum_kernel[(8,)](x, part, out, counter, 1000, BLOCK=128)
+        torch.testing.assert_close(out[0], x.sum(), rtol=1e-5, atol=1e-5)
+        assert counter.item() == 0
+
+
+def test_plans_keep_their_counters_except_per_call_and_traced():
+    counters = ArrivalCounters(3, torch.device('cpu'))
+    kept = counters.get()
+    assert kept is counters.get() and any(t is kept for t in live_counters())
+    with per_call_counters():
+        fresh = counters.get()
+    with traced_launches():
+        traced = counters.get()
+    for t in (fresh, traced):
+        assert t is not kept and t.dtype == torch.int32 and not t.any()
+        assert not any(t is held for held in live_counters())
+    assert counters.get() is kept
