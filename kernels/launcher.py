@@ -12,10 +12,12 @@ through ``torch.library.wrap_triton`` instead, so Inductor records the kernels a
 """
 import torch
 
+from .switch import Switch
+
 # Off where launches must keep going through Triton's own path (tests/test_kernels/compile_for_gpu.py compiles
 # without a GPU and never runs a binary).
 direct_launches = True
-_traced = False
+_traced = Switch()  # on inside traced_launches()
 
 
 class Launch:
@@ -32,9 +34,10 @@ class Launch:
 
     def __call__(self, *args):
         direct = self._direct
-        if direct is not None and not _traced:
+        traced = _traced.on
+        if direct is not None and not traced:
             direct(args)
-        elif _traced:
+        elif traced:
             _traced_launch(self, args)
         else:
             compiled = self.kernel[self.grid](*args, **self.meta)
@@ -99,17 +102,8 @@ def _direct_launch(launch: Launch, compiled, num_args: int):
 
 def is_traced() -> bool:
     """Whether launches currently go through wrap_triton."""
-    return _traced
+    return _traced.on
 
 
-class traced_launches:
-    """Within: launches go through ``wrap_triton`` (the body of a triton_op, which torch.compile traces)."""
-
-    def __enter__(self):
-        global _traced
-        self._outer = _traced
-        _traced = True
-
-    def __exit__(self, *exc):
-        global _traced
-        _traced = self._outer
+# Within: launches go through ``wrap_triton`` (the body of a triton_op, which torch.compile traces).
+traced_launches = _traced.turned_on

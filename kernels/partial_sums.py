@@ -9,6 +9,7 @@ import triton
 import triton.language as tl
 
 from .launcher import is_traced
+from .switch import Switch
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,7 +55,7 @@ def last_to_arrive(counter_ptr, expected):
 
 
 _kept = weakref.WeakSet()
-_per_call = False
+_per_call = Switch()  # on inside per_call_counters()
 
 
 class ArrivalCounters:
@@ -62,7 +63,7 @@ class ArrivalCounters:
 
     ``get()`` returns the plan's own counters, allocated at first use and kept, or fresh zeros (one more launch)
     where a kept tensor would be unsafe: while torch.compile traces (the graph makes them), inside
-    :class:`per_call_counters` (code that runs in a memory pool that may hand the memory out again, such as
+    :func:`per_call_counters` (code that runs in a memory pool that may hand the memory out again, such as
     cudagraph trees' warm-up of an opaque custom op) and while a CUDA graph is being captured before the plan
     has counters (zeros made then exist only in replays). Launches of one plan must not overlap (one stream).
     """
@@ -73,7 +74,7 @@ class ArrivalCounters:
         self._tensor = None
 
     def get(self) -> torch.Tensor:
-        per_call = _per_call or is_traced()
+        per_call = _per_call.on or is_traced()
         if self._tensor is not None and not per_call:
             return self._tensor
         fresh = torch.zeros(self.count, dtype=torch.int32, device=self.device)
@@ -83,17 +84,8 @@ class ArrivalCounters:
         return fresh
 
 
-class per_call_counters:
-    """Within: every launch takes fresh zero counters instead of its plan's kept ones."""
-
-    def __enter__(self):
-        global _per_call
-        self._outer = _per_call
-        _per_call = True
-
-    def __exit__(self, *exc):
-        global _per_call
-        _per_call = self._outer
+# Within: every launch takes fresh zero counters instead of its plan's kept ones.
+per_call_counters = _per_call.turned_on
 
 
 def live_counters() -> list:
