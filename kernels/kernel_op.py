@@ -102,9 +102,13 @@ class KernelOp:
 
 
 def layout(*tensors) -> tuple:
-    """What decides how kernels specialize on these tensors: shapes, strides, dtypes, devices and whether each
-    data pointer is 16-byte aligned (Triton assumes alignment it has seen)."""
-    return tuple((t.shape, t.stride(), t.dtype, t.get_device(), t.data_ptr() % 16 == 0) for t in tensors)
+    """What decides how kernels specialize on these tensors: the device (of the first: an op's tensors share
+    one), shapes, strides, dtypes and whether each data pointer is 16-byte aligned (Triton assumes alignment it
+    has seen). A flat tuple built in a loop: this runs before every launch, on the host's critical path."""
+    key = [tensors[0].get_device()]
+    for t in tensors:
+        key += (t.shape, t.stride(), t.dtype, not t.data_ptr() & 15)
+    return tuple(key)
 
 
 class Plans:

@@ -3,8 +3,9 @@
 For each model (MLLA-T/S/B, VMamba-T/S/B), input size (224x224 B=64, 512x512 B=8, 800x1344 B=2, 1600x2688 B=2)
 and dtype (bf16 autocast, fp32), the implementations take turns, round after round, each timing one forward
 (no_grad) and one forward+backward (sum of the outputs; gradients set to None before each, as a training step
-does) with the device synchronized around the call (``--steps`` times one of them only; compiled implementations
-record their first call, which compiles, as ``first_call_s``). What users get is that wall clock of eager calls: it
+does) with the device synchronized around the call (``--steps`` times one of them only; ``--consecutive`` runs
+each implementation's rounds in a row instead; compiled implementations record their first call, which compiles,
+as ``first_call_s``). What users get is that wall clock of eager calls: it
 includes the host's work to launch every kernel. The rows report its median (and minimum) over the rounds after
 ``--warmup``, then the device time alone (the same calls replayed as a CUDA graph, for the eager
 implementations), the peak memory a forward+backward adds, and each wall clock and device time as a ratio to the
@@ -67,6 +68,9 @@ def parse_args(argv=None):
                         'with its selective_scan_cuda_oflex extension built')
     parser.add_argument('--rounds', type=int, default=12, help='rounds of alternating calls')
     parser.add_argument('--warmup', type=int, default=3, help='rounds left out of the statistics')
+    parser.add_argument('--consecutive', action='store_true',
+                        help='all rounds of one implementation before the next, instead of alternating rounds '
+                             '(shows what alternating costs a host-bound implementation: host caches)')
     parser.add_argument('--steps', nargs='+', default=['fwd', 'fwdbwd'], choices=['fwd', 'fwdbwd'],
                         help='calls to time; fwdbwd alone halves what torch.compile has to compile')
     parser.add_argument('--no-graphs', action='store_true', help='skip the device time (CUDA-graph replays)')
@@ -194,13 +198,16 @@ def measure(args, name, size, dtype, info):
         from official_models import output_difference
         with torch.autocast('cuda', dtype=torch.bfloat16, enabled=dtype == 'bf16'):
             difference = output_difference(ours, official, x)
-    for r in range(args.rounds):
-        for runner in runners:
-            for step in args.steps:
-                runner.call(step, keep=r >= args.warmup)
-                if r == 0 and runner.compile_mode:
-                    print(f'{runner.impl} {step}: first call (compiling) {runner.first_call_s[step]} s', flush=True)
-        print(f'{name} {size} {dtype}: round {r + 1}/{args.rounds}', flush=True)
+    turns = ([(r, runner) for runner in runners for r in range(args.rounds)] if args.consecutive else
+             [(r, runner) for r in range(args.rounds) for runner in runners])
+    for r, runner in turns:
+        for step in args.steps:
+            runner.call(step, keep=r >= args.warmup)
+            if r == 0 and runner.compile_mode:
+                print(f'{runner.impl} {step}: first call (compiling) {runner.first_call_s[step]} s', flush=True)
+        if runner is runners[-1] or args.consecutive:
+            print(f'{name} {size} {dtype}: round {r + 1}/{args.rounds}' +
+                  (f' of {runner.impl}' if args.consecutive else ''), flush=True)
     records = []
     for runner in runners:
         record = dict(model=name, impl=runner.impl, dtype=dtype, batch=batch, height=height, width=width)
@@ -214,7 +221,7 @@ def measure(args, name, size, dtype, info):
         if runner.impl.startswith('official') and difference is not None:
             record['max_rel_diff_to_mlla_dense'] = float(f'{difference:.3g}')
         record.update(device=info['device'], date=info['date'], command=info['command'], rounds=args.rounds,
-                      warmup=args.warmup)
+                      warmup=args.warmup, order='consecutive' if args.consecutive else 'alternating')
         records.append(record)
     add_ratios(records)
     del runners, ours, official
