@@ -125,9 +125,9 @@ def _float64_gradients(model64, model, image, params64):
                          ids=['mlla-op-by-op', 'mlla-fused', 'mlla-fused-drop-path', 'vmamba'])
 def test_reduce_overhead_gradients(name, fused, drop_path, monkeypatch):
     """torch.compile(mode='reduce-overhead') (cudagraph trees) in float32 training, with cudagraph trees' pool
-    checks on and no step allowed to skip CUDA graphs, over steps that record, change the input size (the
-    recompile with dynamic shapes that torch.compile makes by default), replay at that size and come back to the
-    first one, with an SGD update of the weights after each step:
+    checks on and no step allowed to skip CUDA graphs, over steps that record, change the input size (a static
+    recompile, ``dynamic=False``, as the README advises for varying sizes), replay at that size and come back to
+    the first one, with an SGD update of the weights after each step:
 
     - every step's gradients equal those of the same graph compiled without CUDA graphs (float32 noise: 1e-5),
       with the same drop-path masks (Inductor's RNG falls back to eager's);
@@ -155,8 +155,8 @@ def test_reduce_overhead_gradients(name, fused, drop_path, monkeypatch):
     names, params = zip(*model.named_parameters())
     model64 = copy.deepcopy(model).double()
     params64 = list(model64.parameters())
-    graphed = torch.compile(model, mode='reduce-overhead')
-    plain = torch.compile(model)
+    graphed = torch.compile(model, mode='reduce-overhead', dynamic=False)
+    plain = torch.compile(model, dynamic=False)
     start = time.perf_counter()
     try:
         for step, size in enumerate([(64, 96), (96, 64), (96, 64), (64, 96)]):
