@@ -114,7 +114,8 @@ def layout(*tensors) -> tuple:
 class Plans:
     """An op's launch plans, one per input layout: ``plans(tensors, options)`` builds ``build(*tensors,
     *options)`` the first time a layout comes, and returns the same plan after. While traced (fake tensors, no
-    data pointers) the plan is built afresh and not kept."""
+    data pointers) the plan is built afresh, from the values of symbolic sizes (:class:`_SizesAsNumbers`), and
+    not kept."""
 
     max_plans = 4096  # a bound for programs that see endless shapes; plans are cheap to rebuild
     every = []
@@ -126,7 +127,7 @@ class Plans:
 
     def __call__(self, tensors: Sequence[torch.Tensor], options: tuple = ()):
         if launcher.is_traced():
-            return self.build(*tensors, *options)
+            return self.build(*(_SizesAsNumbers(t) for t in tensors), *(_number(o) for o in options))
         key = (layout(*tensors), options)
         plan = self.cache.get(key)
         if plan is None:
@@ -134,6 +135,39 @@ class Plans:
                 self.cache.clear()
             plan = self.cache[key] = self.build(*tensors, *options)
         return plan
+
+
+def _number(value):
+    """A symbolic size (torch.compile tracing with dynamic shapes) as its value, guarded: the graph then holds for
+    that value only."""
+    if isinstance(value, torch.SymInt):
+        from torch.fx.experimental.symbolic_shapes import guard_int
+        return guard_int(value)
+    return value
+
+
+class _SizesAsNumbers:
+    """A traced tensor as a launch plan reads it: sizes and strides as numbers (:func:`_number`), everything else
+    the tensor's. A plan works tiles, grids and chunk counts out of its sizes; on symbolic sizes each of those
+    steps is a guard on nested floor divisions of the image size, and tracing a backbone took minutes instead of
+    seconds (benchmarks/NOTES.md). With numbers, a compiled graph holds for the sizes it was traced at."""
+
+    def __init__(self, t: torch.Tensor):
+        self._tensor = t
+        self.shape = torch.Size(_number(s) for s in t.shape)
+        self._strides = tuple(_number(s) for s in t.stride())
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def stride(self, dim=None):
+        return self._strides if dim is None else self._strides[dim]
+
+    def numel(self) -> int:
+        return self.shape.numel()
+
+    def __getattr__(self, name):
+        return getattr(self._tensor, name)
 
 
 def row_stride(t: torch.Tensor):

@@ -23,3 +23,29 @@ def test_layout_sees_alignment_of_every_tensor():
     aligned, offset = x[:16], x[1:17]  # 4-byte float offset: not 16-byte aligned
     assert layout(x, aligned) != layout(x, offset)
     assert layout(x, aligned) == layout(x.clone(), x[4:20])
+
+
+def test_traced_plans_see_numbers_and_guard_them():
+    """While torch.compile traces with symbolic sizes, a plan is built from their values (each size guarded), so
+    working out tiles and chunk counts adds no guards on derived expressions; other tensor properties pass
+    through."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import DimDynamic, ShapeEnv, StatelessSymbolicContext
+
+    from mlla_dense.kernels import launcher
+    shape_env = ShapeEnv()
+    mode = FakeTensorMode(shape_env=shape_env)
+    context = StatelessSymbolicContext(dynamic_sizes=[DimDynamic.STATIC, DimDynamic.DYNAMIC, DimDynamic.STATIC])
+    x = mode.from_tensor(torch.randn(2, 3000, 64), symbolic_context=context)
+    assert isinstance(x.shape[1], torch.SymInt)
+    seen = []
+    plans = Plans(lambda t, n: seen.append((tuple(t.shape), t.stride(), t.stride(1), t.size(1), t.numel(), n,
+                                            t.dtype, t.dim())))
+    with launcher.traced_launches():
+        plans((x,), (x.shape[1] // 3,))
+    shape, strides, row, size, numel, n, dtype, dim = seen[0]
+    assert (shape, strides, row, size, numel, n) == ((2, 3000, 64), (192000, 64, 1), 64, 3000, 384000, 1000)
+    assert all(type(v) is int for v in (*shape, *strides, row, size, numel, n))
+    assert (dtype, dim) == (torch.float32, 3)
+    assert shape_env.guards  # the values hold as guards: other sizes trace again
+    assert not plans.cache  # traced plans are not kept
