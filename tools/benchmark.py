@@ -66,7 +66,7 @@ def parse_args(argv=None):
     parser.add_argument('--official-mlla', metavar='DIR', help='a clone of https://github.com/LeapLabTHU/MLLA')
     parser.add_argument('--official-vmamba', metavar='DIR', help='a clone of https://github.com/MzeroMiko/VMamba '
                         'with its selective_scan_cuda_oflex extension built')
-    parser.add_argument('--rounds', type=int, default=12, help='rounds of alternating calls')
+    parser.add_argument('--rounds', type=int, default=12, help='rounds (one call of each step per implementation)')
     parser.add_argument('--warmup', type=int, default=3, help='rounds left out of the statistics')
     parser.add_argument('--consecutive', action='store_true',
                         help='all rounds of one implementation before the next, instead of alternating rounds '
