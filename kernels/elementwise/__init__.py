@@ -1,16 +1,17 @@
 """Elementwise steps of the MLLA block, each one Triton launch where PyTorch needs several: the SiLU gate and its
-backward, the residual add with drop path and its backward, GELU with or without its backward, and the cast of a
-block's weights into one buffer. The drop-path and GELU gradients can also leave the column partial sums of what
-they write (the gradient of the bias of the product before them), which :func:`finish_column_sums` adds up: one
-launch for two bias gradients instead of PyTorch's four (a memset and a reduction each). :func:`column_sums` takes
-the bias gradients of two other gradients in one launch.
+backward, the residual add with drop path and its backward, GELU with or without its backward, the cast of a
+block's weights into one buffer, and casts of up to eight tensors of any layout in one launch (:func:`cast_each`).
+The drop-path and GELU gradients can also leave the column partial sums of what they write (the gradient of the
+bias of the product before them), which :func:`finish_column_sums` adds up: one launch for two bias gradients
+instead of PyTorch's four (a memset and a reduction each). :func:`column_sums` takes the bias gradients of two
+other gradients in one launch.
 
-They serve models/layers/mlla_block_function.py, whose backward is written by hand, so they have no autograd of
-their own. Triton on CUDA tensors, the reference (reference.py) otherwise; ``MLLA_DENSE_BACKEND`` overrides.
-Inputs are (..., C) token tensors whose tokens share one stride; outputs are new contiguous tensors unless an
-output buffer is given.
+They serve the MLLA model's hand-written backwards and weight casts, so they have no autograd of their own.
+Triton on CUDA tensors, the reference (reference.py) otherwise; ``MLLA_DENSE_BACKEND`` overrides. Inputs are
+(..., C) token tensors whose tokens share one stride; outputs are new contiguous tensors unless an output buffer
+is given (cast_each: new tensors with their inputs' strides).
 """
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import triton
@@ -20,13 +21,16 @@ from ..backend import use_triton
 from ..kernel_op import Plans, row_stride
 from ..launcher import Launch
 from ..partial_sums import ArrivalCounters, chunking
-from .kernels import (_column_sums_kernel, _drop_path_grad_kernel, _finish_column_sums_kernel, _gelu_kernel,
-                      _pack_kernel, _residual_add_kernel, _silu_gate_backward_kernel, _silu_gate_kernel)
-from .reference import (drop_path_grad_reference, gelu_reference, pack_reference, residual_add_reference,
-                        silu_gate_backward_reference, silu_gate_reference)
+from .kernels import (_cast_kernel, _column_sums_kernel, _drop_path_grad_kernel, _finish_column_sums_kernel,
+                      _gelu_kernel, _pack_kernel, _residual_add_kernel, _silu_gate_backward_kernel, _silu_gate_kernel)
+from .reference import (cast_each_reference, drop_path_grad_reference, gelu_reference, pack_reference,
+                        residual_add_reference, silu_gate_backward_reference, silu_gate_reference)
 
 TILE = 4096  # elements per program
 PACK_BLOCK = 4096
+CAST_BLOCK = 4096
+CAST_SLOTS = 8  # tensors per launch of cast_each
+CAST_ALIGN = 64  # elements: cast_each's outputs start 128-byte aligned (16-bit dtypes) in their buffer
 
 
 class _RowsPlan:
@@ -254,5 +258,64 @@ def pack(tensors: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
     return out
 
 
-__all__ = ['silu_gate', 'silu_gate_backward', 'residual_add', 'drop_path_grad', 'gelu', 'gelu_with_grad',
-           'finish_column_sums', 'column_sums', 'pack']
+def pack_groups(groups: Sequence[Sequence[Tensor]], dtype: torch.dtype) -> List[Tensor]:
+    """:func:`pack` of each group (the blocks' weights of a backbone), as views of one buffer that one launch
+    fills for all the groups."""
+    packed = pack([t for group in groups for t in group], dtype)
+    return list(packed.split([sum(t.numel() for t in group) for group in groups]))
+
+
+def is_dense(t: Tensor) -> bool:
+    """Whether t's elements fill numel() consecutive memory slots, in any order of dimensions (contiguous,
+    channels-last, a transpose of either)."""
+    expected = 1
+    for size, stride in sorted(zip(t.shape, t.stride()), key=lambda pair: pair[1]):
+        if size != 1:
+            if stride != expected:
+                return False
+            expected *= size
+    return True
+
+
+class _CastPlan:
+    def __init__(self, *args):
+        *tensors, dtype = args
+        if any(not is_dense(t) for t in tensors):
+            raise ValueError('cast_each needs tensors whose elements are dense in memory, got strides '
+                             f'{[t.stride() for t in tensors]} for shapes {[tuple(t.shape) for t in tensors]}')
+        self.sizes = [t.numel() for t in tensors]
+        self.views, self.numel = [], 0
+        for t, n in zip(tensors, self.sizes):
+            self.views.append((t.shape, t.stride(), self.numel))
+            self.numel += triton.cdiv(n, CAST_ALIGN) * CAST_ALIGN
+        self.groups = []
+        for start in range(0, len(tensors), CAST_SLOTS):
+            members = list(range(start, min(start + CAST_SLOTS, len(tensors))))
+            largest = max(self.sizes[i] for i in members)
+            grid = (len(members), max(1, triton.cdiv(largest, CAST_BLOCK)))
+            self.groups.append((members, Launch(_cast_kernel, grid, BLOCK=CAST_BLOCK)))
+
+
+_cast_plans = Plans(_CastPlan)
+
+
+def cast_each(tensors: Sequence[Tensor], dtype: torch.dtype) -> List[Tensor]:
+    """``[t.to(dtype) for t in tensors]`` (shapes and strides kept; tensors dense in memory, of any dtypes) as
+    views of one new buffer, with one launch per eight tensors instead of one each: the casts of a stem's or a
+    patch merging's weights under autocast, and of their gradients back."""
+    if not use_triton(tensors[0]):
+        return cast_each_reference(tensors, dtype)
+    plan = _cast_plans(tensors, (dtype,))
+    buffer = torch.empty(plan.numel, dtype=dtype, device=tensors[0].device)
+    outs = [buffer.as_strided(shape, stride, offset) for shape, stride, offset in plan.views]
+    for members, launch in plan.groups:
+        args = []
+        for i in members:
+            args += (tensors[i], outs[i], plan.sizes[i])
+        args += (tensors[members[0]], outs[members[0]], 0) * (CAST_SLOTS - len(members))
+        launch(*args)
+    return outs
+
+
+__all__ = ['cast_each', 'is_dense', 'silu_gate', 'silu_gate_backward', 'residual_add', 'drop_path_grad', 'gelu',
+           'gelu_with_grad', 'finish_column_sums', 'column_sums', 'pack', 'pack_groups']

@@ -165,3 +165,35 @@ def _pack_kernel(table_ptr, out_ptr, SRC_DTYPE: tl.constexpr, BLOCK: tl.constexp
     mask = idx < numel
     tl.store(out_ptr + offset + idx, tl.load(src + idx, mask=mask).to(out_ptr.dtype.element_ty), mask=mask)
 
+
+
+@triton.jit
+def _cast_slot(src_ptr, dst_ptr, numel, BLOCK: tl.constexpr):
+    idx = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = idx < numel
+    tl.store(dst_ptr + idx, tl.load(src_ptr + idx, mask=mask).to(dst_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _cast_kernel(s0, d0, n0, s1, d1, n1, s2, d2, n2, s3, d3, n3, s4, d4, n4, s5, d5, n5, s6, d6, n6, s7, d7, n7,
+                 BLOCK: tl.constexpr):
+    """Program (t, block): elements block * BLOCK.. of source t (numel n_t, in memory order) cast into
+    destination t; up to eight tensors of any sizes and dtypes per launch (pointers as arguments: no table to
+    upload, so new tensors on every call cost nothing more)."""
+    t = tl.program_id(0)
+    if t == 0:
+        _cast_slot(s0, d0, n0, BLOCK)
+    elif t == 1:
+        _cast_slot(s1, d1, n1, BLOCK)
+    elif t == 2:
+        _cast_slot(s2, d2, n2, BLOCK)
+    elif t == 3:
+        _cast_slot(s3, d3, n3, BLOCK)
+    elif t == 4:
+        _cast_slot(s4, d4, n4, BLOCK)
+    elif t == 5:
+        _cast_slot(s5, d5, n5, BLOCK)
+    elif t == 6:
+        _cast_slot(s6, d6, n6, BLOCK)
+    else:
+        _cast_slot(s7, d7, n7, BLOCK)

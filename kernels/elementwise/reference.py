@@ -36,3 +36,8 @@ def gelu_reference(a, dh=None):
 def pack_reference(tensors, dtype):
     """The tensors flattened, cast to ``dtype`` and concatenated."""
     return torch.cat([t.reshape(-1).to(dtype) for t in tensors])
+
+
+def cast_each_reference(tensors, dtype):
+    """Each tensor cast to ``dtype``, keeping its strides."""
+    return [t.to(dtype) for t in tensors]

@@ -10,8 +10,8 @@ import triton
 import triton.language as tl
 
 from mlla_dense.kernels import activations
-from mlla_dense.kernels.elementwise import (column_sums, drop_path_grad, finish_column_sums, gelu, gelu_with_grad,
-                                            pack, residual_add, silu_gate, silu_gate_backward)
+from mlla_dense.kernels.elementwise import (cast_each, column_sums, drop_path_grad, finish_column_sums, gelu,
+                                            gelu_with_grad, pack, residual_add, silu_gate, silu_gate_backward)
 from mlla_dense.kernels.elementwise.reference import (drop_path_grad_reference, gelu_reference, pack_reference,
                                                       residual_add_reference, silu_gate_backward_reference,
                                                       silu_gate_reference)
@@ -172,6 +172,36 @@ def test_pack_casts_and_concatenates(dtype):
     torch.testing.assert_close(pack(tensors, dtype), pack_reference(tensors, dtype), **TOLERANCES[dtype])
     with pytest.raises(ValueError, match='contiguous tensors of one dtype'):
         pack([tensors[0].t(), tensors[1]], dtype)
+
+
+def test_cast_each_keeps_values_and_layouts():
+    """Eleven tensors (two launches) of mixed dtypes and layouts, cast to bfloat16 and back to float32: each output
+    is ``t.to(dtype)`` with t's strides, starts 128 bytes after another, and new inputs of the same layouts (new
+    pointers, as gradients are on every step) reuse the plan and are read afresh."""
+    from mlla_dense.kernels.elementwise import _cast_plans
+    gen = torch.Generator().manual_seed(0)
+
+    def inputs():
+        return ([torch.randn(8, 4, 3, 3, generator=gen).to(DEVICE).to(memory_format=torch.channels_last),
+                 torch.randn(7, 5, generator=gen).to(DEVICE).t(), torch.randn(9000, generator=gen).to(DEVICE),
+                 torch.randn(3, 1, 2, generator=gen).to(DEVICE, torch.bfloat16)]
+                + [torch.randn(i + 1, generator=gen).to(DEVICE) for i in range(7)])
+
+    exact = dict(rtol=0, atol=0) if DEVICE == 'cuda' else TOLERANCES[torch.bfloat16]
+    first = inputs()
+    before = len(_cast_plans.cache)
+    for tensors in (first, inputs()):
+        outs = cast_each(tensors, torch.bfloat16)
+        for t, out in zip(tensors, outs):
+            assert out.dtype == torch.bfloat16 and out.shape == t.shape and out.stride() == t.stride()
+            assert (out.data_ptr() - outs[0].data_ptr()) % 128 == 0
+            torch.testing.assert_close(out, t.to(torch.bfloat16), **exact)
+        for out, back in zip(outs, cast_each(outs, torch.float32)):
+            assert back.dtype == torch.float32 and back.stride() == out.stride()
+            assert torch.equal(back, out.float())
+    assert len(_cast_plans.cache) == before + 2  # one plan per direction, kept for the second set
+    with pytest.raises(ValueError, match='dense in memory'):
+        cast_each([first[2][::2]], torch.bfloat16)
 
 
 @triton.jit

@@ -138,7 +138,7 @@ def test_backbone_draws_masks_for_every_block(use_backend):
         block.register_forward_hook(lambda module, args, out: seen.append((args, out)))
     model(x)
     assert [torch.equal(args[1], row) for (args, _), row in zip(seen, fixed)] == [True] * 3
-    (tokens, _), out = seen[2]
+    (tokens, *_), out = seen[2]
     assert torch.equal(out, tokens)
     del model._drop_path_masks
     with torch.no_grad():

@@ -66,9 +66,9 @@ class DesignSpaceBlock(nn.Module):
             self.norm2 = nn.LayerNorm(dim)
             self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
-    def forward(self, x: torch.Tensor, hw_shape, keep=None) -> torch.Tensor:
-        """x: (B, H*W, C) tokens; ``keep`` (MLLA's drop-path masks from the shared stage walk) is unused: the
-        drop paths here draw their own."""
+    def forward(self, x: torch.Tensor, hw_shape, keep=None, packed=None) -> torch.Tensor:
+        """x: (B, H*W, C) tokens; ``keep`` and ``packed`` (MLLA's drop-path masks and fused-block weight casts from
+        the shared stage walk) are unused: the drop paths here draw their own."""
         x = self._cpe(self.cpe1, x, hw_shape)
         y = MLLABlock._norm(self.norm1, x)
         if self.kind == 'transformer':
@@ -230,4 +230,8 @@ class LinearAttentionDesignSpace(PretrainedBackbone):
 
     def _drop_path_masks(self, x):
         """No masks drawn ahead (MLLA's fused blocks use them; these blocks run op by op)."""
+        return None
+
+    def _packed_weights(self, x):
+        """No weight casts made ahead, for the same reason."""
         return None

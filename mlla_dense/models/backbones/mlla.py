@@ -20,10 +20,11 @@ from mlla_dense.kernels.depthwise_conv import depthwise_conv
 from mlla_dense.kernels.layer_norm import layer_norm
 from mlla_dense.registry import register_backbone
 from .pretrained_backbone import PretrainedBackbone
+from ..layers.autocast_layer_norm import autocast_layer_norm
 from ..layers.linear_attention import LinearAttention
 from ..layers.mlla_stem import PatchMerging, Stem
 from ..layers import mlla_block_op  # noqa: F401  (the fused block's ops for torch.compile)
-from ..layers.mlla_block_function import fused_dtypes, mlla_block
+from ..layers.mlla_block_function import block_dtype, fused_dtypes, mlla_block, packed_weights
 from ..layers.mlp import Mlp
 from ..layers.recompute import recomputed
 from ..layers.silu_gate import silu_gate
@@ -83,23 +84,25 @@ class MLLABlock(nn.Module):
         return (use_triton(x) and (self.compile_fused or not torch.compiler.is_compiling()) and self.mlp.drop.p == 0
                 and fused_dtypes(x))
 
-    def forward(self, x: torch.Tensor, hw_shape, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hw_shape, keep: Optional[torch.Tensor] = None,
+                packed: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: (B, H*W, C) tokens. ``keep`` (2, B), per-sample drop-path masks (0. or 1.) of the two branches drawn
-        by the backbone for all blocks at once; drawn here when needed and not given."""
+        by the backbone for all blocks at once; drawn here when needed and not given. ``packed``: the fused
+        block's weight cast, made by the backbone for all blocks at once, or None."""
         if self.fused(x):
             keep_prob = 1.0 - self.drop_path.drop_prob if isinstance(self.drop_path, DropPath) else 1.0
             if not self.training or keep_prob == 1.0:
                 keep = None
             elif keep is None:
                 keep = torch.rand(2, x.shape[0], device=x.device).add_(keep_prob).floor_()
-            return mlla_block(self, x, hw_shape, keep, keep_prob)
+            return mlla_block(self, x, hw_shape, keep, keep_prob, packed)
         return self.forward_ops(x, hw_shape)
 
     def forward_ops(self, x: torch.Tensor, hw_shape) -> torch.Tensor:
         """The block op by op (drop path by the DropPath modules)."""
         x = depthwise_conv(x, hw_shape, self.cpe1.weight, self.cpe1.bias, residual=True)
         shortcut = x
-        gate, x = recomputed(self._gate_and_input, x, enabled=self.recompute)
+        gate, x = recomputed(self._gate_and_input, x, enabled=self.recompute, random=False)
         x = depthwise_conv(x, hw_shape, self.dwc.weight, self.dwc.bias, activation='silu')
         x = self.attn(x, hw_shape)
         x = shortcut + self.drop_path(self.out_proj(silu_gate(x, gate)))
@@ -138,11 +141,12 @@ class MLLAStage(nn.Module):
             for i in range(depth))
         self.downsample = PatchMerging(dim, recompute_expansion=recompute_wide) if downsample else None
 
-    def forward(self, x, hw_shape, keep: Optional[torch.Tensor] = None):
+    def forward(self, x, hw_shape, keep: Optional[torch.Tensor] = None, packed: Optional[list] = None):
         """Returns (stage output, its grid, input of the next stage, its grid); ``keep`` (depth, 2, B): the
-        blocks' drop-path masks, or None."""
+        blocks' drop-path masks, or None; ``packed``: the blocks' weight casts, or None."""
         for i, block in enumerate(self.blocks):
-            x = recomputed(block, x, hw_shape, None if keep is None else keep[i], enabled=self.with_cp)
+            x = recomputed(block, x, hw_shape, None if keep is None else keep[i], None if packed is None else packed[i],
+                           enabled=self.with_cp)
         if self.downsample is None:
             return x, hw_shape, x, hw_shape
         x_down, down_shape = self.downsample(x, hw_shape)
@@ -269,15 +273,24 @@ class MLLA(PretrainedBackbone):
                     m.eval()
         return self
 
+    def _packed_weights(self, x: torch.Tensor) -> Optional[list]:
+        """Every fused block's weight cast, from one launch (:func:`packed_weights`), when the blocks run fused
+        in eager mode on ``x`` (tokens); None otherwise."""
+        if torch.compiler.is_compiling() or not self.layers[0].blocks[0].fused(x):
+            return None
+        return packed_weights([b for layer in self.layers for b in layer.blocks], block_dtype(x))
+
     def forward_features(self, x: torch.Tensor):
         x, hw_shape = self.patch_embed(x)
         x = self.pos_drop(x)
         keep = self._drop_path_masks(x)
+        packed = self._packed_weights(x)
         outs = []
         for i, stage in enumerate(self.layers):
-            stage_keep = None if keep is None else keep[self.block_offsets[i]:self.block_offsets[i + 1]]
-            out, out_shape, x, hw_shape = stage(x, hw_shape, stage_keep)
+            blocks = slice(self.block_offsets[i], self.block_offsets[i + 1])
+            out, out_shape, x, hw_shape = stage(x, hw_shape, None if keep is None else keep[blocks],
+                                                None if packed is None else packed[blocks])
             if i in self.out_indices:
-                out = getattr(self, f'norm{i}')(out)
+                out = autocast_layer_norm(getattr(self, f'norm{i}'), out)
                 outs.append(out.reshape(-1, *out_shape, out.shape[-1]).permute(0, 3, 1, 2).contiguous())
         return tuple(outs)

@@ -19,10 +19,12 @@ from mlla_dense.kernels.backend import use_triton
 from mlla_dense.kernels.layer_norm import layer_norm
 from mlla_dense.registry import register_backbone
 from .pretrained_backbone import PretrainedBackbone
+from ..layers.autocast_layer_norm import autocast_layer_norm
 from ..layers.channel_first import LayerNorm2d, Linear2d
 from ..layers.recompute import recomputed
 from ..layers.ss2d import SS2D, compute_dtype
-from ..layers.vss_block_function import vss_block
+from ..layers.vss_block_function import packed_weights, vss_block
+from ..layers.weight_casts import autocast_weights
 
 ARCH_SETTINGS = {
     'tiny': dict(dims=96, depths=(2, 2, 8, 2), ssm_ratio=1.0, drop_path_rate=0.2),
@@ -76,14 +78,14 @@ class VSSBlock(nn.Module):
         return (use_triton(x) and not torch.compiler.is_compiling() and conv.kernel_size == (3, 3)
                 and conv.bias is None and self.mlp.drop.p == 0)
 
-    def _forward(self, x, keep: Optional[torch.Tensor]):
+    def _forward(self, x, keep: Optional[torch.Tensor], packed: Optional[torch.Tensor] = None):
         if self.fused(x):
             keep_prob = 1.0 - self.drop_path.drop_prob if isinstance(self.drop_path, DropPath) else 1.0
             if not self.training or keep_prob == 1.0:
                 keep = None
             elif keep is None:
                 keep = torch.rand(2, x.shape[0], device=x.device).add_(keep_prob).floor_()
-            return vss_block(self, x, keep, keep_prob)
+            return vss_block(self, x, keep, keep_prob, packed)
         return self.forward_ops(x)
 
     def forward_ops(self, x):
@@ -91,10 +93,11 @@ class VSSBlock(nn.Module):
         x = x + self.drop_path(self.op(layer_norm(x, self.norm.weight, self.norm.bias, self.norm.eps, dtype)))
         return x + self.drop_path(self.mlp(layer_norm(x, self.norm2.weight, self.norm2.bias, self.norm2.eps, dtype)))
 
-    def forward(self, x, keep: Optional[torch.Tensor] = None):
+    def forward(self, x, keep: Optional[torch.Tensor] = None, packed: Optional[torch.Tensor] = None):
         """x: (B, H, W, C) tokens. ``keep`` (2, B), per-sample drop-path masks (0. or 1.) of the two branches
-        drawn by the backbone for all blocks at once; drawn here when needed and not given."""
-        return recomputed(self._forward, x, keep, enabled=self.with_cp)
+        drawn by the backbone for all blocks at once; drawn here when needed and not given. ``packed``: the fused
+        block's weight cast, made by the backbone for all blocks at once, or None."""
+        return recomputed(self._forward, x, keep, packed, enabled=self.with_cp)
 
 
 def patch_embed(in_chans: int, dim: int) -> nn.Sequential:
@@ -183,17 +186,43 @@ class VMamba(PretrainedBackbone):
         self._freeze_stages()
 
     def forward_features(self, x: torch.Tensor):
-        x = self.patch_embed(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
+        x = self._patch_embed(x.contiguous(memory_format=torch.channels_last))
         keep = self._drop_path_masks(x)
+        packed = self._packed_weights(x)
         outs = []
         for i, layer in enumerate(self.layers):
             for j, block in enumerate(layer.blocks, self.block_offsets[i]):
-                x = block(x, None if keep is None else keep[j])
+                x = block(x, None if keep is None else keep[j], None if packed is None else packed[j])
             stage_out = x
             if i in self.out_indices:
                 norm = getattr(self, f'outnorm{i}')
                 out = layer_norm(stage_out, norm.weight, norm.bias, norm.eps)
                 outs.append(out.permute(0, 3, 1, 2).contiguous())
             if i < len(self.layers) - 1:
-                x = layer.downsample(stage_out.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+                x = self._downsample(layer.downsample, stage_out)
         return tuple(outs)
+
+    def _patch_embed(self, image: torch.Tensor) -> torch.Tensor:
+        """patch_embed on a channels-last image -> (B, H/4, W/4, C) tokens, its conv weights cast together under
+        autocast (:func:`autocast_weights`) and its LayerNorms run on the conv outputs' channels-last tokens."""
+        conv1, norm1, conv2, norm2 = (self.patch_embed[i] for i in (0, 2, 5, 7))
+        w1, b1, w2, b2 = autocast_weights([conv1.weight, conv1.bias, conv2.weight, conv2.bias])
+        x = F.conv2d(image, w1, b1, conv1.stride, conv1.padding)
+        x = F.gelu(autocast_layer_norm(norm1, x.permute(0, 2, 3, 1)))
+        x = F.conv2d(x.permute(0, 3, 1, 2), w2, b2, conv2.stride, conv2.padding)
+        return autocast_layer_norm(norm2, x.permute(0, 2, 3, 1))
+
+    @staticmethod
+    def _downsample(down: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        """A stage's downsampling of (B, H, W, C) tokens, as :meth:`_patch_embed` runs its convs and norms."""
+        conv, norm = down[1], down[3]
+        weight, bias = autocast_weights([conv.weight, conv.bias])
+        x = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, conv.stride, conv.padding)
+        return autocast_layer_norm(norm, x.permute(0, 2, 3, 1))
+
+    def _packed_weights(self, x: torch.Tensor) -> Optional[list]:
+        """Every fused block's weight cast, from one launch (:func:`packed_weights`), when the blocks run fused on
+        ``x`` (tokens); None otherwise."""
+        if not self.layers[0].blocks[0].fused(x):
+            return None
+        return packed_weights([b for layer in self.layers for b in layer.blocks], compute_dtype(x))

@@ -1,4 +1,5 @@
 """Conv2d -> optional BatchNorm -> optional activation, with the official MLLA parameter names."""
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -16,8 +17,12 @@ class ConvBNAct(nn.Module):
         self.norm = nn.BatchNorm2d(out_channels) if norm else None
         self.act = nn.ReLU() if act else None
 
-    def forward(self, x):
-        x = self.conv(x)
+    def forward(self, x, weight=None, bias=None):
+        """With ``weight`` and ``bias`` in place of the conv's own where given (their autocast casts, see
+        weight_casts.py)."""
+        conv = self.conv
+        x = F.conv2d(x, conv.weight if weight is None else weight, conv.bias if bias is None else bias, conv.stride,
+                     conv.padding, conv.dilation, conv.groups)
         if self.norm is not None:
             x = self.norm(x)
         if self.act is not None:

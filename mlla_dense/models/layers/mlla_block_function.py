@@ -5,8 +5,9 @@ autocast, their gradients' casts back to float32, the drop-path arithmetic, sepa
 checkpointing machinery of its recomputed branches; on the GPU hosts that Python work, not the GPU, sets the
 speed (benchmarks/NOTES.md). Here one Function runs the same math with ~18 launches forward and ~40 backward:
 
-- the block's Linear weights and biases are cast into one buffer in one launch (pack), in which the act_proj and
-  in_proj weights form the single (2C, C) matrix of their joint product;
+- the block's Linear weights and biases are cast into one buffer (pack; the backbone casts every block's in one
+  launch, :func:`packed_weights`), in which the act_proj and in_proj weights form the single (2C, C) matrix of
+  their joint product;
 - the weight gradients come out of their products in float32 (what autocast's casts of bfloat16 gradients
   approximate), bias gradients are float32 sums;
 - the SiLU gate, GELU (with its backward), and the residual adds with drop path are single launches that round
@@ -19,15 +20,15 @@ tests/test_models/test_mlla_block_function.py compares the two), which computes 
 Drop path takes per-sample keep masks (0. or 1.) drawn by the backbone; ``x.div(keep_prob) * keep`` as mmcv's
 DropPath.
 """
-from typing import NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
-from mlla_dense.kernels.elementwise import (drop_path_grad, gelu, gelu_with_grad, pack, residual_add, silu_gate,
-                                            silu_gate_backward)
+from mlla_dense.kernels.elementwise import (drop_path_grad, gelu, gelu_with_grad, pack, pack_groups, residual_add,
+                                            silu_gate, silu_gate_backward)
 from mlla_dense.kernels.elementwise.reference import pack_reference
 from mlla_dense.kernels.layer_norm.op import layer_norm_op
 from mlla_dense.kernels.linear_attention.op import backward_reading, forward_reading
@@ -185,11 +186,12 @@ def split_gate_in_grads(d_weight: Tensor, d_bias: Tensor, c: int) -> dict:
 
 
 class MLLABlockFunction(torch.autograd.Function):
-    """``apply(x, cfg, keep, *params)``: the block on tokens x (B, N, C) with ``params`` in PARAMETERS order."""
+    """``apply(x, cfg, keep, packed, *params)``: the block on tokens x (B, N, C) with ``params`` in PARAMETERS
+    order; ``packed``: their PACKED cast (:func:`packed_weights`), or None to cast them here."""
 
     @staticmethod
-    def forward(ctx, x, cfg: BlockConfig, keep: Optional[Tensor], *params):
-        w = _Weights(params, pack([params[i] for i in _PACKED_INDEX], cfg.dtype), x.shape[-1])
+    def forward(ctx, x, cfg: BlockConfig, keep: Optional[Tensor], packed: Optional[Tensor], *params):
+        w = _Weights(params, _packed(params, cfg.dtype) if packed is None else packed, x.shape[-1])
         with torch.autocast(x.device.type, enabled=False):
             out, saved = _forward(x, cfg, keep, w, saving=True)
         ctx.cfg, ctx.keep, ctx.weights = cfg, keep, w
@@ -206,8 +208,8 @@ class MLLABlockFunction(torch.autograd.Function):
         saved = [next(rest) if stored else None for stored in ctx.stored]
         d_x, grads = _backward(d_out.contiguous(), ctx.cfg, ctx.keep, ctx.weights, saved)
         grads.update(split_gate_in_grads(grads.pop('gate_in.weight'), grads.pop('gate_in.bias'), d_x.shape[-1]))
-        needed = ctx.needs_input_grad[3:]
-        return (d_x, None, None) + tuple(grads[name] if need else None for name, need in zip(PARAMETERS, needed))
+        needed = ctx.needs_input_grad[4:]
+        return (d_x, None, None, None) + tuple(grads[name] if need else None for name, need in zip(PARAMETERS, needed))
 
 
 def block_parameters(b) -> list:
@@ -218,6 +220,16 @@ def block_parameters(b) -> list:
             b.in_proj.weight, b.in_proj.bias, b.dwc.weight, b.dwc.bias, attn.qk.weight, attn.qk.bias,
             attn.lepe.weight, attn.lepe.bias, b.out_proj.weight, b.out_proj.bias, b.cpe2.weight, b.cpe2.bias,
             b.norm2.weight, b.norm2.bias, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias]
+
+
+def _packed(params, dtype) -> Tensor:
+    return pack([params[i] for i in _PACKED_INDEX], dtype)
+
+
+def packed_weights(blocks, dtype) -> List[Tensor]:
+    """Each block's PACKED weights cast to ``dtype`` (what its Function would cast), as views of one buffer that
+    one launch casts for all the blocks."""
+    return pack_groups([[params[i] for i in _PACKED_INDEX] for params in map(block_parameters, blocks)], dtype)
 
 
 def fused_dtypes(x: Tensor) -> bool:
@@ -236,12 +248,20 @@ def compiled_op_inputs(x: Tensor, params, cfg: BlockConfig):
     return packed, cos, sin
 
 
-def mlla_block(block, x: Tensor, hw_shape, keep: Optional[Tensor], keep_prob: float) -> Tensor:
+def block_dtype(x: Tensor) -> torch.dtype:
+    """The dtype of a block's products on tokens x: the autocast dtype under autocast, x's otherwise."""
+    kind = x.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+
+
+def mlla_block(block, x: Tensor, hw_shape, keep: Optional[Tensor], keep_prob: float,
+               packed: Optional[Tensor] = None) -> Tensor:
     """``block`` (an MLLABlock) on tokens x through :class:`MLLABlockFunction` (the eager path on the GPU), or
     through the custom ops of mlla_block_op.py while torch.compile traces (``compile_fused_blocks``); ``keep``
-    (2, B): the drop-path masks of its two branches, or None."""
+    (2, B): the drop-path masks of its two branches, or None; ``packed``: its weights' cast from
+    :func:`packed_weights`, or None to cast them here."""
     kind = x.device.type
-    dtype = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
+    dtype = block_dtype(x)
     cfg = BlockConfig(hw_shape[0], hw_shape[1], block.attn.num_heads, block.norm1.eps, block.norm2.eps, dtype,
                       keep_prob, block.recompute)
     params = block_parameters(block)
@@ -249,7 +269,7 @@ def mlla_block(block, x: Tensor, hw_shape, keep: Optional[Tensor], keep_prob: fl
         inputs = compiled_op_inputs(x, params, cfg)
         return torch.ops.mlla_dense.mlla_block_fwd(x, keep, params, *inputs, *cfg, torch.is_grad_enabled())[0]
     if torch.is_grad_enabled():
-        return MLLABlockFunction.apply(x, cfg, keep, *params)
-    w = _Weights(params, pack([params[i] for i in _PACKED_INDEX], dtype), x.shape[-1])
+        return MLLABlockFunction.apply(x, cfg, keep, packed, *params)
+    w = _Weights(params, _packed(params, dtype) if packed is None else packed, x.shape[-1])
     with torch.autocast(kind, enabled=False):
         return _forward(x, cfg, keep, w, saving=False)[0]

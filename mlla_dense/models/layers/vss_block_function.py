@@ -2,10 +2,11 @@
 
 Run op by op (VSSBlock.forward_ops), a VMamba block is some thirty autograd nodes and ~110 kernel launches per
 forward+backward, and on the GPU hosts that Python work, not the GPU, sets the speed (benchmarks/NOTES.md). Here
-one Function runs the same math: the block's product weights are cast into one buffer in one launch; LayerNorms,
-the depthwise conv + SiLU, the selective scan, the transposes between the token map and its row and column
-sequences, GELU and the drop-path residual adds run as single Triton launches; weight gradients come out of their
-products in float32, and the LayerNorm backwards add the residual's gradient.
+one Function runs the same math: the block's product weights are cast into one buffer (the backbone casts every
+block's in one launch, :func:`packed_weights`); LayerNorms, the depthwise conv + SiLU, the selective scan, the
+transposes between the token map and its row and column sequences, GELU and the drop-path residual adds run as
+single Triton launches; weight gradients come out of their products in float32, and the LayerNorm backwards add
+the residual's gradient.
 
 Token layout (B, H, W, C). SS2D's two sequences ``xs`` (B, 2, D, L) are the map's rows and columns; path
 k = 2 * reversed + sequence projects ``xs[:, sequence]`` to (dt, B, C) and the four path outputs are summed back on
@@ -13,14 +14,14 @@ the grid (models/layers/ss2d.py). The op-by-op block is the specification:
 tests/test_models/test_vss_block_function.py compares the two.
 """
 from operator import attrgetter
-from typing import NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
-from mlla_dense.kernels.elementwise import drop_path_grad, gelu, gelu_with_grad, pack, residual_add
+from mlla_dense.kernels.elementwise import drop_path_grad, gelu, gelu_with_grad, pack, pack_groups, residual_add
 from mlla_dense.kernels.grid_sequences import grid_to_sequences, sequences_to_grid
 from mlla_dense.kernels.layer_norm.op import layer_norm_op
 from mlla_dense.kernels.selective_scan.op import selective_scan_op
@@ -167,11 +168,12 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved):
 
 
 class VSSBlockFunction(torch.autograd.Function):
-    """``apply(x, cfg, keep, *params)``: the block on tokens x (B, H, W, C) with ``params`` in PARAMETERS order."""
+    """``apply(x, cfg, keep, packed, *params)``: the block on tokens x (B, H, W, C) with ``params`` in PARAMETERS
+    order; ``packed``: their PACKED cast (:func:`packed_weights`), or None to cast them here."""
 
     @staticmethod
-    def forward(ctx, x, cfg: BlockConfig, keep: Optional[Tensor], *params):
-        w = _Weights(params, pack([params[i] for i in _PACKED_INDEX], cfg.dtype))
+    def forward(ctx, x, cfg: BlockConfig, keep: Optional[Tensor], packed: Optional[Tensor], *params):
+        w = _Weights(params, _packed(params, cfg.dtype) if packed is None else packed)
         with torch.autocast(x.device.type, enabled=False):
             out, saved = _forward(x, cfg, keep, w, saving=True)
         ctx.cfg, ctx.keep, ctx.weights = cfg, keep, w
@@ -186,8 +188,8 @@ class VSSBlockFunction(torch.autograd.Function):
         saved = ctx.saved_tensors[1 + len(PARAMETERS):]
         with torch.autocast(d_out.device.type, enabled=False):
             d_x, grads = _backward(d_out.contiguous(), ctx.cfg, ctx.keep, ctx.weights, saved)
-        needed = ctx.needs_input_grad[3:]
-        return (d_x, None, None) + tuple(grads[name] if need else None for name, need in zip(PARAMETERS, needed))
+        needed = ctx.needs_input_grad[4:]
+        return (d_x, None, None, None) + tuple(grads[name] if need else None for name, need in zip(PARAMETERS, needed))
 
 
 def block_parameters(block) -> list:
@@ -196,15 +198,26 @@ def block_parameters(block) -> list:
     return [attrgetter(name)(block) for name in PARAMETERS]
 
 
-def vss_block(block, x: Tensor, keep: Optional[Tensor], keep_prob: float) -> Tensor:
+def _packed(params, dtype) -> Tensor:
+    return pack([params[i] for i in _PACKED_INDEX], dtype)
+
+
+def packed_weights(blocks, dtype) -> List[Tensor]:
+    """Each block's PACKED weights cast to ``dtype`` (what its Function would cast), as views of one buffer that
+    one launch casts for all the blocks."""
+    return pack_groups([[params[i] for i in _PACKED_INDEX] for params in map(block_parameters, blocks)], dtype)
+
+
+def vss_block(block, x: Tensor, keep: Optional[Tensor], keep_prob: float, packed: Optional[Tensor] = None) -> Tensor:
     """``block`` (a VSSBlock) on tokens x (B, H, W, C) through :class:`VSSBlockFunction`; ``keep`` (2, B): the
-    drop-path masks of its two branches, or None."""
+    drop-path masks of its two branches, or None; ``packed``: its weights' cast from :func:`packed_weights`, or
+    None to cast them here."""
     dtype = compute_dtype(x)
     cfg = BlockConfig(block.norm.eps, block.op.out_norm.eps, block.norm2.eps, dtype, keep_prob)
     params = block_parameters(block)
     x = x.contiguous()
     if torch.is_grad_enabled():
-        return VSSBlockFunction.apply(x, cfg, keep, *params)
-    w = _Weights(params, pack([params[i] for i in _PACKED_INDEX], dtype))
+        return VSSBlockFunction.apply(x, cfg, keep, packed, *params)
+    w = _Weights(params, _packed(params, dtype) if packed is None else packed)
     with torch.autocast(x.device.type, enabled=False):
         return _forward(x, cfg, keep, w, saving=False)[0]
