@@ -24,7 +24,7 @@ from ..layers.autocast_layer_norm import autocast_layer_norm
 from ..layers.linear_attention import LinearAttention
 from ..layers.mlla_stem import PatchMerging, Stem
 from ..layers import mlla_block_op  # noqa: F401  (the fused block's ops for torch.compile)
-from ..layers.mlla_block_function import block_dtype, fused_dtypes, mlla_block, packed_weights
+from ..layers.mlla_block_function import fused_dtypes, mlla_block, packed_parameters
 from ..layers.mlp import Mlp
 from ..layers.recompute import recomputed
 from ..layers.silu_gate import silu_gate
@@ -197,6 +197,7 @@ class MLLA(PretrainedBackbone):
     """
     ignored_checkpoint_keys = IGNORED_CHECKPOINT_KEYS
     new_layers = NEW_LAYERS
+    packed_block_parameters = staticmethod(packed_parameters)
     checkpoint_help = ('Download the official ImageNet-1K checkpoint of this model '
                        '(https://github.com/LeapLabTHU/MLLA#pretrained-models)')
 
@@ -272,13 +273,6 @@ class MLLA(PretrainedBackbone):
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
         return self
-
-    def _packed_weights(self, x: torch.Tensor) -> Optional[list]:
-        """Every fused block's weight cast, from one launch (:func:`packed_weights`), when the blocks run fused
-        in eager mode on ``x`` (tokens); None otherwise."""
-        if torch.compiler.is_compiling() or not self.layers[0].blocks[0].fused(x):
-            return None
-        return packed_weights([b for layer in self.layers for b in layer.blocks], block_dtype(x))
 
     def forward_features(self, x: torch.Tensor):
         x, hw_shape = self.patch_embed(x)

@@ -1,6 +1,6 @@
 """What the MLLA and VMamba backbones share: input checks, truncated-normal init, strict loading of official
-checkpoints, frozen stages, drop-path masks drawn once per forward, and the optional CUDA graphs of the training
-step."""
+checkpoints, frozen stages, drop-path masks and the fused blocks' weight casts made once per forward, and the
+optional CUDA graphs of the training step."""
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -8,8 +8,10 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch import nn
 
+from mlla_dense.kernels.elementwise import pack_groups
 from mlla_dense.utils.checkpoint import extract_state_dict, load_backbone_state_dict, load_checkpoint_file
 from mlla_dense.runtime.training_graphs import TrainingGraphs
+from ..layers.ss2d import compute_dtype
 
 
 class PretrainedBackbone(BaseModule):
@@ -23,7 +25,8 @@ class PretrainedBackbone(BaseModule):
 
     Their blocks take per-sample drop-path masks as inputs when they run fused (``blocks[j].fused(x)``):
     :meth:`_drop_path_masks` draws every block's masks at once, three launches per forward instead of three per
-    block.
+    block, and :meth:`_packed_weights` casts every block's product weights (the parameters that
+    ``packed_block_parameters(block)`` names) in one launch instead of one per block.
 
     ``cuda_graphs=n`` (n > 0) replays the training forward and backward as CUDA graphs captured for up to n
     input signatures, ``cuda_graphs_memory_gb`` bounding their memory (:class:`TrainingGraphs`): for host-bound
@@ -33,6 +36,7 @@ class PretrainedBackbone(BaseModule):
     new_layers: Tuple[str, ...] = ()
     checkpoint_help = ''
     out_norm_prefix = 'norm'
+    packed_block_parameters = None  # block -> the parameters its fused Function casts
 
     def __init__(self, init_cfg: Optional[dict] = None, cuda_graphs: int = 0,
                  cuda_graphs_memory_gb: Optional[float] = None):
@@ -57,6 +61,15 @@ class PretrainedBackbone(BaseModule):
         self.block_offsets = [sum(depths[:i]) for i in range(len(depths) + 1)]
         self.register_buffer('keep_probs', 1.0 - torch.tensor(dpr), persistent=False)
         return dpr
+
+    def _packed_weights(self, x: torch.Tensor) -> Optional[List[torch.Tensor]]:
+        """Every block's fused-Function weight cast (``packed_block_parameters`` of each block, in the dtype of the
+        blocks' products) as views of one buffer that one launch fills, when the blocks run fused in eager mode on
+        ``x`` (tokens); None otherwise."""
+        if torch.compiler.is_compiling() or not self.layers[0].blocks[0].fused(x):
+            return None
+        blocks = [b for layer in self.layers for b in layer.blocks]
+        return pack_groups([self.packed_block_parameters(b) for b in blocks], compute_dtype(x))
 
     def _drop_path_masks(self, x: torch.Tensor) -> Optional[torch.Tensor]:
         """(blocks, 2, B) masks of 0. and 1. for the two branches of each block (mmcv's DropPath draw:

@@ -23,7 +23,7 @@ from ..layers.autocast_layer_norm import autocast_layer_norm
 from ..layers.channel_first import LayerNorm2d, Linear2d
 from ..layers.recompute import recomputed
 from ..layers.ss2d import SS2D, compute_dtype
-from ..layers.vss_block_function import packed_weights, vss_block
+from ..layers.vss_block_function import packed_parameters, vss_block
 from ..layers.weight_casts import autocast_weights
 
 ARCH_SETTINGS = {
@@ -143,6 +143,7 @@ class VMamba(PretrainedBackbone):
     checkpoint_help = ('Download the official ImageNet-1K checkpoint of this model '
                        '(https://github.com/MzeroMiko/VMamba)')
     out_norm_prefix = 'outnorm'
+    packed_block_parameters = staticmethod(packed_parameters)
 
     arch_settings = ARCH_SETTINGS
 
@@ -219,10 +220,3 @@ class VMamba(PretrainedBackbone):
         weight, bias = autocast_weights([conv.weight, conv.bias])
         x = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, conv.stride, conv.padding)
         return autocast_layer_norm(norm, x.permute(0, 2, 3, 1))
-
-    def _packed_weights(self, x: torch.Tensor) -> Optional[list]:
-        """Every fused block's weight cast, from one launch (:func:`packed_weights`), when the blocks run fused on
-        ``x`` (tokens); None otherwise."""
-        if not self.layers[0].blocks[0].fused(x):
-            return None
-        return packed_weights([b for layer in self.layers for b in layer.blocks], compute_dtype(x))

@@ -6,7 +6,7 @@ checkpointing machinery of its recomputed branches; on the GPU hosts that Python
 speed (benchmarks/NOTES.md). Here one Function runs the same math with ~18 launches forward and ~40 backward:
 
 - the block's Linear weights and biases are cast into one buffer (pack; the backbone casts every block's in one
-  launch, :func:`packed_weights`), in which the act_proj and in_proj weights form the single (2C, C) matrix of
+  launch, :func:`packed_parameters`), in which the act_proj and in_proj weights form the single (2C, C) matrix of
   their joint product;
 - the weight gradients come out of their products in float32 (what autocast's casts of bfloat16 gradients
   approximate), bias gradients are float32 sums;
@@ -20,20 +20,21 @@ tests/test_models/test_mlla_block_function.py compares the two), which computes 
 Drop path takes per-sample keep masks (0. or 1.) drawn by the backbone; ``x.div(keep_prob) * keep`` as mmcv's
 DropPath.
 """
-from typing import List, NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
-from mlla_dense.kernels.elementwise import (drop_path_grad, gelu, gelu_with_grad, pack, pack_groups, residual_add,
-                                            silu_gate, silu_gate_backward)
+from mlla_dense.kernels.elementwise import (drop_path_grad, gelu, gelu_with_grad, pack, residual_add, silu_gate,
+                                            silu_gate_backward)
 from mlla_dense.kernels.elementwise.reference import pack_reference
 from mlla_dense.kernels.layer_norm.op import layer_norm_op
 from mlla_dense.kernels.linear_attention.op import backward_reading, forward_reading
 from mlla_dense.kernels.linear_attention.rope import build_rope_tables, table_dtype
 from .product_grads import bias_grads, weight_grad
+from .ss2d import compute_dtype
 
 # The block's parameters, in the order the Function takes them.
 PARAMETERS = ('cpe1.weight', 'cpe1.bias', 'norm1.weight', 'norm1.bias', 'act_proj.weight', 'act_proj.bias',
@@ -187,7 +188,7 @@ def split_gate_in_grads(d_weight: Tensor, d_bias: Tensor, c: int) -> dict:
 
 class MLLABlockFunction(torch.autograd.Function):
     """``apply(x, cfg, keep, packed, *params)``: the block on tokens x (B, N, C) with ``params`` in PARAMETERS
-    order; ``packed``: their PACKED cast (:func:`packed_weights`), or None to cast them here."""
+    order; ``packed``: their PACKED cast (:func:`packed_parameters`), or None to cast them here."""
 
     @staticmethod
     def forward(ctx, x, cfg: BlockConfig, keep: Optional[Tensor], packed: Optional[Tensor], *params):
@@ -226,10 +227,11 @@ def _packed(params, dtype) -> Tensor:
     return pack([params[i] for i in _PACKED_INDEX], dtype)
 
 
-def packed_weights(blocks, dtype) -> List[Tensor]:
-    """Each block's PACKED weights cast to ``dtype`` (what its Function would cast), as views of one buffer that
-    one launch casts for all the blocks."""
-    return pack_groups([[params[i] for i in _PACKED_INDEX] for params in map(block_parameters, blocks)], dtype)
+def packed_parameters(block) -> list:
+    """The block's PACKED parameters, which its Function casts (the backbone casts every block's in one launch,
+    PretrainedBackbone._packed_weights)."""
+    params = block_parameters(block)
+    return [params[i] for i in _PACKED_INDEX]
 
 
 def fused_dtypes(x: Tensor) -> bool:
@@ -248,20 +250,14 @@ def compiled_op_inputs(x: Tensor, params, cfg: BlockConfig):
     return packed, cos, sin
 
 
-def block_dtype(x: Tensor) -> torch.dtype:
-    """The dtype of a block's products on tokens x: the autocast dtype under autocast, x's otherwise."""
-    kind = x.device.type
-    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
-
-
 def mlla_block(block, x: Tensor, hw_shape, keep: Optional[Tensor], keep_prob: float,
                packed: Optional[Tensor] = None) -> Tensor:
     """``block`` (an MLLABlock) on tokens x through :class:`MLLABlockFunction` (the eager path on the GPU), or
     through the custom ops of mlla_block_op.py while torch.compile traces (``compile_fused_blocks``); ``keep``
     (2, B): the drop-path masks of its two branches, or None; ``packed``: its weights' cast from
-    :func:`packed_weights`, or None to cast them here."""
+    the backbone, or None to cast them here."""
     kind = x.device.type
-    dtype = block_dtype(x)
+    dtype = compute_dtype(x)
     cfg = BlockConfig(hw_shape[0], hw_shape[1], block.attn.num_heads, block.norm1.eps, block.norm2.eps, dtype,
                       keep_prob, block.recompute)
     params = block_parameters(block)

@@ -3,7 +3,7 @@
 Run op by op (VSSBlock.forward_ops), a VMamba block is some thirty autograd nodes and ~110 kernel launches per
 forward+backward, and on the GPU hosts that Python work, not the GPU, sets the speed (benchmarks/NOTES.md). Here
 one Function runs the same math: the block's product weights are cast into one buffer (the backbone casts every
-block's in one launch, :func:`packed_weights`); LayerNorms, the depthwise conv + SiLU, the selective scan, the
+block's in one launch, :func:`packed_parameters`); LayerNorms, the depthwise conv + SiLU, the selective scan, the
 transposes between the token map and its row and column sequences, GELU and the drop-path residual adds run as
 single Triton launches; weight gradients come out of their products in float32, and the LayerNorm backwards add
 the residual's gradient.
@@ -14,14 +14,14 @@ the grid (models/layers/ss2d.py). The op-by-op block is the specification:
 tests/test_models/test_vss_block_function.py compares the two.
 """
 from operator import attrgetter
-from typing import List, NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
-from mlla_dense.kernels.elementwise import drop_path_grad, gelu, gelu_with_grad, pack, pack_groups, residual_add
+from mlla_dense.kernels.elementwise import drop_path_grad, gelu, gelu_with_grad, pack, residual_add
 from mlla_dense.kernels.grid_sequences import grid_to_sequences, sequences_to_grid
 from mlla_dense.kernels.layer_norm.op import layer_norm_op
 from mlla_dense.kernels.selective_scan.op import selective_scan_op
@@ -169,7 +169,7 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved):
 
 class VSSBlockFunction(torch.autograd.Function):
     """``apply(x, cfg, keep, packed, *params)``: the block on tokens x (B, H, W, C) with ``params`` in PARAMETERS
-    order; ``packed``: their PACKED cast (:func:`packed_weights`), or None to cast them here."""
+    order; ``packed``: their PACKED cast (:func:`packed_parameters`), or None to cast them here."""
 
     @staticmethod
     def forward(ctx, x, cfg: BlockConfig, keep: Optional[Tensor], packed: Optional[Tensor], *params):
@@ -202,15 +202,16 @@ def _packed(params, dtype) -> Tensor:
     return pack([params[i] for i in _PACKED_INDEX], dtype)
 
 
-def packed_weights(blocks, dtype) -> List[Tensor]:
-    """Each block's PACKED weights cast to ``dtype`` (what its Function would cast), as views of one buffer that
-    one launch casts for all the blocks."""
-    return pack_groups([[params[i] for i in _PACKED_INDEX] for params in map(block_parameters, blocks)], dtype)
+def packed_parameters(block) -> list:
+    """The block's PACKED parameters, which its Function casts (the backbone casts every block's in one launch,
+    PretrainedBackbone._packed_weights)."""
+    params = block_parameters(block)
+    return [params[i] for i in _PACKED_INDEX]
 
 
 def vss_block(block, x: Tensor, keep: Optional[Tensor], keep_prob: float, packed: Optional[Tensor] = None) -> Tensor:
     """``block`` (a VSSBlock) on tokens x (B, H, W, C) through :class:`VSSBlockFunction`; ``keep`` (2, B): the
-    drop-path masks of its two branches, or None; ``packed``: its weights' cast from :func:`packed_weights`, or
+    drop-path masks of its two branches, or None; ``packed``: its weights' cast from the backbone, or
     None to cast them here."""
     dtype = compute_dtype(x)
     cfg = BlockConfig(block.norm.eps, block.op.out_norm.eps, block.norm2.eps, dtype, keep_prob)
