@@ -6,13 +6,18 @@ both are compared with a float64 truth.
 CPU: the kernels through the Triton interpreter at small odd shapes; GPU (marker `gpu`): a VMamba-T stage-1
 block at 2x800x1344.
 """
+import collections
 import copy
+import traceback
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import FixedDropPath, rel_err, tf32_off
-from mlla_dense.models.backbones.vmamba import VSSBlock
+from mlla_dense.kernels import launcher
+from mlla_dense.models.backbones.vmamba import VMamba, VSSBlock
+from mlla_dense.models.layers import vss_block_function
 from mlla_dense.models.layers.vss_block_function import PARAMETERS, block_parameters, vss_block
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -106,6 +111,43 @@ def test_without_gradients_is_the_same_forward(use_backend):
     with torch.no_grad():
         out = block(x)
     assert rel_err(out, ref) < 1e-5
+
+
+class _AtenOps(TorchDispatchMode):
+    """Counts of the ATen ops that run, by name, and of those the fused blocks run (called from this file)."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts, self.in_blocks = collections.Counter(), collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        self.counts[name] += 1
+        if any(frame.filename == vss_block_function.__file__ for frame in traceback.extract_stack()):
+            self.in_blocks[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_backbone_blocks_make_no_per_block_fills_exps_or_gradient_reorders(use_backend, monkeypatch):
+    """The host cost of the fused blocks is their launches: in a steady-state backbone forward+backward (ATen ops
+    counted, Triton kernels not run) no block zero-fills its conv bias or computes -exp(A_logs) (the backbone
+    does every block's in two multi-tensor launches), and the copies left per block are torch.matmul's of its
+    broadcast weights (3) and the two reorders of the paths and their gradients: five clones, no more."""
+    use_backend('triton')
+    monkeypatch.setattr(launcher.Launch, '__call__', lambda self, *args: None)
+    torch.manual_seed(0)
+    model = VMamba(dims=16, depths=(2, 1), out_indices=(0, 1), ssm_ratio=2.0, drop_path_rate=0.0).to(DEVICE)
+    image = torch.randn(2, 3, 32, 32, device=DEVICE)
+    blocks = sum(len(layer.blocks) for layer in model.layers)
+    for _ in range(2):  # the second call: kept zeros and launch plans exist
+        model.zero_grad(set_to_none=True)
+        with _AtenOps() as ops, torch.autocast(DEVICE, dtype=torch.bfloat16):
+            outs = model(image)
+            sum(o.float().sum() for o in outs).backward()
+    counts = ops.counts
+    assert counts['exp'] == 0 and counts['_foreach_exp'] == 1 and counts['_foreach_neg_'] == 1
+    assert sum(counts[name] for name in ('zeros', 'new_zeros', 'zero_', 'fill_', 'zeros_like')) == 0
+    assert ops.in_blocks['clone'] == 5 * blocks
 
 
 def test_parameters_are_read_at_each_call():

@@ -8,7 +8,7 @@ scan runs through :mod:`mlla_dense.kernels.selective_scan`, and the blocks run o
 tokens (see models/layers/ss2d.py), with the stem and downsampling convolutions in channels-last memory.
 """
 from collections import OrderedDict
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -78,14 +78,15 @@ class VSSBlock(nn.Module):
         return (use_triton(x) and not torch.compiler.is_compiling() and conv.kernel_size == (3, 3)
                 and conv.bias is None and self.mlp.drop.p == 0)
 
-    def _forward(self, x, keep: Optional[torch.Tensor], packed: Optional[torch.Tensor] = None):
+    def _forward(self, x, keep: Optional[torch.Tensor], packed: Optional[torch.Tensor] = None,
+                 a: Optional[torch.Tensor] = None):
         if self.fused(x):
             keep_prob = 1.0 - self.drop_path.drop_prob if isinstance(self.drop_path, DropPath) else 1.0
             if not self.training or keep_prob == 1.0:
                 keep = None
             elif keep is None:
                 keep = torch.rand(2, x.shape[0], device=x.device).add_(keep_prob).floor_()
-            return vss_block(self, x, keep, keep_prob, packed)
+            return vss_block(self, x, keep, keep_prob, packed, a)
         return self.forward_ops(x)
 
     def forward_ops(self, x):
@@ -93,11 +94,13 @@ class VSSBlock(nn.Module):
         x = x + self.drop_path(self.op(layer_norm(x, self.norm.weight, self.norm.bias, self.norm.eps, dtype)))
         return x + self.drop_path(self.mlp(layer_norm(x, self.norm2.weight, self.norm2.bias, self.norm2.eps, dtype)))
 
-    def forward(self, x, keep: Optional[torch.Tensor] = None, packed: Optional[torch.Tensor] = None):
+    def forward(self, x, keep: Optional[torch.Tensor] = None, packed: Optional[torch.Tensor] = None,
+                a: Optional[torch.Tensor] = None):
         """x: (B, H, W, C) tokens. ``keep`` (2, B), per-sample drop-path masks (0. or 1.) of the two branches
-        drawn by the backbone for all blocks at once; drawn here when needed and not given. ``packed``: the fused
-        block's weight cast, made by the backbone for all blocks at once, or None."""
-        return recomputed(self._forward, x, keep, packed, enabled=self.with_cp)
+        drawn by the backbone for all blocks at once; drawn here when needed and not given. ``packed`` and ``a``:
+        the fused block's weight cast and state matrix -exp(A_logs), made by the backbone for all blocks at once,
+        or None."""
+        return recomputed(self._forward, x, keep, packed, a, enabled=self.with_cp)
 
 
 def patch_embed(in_chans: int, dim: int) -> nn.Sequential:
@@ -190,10 +193,12 @@ class VMamba(PretrainedBackbone):
         x = self._patch_embed(x.contiguous(memory_format=torch.channels_last))
         keep = self._drop_path_masks(x)
         packed = self._packed_weights(x)
+        state_matrices = None if packed is None else self._state_matrices()
         outs = []
         for i, layer in enumerate(self.layers):
             for j, block in enumerate(layer.blocks, self.block_offsets[i]):
-                x = block(x, None if keep is None else keep[j], None if packed is None else packed[j])
+                x = (block(x, None if keep is None else keep[j]) if packed is None else
+                     block(x, None if keep is None else keep[j], packed[j], state_matrices[j]))
             stage_out = x
             if i in self.out_indices:
                 norm = getattr(self, f'outnorm{i}')
@@ -202,6 +207,14 @@ class VMamba(PretrainedBackbone):
             if i < len(self.layers) - 1:
                 x = self._downsample(layer.downsample, stage_out)
         return tuple(outs)
+
+    def _state_matrices(self) -> List[torch.Tensor]:
+        """Every block's -exp(A_logs), in two multi-tensor launches instead of two per block (read by the fused
+        blocks, which compute A_logs' gradient from it)."""
+        with torch.no_grad():
+            a = torch._foreach_exp([b.op.A_logs for layer in self.layers for b in layer.blocks])
+            torch._foreach_neg_(a)
+        return a
 
     def _patch_embed(self, image: torch.Tensor) -> torch.Tensor:
         """patch_embed on a channels-last image -> (B, H/4, W/4, C) tokens, its conv weights cast together under

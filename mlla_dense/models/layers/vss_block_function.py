@@ -33,11 +33,14 @@ PARAMETERS = ('norm.weight', 'norm.bias', 'op.in_proj.weight', 'op.conv2d.weight
               'op.dt_projs_weight', 'op.dt_projs_bias', 'op.A_logs', 'op.Ds', 'op.out_norm.weight',
               'op.out_norm.bias', 'op.out_proj.weight', 'norm2.weight', 'norm2.bias', 'mlp.fc1.weight',
               'mlp.fc1.bias', 'mlp.fc2.weight', 'mlp.fc2.bias')
-# Weights the products read, cast into one buffer in the compute dtype.
+# Weights the products read, cast into one buffer in the compute dtype. x_proj_weight's four paths go in sequence
+# by sequence (paths 0, 2, 1, 3: path k projects sequence k % 2), so each sequence's rows are one block of it.
 PACKED = ('op.in_proj.weight', 'op.x_proj_weight', 'op.dt_projs_weight', 'op.out_proj.weight', 'mlp.fc1.weight',
           'mlp.fc1.bias', 'mlp.fc2.weight', 'mlp.fc2.bias')
 _INDEX = {name: i for i, name in enumerate(PARAMETERS)}
 _PACKED_INDEX = [_INDEX[name] for name in PACKED]
+_X_PROJ = _INDEX['op.x_proj_weight']
+_PATHS_BY_SEQUENCE = (0, 2, 1, 3)
 
 
 class BlockConfig(NamedTuple):
@@ -49,17 +52,18 @@ class BlockConfig(NamedTuple):
 
 
 class _Weights:
-    """The parameters by name, and the packed product weights as views shaped for their products."""
+    """The parameters by name, the packed product weights as views shaped for their products, and the state
+    matrix a = -exp(A_logs)."""
 
-    def __init__(self, params, packed: Tensor):
+    def __init__(self, params, packed: Tensor, a: Optional[Tensor]):
         p = dict(zip(PARAMETERS, params))
         self.p = p
         self.packed = packed
+        self.a = -torch.exp(p['op.A_logs']) if a is None else a
         views = dict(zip(PACKED, packed.split([p[name].numel() for name in PACKED])))
         self.in_w = views['op.in_proj.weight'].view(p['op.in_proj.weight'].shape)
         k, rn2, d = p['op.x_proj_weight'].shape
-        # per sequence s: the rows of paths (s, s + 2), reversed-major
-        self.proj = views['op.x_proj_weight'].view(2, 2, rn2, d).transpose(0, 1).reshape(2, 2 * rn2, d)
+        self.proj = views['op.x_proj_weight'].view(2, 2 * rn2, d)  # per sequence s: the rows of paths s, s + 2
         self.dt_w = views['op.dt_projs_weight'].view(p['op.dt_projs_weight'].shape)
         self.out_w = views['op.out_proj.weight'].view(p['op.out_proj.weight'].shape)
         self.fc1_w = views['mlp.fc1.weight'].view(p['mlp.fc1.weight'].shape)
@@ -85,13 +89,13 @@ def _forward(x: Tensor, cfg: BlockConfig, keep: Optional[Tensor], w: _Weights, s
     ln1, stats1 = layer_norm_op.forward(x, p['norm.weight'], p['norm.bias'], cfg.eps, cfg.dtype)
     z = F.linear(ln1, w.in_w)
     d = z.shape[-1]
-    conv_bias = z.new_zeros(d, dtype=p['op.conv2d.weight'].dtype)
+    conv_bias = _zero_bias(d, p['op.conv2d.weight'])
     u, = depthwise_conv_op.forward(z.view(b, length, d), p['op.conv2d.weight'], conv_bias, h, wd, False, True)
     xs = grid_to_sequences(u.view(b, h, wd, d))
     paths = torch.matmul(w.proj, xs).view(b, 2, 2, w.rn2, length).transpose(1, 2).reshape(b, 4, w.rn2, length)
     dts, bs, cs = torch.split(paths, [w.rank, w.n_state, w.n_state], dim=2)
     delta = torch.matmul(w.dt_w, dts).view(b, 4 * d, length)
-    a = -torch.exp(p['op.A_logs'])
+    a = w.a
     bias = p['op.dt_projs_bias'].view(-1)
     ys, states = selective_scan_op.forward(xs, delta, a, bs, cs, p['op.Ds'], bias, True, 2)
     y = sequences_to_grid(ys.view(b, 4, d, length), h, wd)
@@ -105,7 +109,7 @@ def _forward(x: Tensor, cfg: BlockConfig, keep: Optional[Tensor], w: _Weights, s
     out = residual_add(x2.view(b, length, c), m.view(b, length, c), keep_mlp, cfg.keep_prob).view(x.shape)
     if not saving:
         return out, None
-    return out, (x, ln1, stats1, z, conv_bias, xs, paths, delta, a, states, y, yn, stats_out, x2, ln2, stats2, pre)
+    return out, (x, ln1, stats1, z, conv_bias, xs, paths, delta, states, y, yn, stats_out, x2, ln2, stats2, pre)
 
 
 def _branch_grad(d: Tensor, keep: Optional[Tensor], cfg: BlockConfig,
@@ -121,8 +125,8 @@ def _branch_grad(d: Tensor, keep: Optional[Tensor], cfg: BlockConfig,
 
 def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved):
     """(d x, gradients by parameter name)."""
-    x, ln1, stats1, z, conv_bias, xs, paths, delta, a, states, y, yn, stats_out, x2, ln2, stats2, pre = saved
-    p = w.p
+    x, ln1, stats1, z, conv_bias, xs, paths, delta, states, y, yn, stats_out, x2, ln2, stats2, pre = saved
+    p, a = w.p, w.a
     b, h, wd, c = x.shape
     length = h * wd
     d = z.shape[-1]
@@ -145,7 +149,7 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved):
     bs, cs = torch.split(paths, [w.rank, w.n_state, w.n_state], dim=2)[1:]
     d_xs, d_delta, d_a, d_bs, d_cs, d_ds, d_bias = selective_scan_op.backward(
         d_seqs, xs, delta, a, bs, cs, p['op.Ds'], p['op.dt_projs_bias'].view(-1), states, True, 2)
-    grads['op.A_logs'] = d_a * a
+    grads['op.A_logs'] = d_a * w.a
     grads['op.Ds'] = d_ds
     grads['op.dt_projs_bias'] = d_bias.view(p['op.dt_projs_bias'].shape)
     dts = paths[:, :, :w.rank]
@@ -154,9 +158,12 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved):
     d_paths = torch.cat([torch.matmul(w.dt_w.transpose(1, 2), d_delta), d_bs.to(cfg.dtype), d_cs.to(cfg.dtype)],
                         dim=2)
     d_proj_out = d_paths.view(b, 2, 2, w.rn2, length).transpose(1, 2).reshape(b, 2, 2 * w.rn2, length)
-    d_proj = _batched_weight_grad(d_proj_out, xs)                     # (2, 2 * rn2, D), rows as in w.proj
-    grads['op.x_proj_weight'] = d_proj.view(2, 2, w.rn2, d).transpose(0, 1).reshape(4, w.rn2, d)
-    d_xs = d_xs.add_(torch.matmul(w.proj.transpose(1, 2), d_proj_out))  # in xs' dtype, as autograd sums them
+    # x_proj's gradient, summed over the batch straight into the paths' order (sequence-major rows as in w.proj)
+    d_x_proj = grads['op.x_proj_weight'] = d_proj_out.new_empty((4, w.rn2, d), dtype=torch.float32)
+    torch.sum(torch.matmul(d_proj_out, xs.transpose(-1, -2)).view(b, 2, 2, w.rn2, d), 0, dtype=torch.float32,
+              out=d_x_proj.view(2, 2, w.rn2, d).transpose(0, 1))
+    for s in range(2):  # xs' gradient from the projections, added in xs' dtype as autograd sums them
+        d_xs[:, s].baddbmm_(w.proj[s].t().expand(b, -1, -1), d_proj_out[:, s])
     d_u = sequences_to_grid(d_xs, h, wd).view(b, length, d)
     d_z, grads['op.conv2d.weight'], _ = depthwise_conv_op.backward(d_u, z.view(b, length, d),
                                                                     p['op.conv2d.weight'], conv_bias, h, wd, False,
@@ -168,17 +175,19 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved):
 
 
 class VSSBlockFunction(torch.autograd.Function):
-    """``apply(x, cfg, keep, packed, *params)``: the block on tokens x (B, H, W, C) with ``params`` in PARAMETERS
-    order; ``packed``: their PACKED cast (:func:`packed_parameters`), or None to cast them here."""
+    """``apply(x, cfg, keep, packed, a, *params)``: the block on tokens x (B, H, W, C) with ``params`` in
+    PARAMETERS order; ``packed``: their PACKED cast (:func:`packed_parameters`), ``a``: -exp(A_logs) (the backbone
+    makes every block's in one launch), each None to make them here."""
 
     @staticmethod
-    def forward(ctx, x, cfg: BlockConfig, keep: Optional[Tensor], packed: Optional[Tensor], *params):
-        w = _Weights(params, _packed(params, cfg.dtype) if packed is None else packed)
+    def forward(ctx, x, cfg: BlockConfig, keep: Optional[Tensor], packed: Optional[Tensor], a: Optional[Tensor],
+                *params):
+        w = _Weights(params, _packed(params, cfg.dtype) if packed is None else packed, a)
         with torch.autocast(x.device.type, enabled=False):
             out, saved = _forward(x, cfg, keep, w, saving=True)
         ctx.cfg, ctx.keep, ctx.weights = cfg, keep, w
-        # the weight views stay on ctx (rebuilding them is host time; they hold only the packed weight casts, also
-        # under saved-tensor hooks); the parameters are saved for autograd's check that nothing changed them in
+        # the weight views stay on ctx (rebuilding them is host time; they hold only the packed weight casts and
+        # the state matrix, also under saved-tensor hooks); the parameters are saved for autograd's check that nothing changed them in
         # place before the backward
         ctx.save_for_backward(w.packed, *params, *saved)
         return out
@@ -188,8 +197,8 @@ class VSSBlockFunction(torch.autograd.Function):
         saved = ctx.saved_tensors[1 + len(PARAMETERS):]
         with torch.autocast(d_out.device.type, enabled=False):
             d_x, grads = _backward(d_out.contiguous(), ctx.cfg, ctx.keep, ctx.weights, saved)
-        needed = ctx.needs_input_grad[4:]
-        return (d_x, None, None, None) + tuple(grads[name] if need else None for name, need in zip(PARAMETERS, needed))
+        needed = ctx.needs_input_grad[5:]
+        return (d_x, None, None, None, None) + tuple(grads[name] if need else None for name, need in zip(PARAMETERS, needed))
 
 
 def block_parameters(block) -> list:
@@ -198,27 +207,50 @@ def block_parameters(block) -> list:
     return [attrgetter(name)(block) for name in PARAMETERS]
 
 
+def _packed_sources(params) -> list:
+    """The PACKED parameters in the order of the packed buffer (x_proj_weight as its paths in sequence order)."""
+    sources = []
+    for i in _PACKED_INDEX:
+        sources += [params[i][k] for k in _PATHS_BY_SEQUENCE] if i == _X_PROJ else [params[i]]
+    return sources
+
+
 def _packed(params, dtype) -> Tensor:
-    return pack([params[i] for i in _PACKED_INDEX], dtype)
+    return pack(_packed_sources(params), dtype)
 
 
 def packed_parameters(block) -> list:
-    """The block's PACKED parameters, which its Function casts (the backbone casts every block's in one launch,
+    """What the block's Function casts into its packed buffer (the backbone casts every block's in one launch,
     PretrainedBackbone._packed_weights)."""
-    params = block_parameters(block)
-    return [params[i] for i in _PACKED_INDEX]
+    return _packed_sources(block_parameters(block))
 
 
-def vss_block(block, x: Tensor, keep: Optional[Tensor], keep_prob: float, packed: Optional[Tensor] = None) -> Tensor:
+_zero_biases = {}
+
+
+def _zero_bias(size: int, like: Tensor) -> Tensor:
+    """Zeros for the depthwise conv's bias (VMamba's conv has none), kept per size, dtype and device instead of a
+    memset per call; made afresh, not kept, while a CUDA graph is captured (its memory exists only in replays)."""
+    key = (size, like.dtype, like.device)
+    zeros = _zero_biases.get(key)
+    if zeros is None:
+        zeros = torch.zeros(size, dtype=like.dtype, device=like.device)
+        if not (zeros.is_cuda and torch.cuda.is_current_stream_capturing()):
+            _zero_biases[key] = zeros
+    return zeros
+
+
+def vss_block(block, x: Tensor, keep: Optional[Tensor], keep_prob: float, packed: Optional[Tensor] = None,
+              a: Optional[Tensor] = None) -> Tensor:
     """``block`` (a VSSBlock) on tokens x (B, H, W, C) through :class:`VSSBlockFunction`; ``keep`` (2, B): the
-    drop-path masks of its two branches, or None; ``packed``: its weights' cast from the backbone, or
-    None to cast them here."""
+    drop-path masks of its two branches, or None; ``packed`` and ``a``: its weights' cast and its state matrix
+    from the backbone, or None to make them here."""
     dtype = compute_dtype(x)
     cfg = BlockConfig(block.norm.eps, block.op.out_norm.eps, block.norm2.eps, dtype, keep_prob)
     params = block_parameters(block)
     x = x.contiguous()
     if torch.is_grad_enabled():
-        return VSSBlockFunction.apply(x, cfg, keep, packed, *params)
-    w = _Weights(params, _packed(params, dtype) if packed is None else packed)
+        return VSSBlockFunction.apply(x, cfg, keep, packed, a, *params)
+    w = _Weights(params, _packed(params, dtype) if packed is None else packed, a)
     with torch.autocast(x.device.type, enabled=False):
         return _forward(x, cfg, keep, w, saving=False)[0]
