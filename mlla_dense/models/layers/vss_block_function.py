@@ -149,7 +149,7 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved):
     bs, cs = torch.split(paths, [w.rank, w.n_state, w.n_state], dim=2)[1:]
     d_xs, d_delta, d_a, d_bs, d_cs, d_ds, d_bias = selective_scan_op.backward(
         d_seqs, xs, delta, a, bs, cs, p['op.Ds'], p['op.dt_projs_bias'].view(-1), states, True, 2)
-    grads['op.A_logs'] = d_a * w.a
+    grads['op.A_logs'] = d_a * a
     grads['op.Ds'] = d_ds
     grads['op.dt_projs_bias'] = d_bias.view(p['op.dt_projs_bias'].shape)
     dts = paths[:, :, :w.rank]
@@ -187,8 +187,8 @@ class VSSBlockFunction(torch.autograd.Function):
             out, saved = _forward(x, cfg, keep, w, saving=True)
         ctx.cfg, ctx.keep, ctx.weights = cfg, keep, w
         # the weight views stay on ctx (rebuilding them is host time; they hold only the packed weight casts and
-        # the state matrix, also under saved-tensor hooks); the parameters are saved for autograd's check that nothing changed them in
-        # place before the backward
+        # the state matrix, also under saved-tensor hooks); the parameters are saved for autograd's check that
+        # nothing changed them in place before the backward
         ctx.save_for_backward(w.packed, *params, *saved)
         return out
 
@@ -198,7 +198,8 @@ class VSSBlockFunction(torch.autograd.Function):
         with torch.autocast(d_out.device.type, enabled=False):
             d_x, grads = _backward(d_out.contiguous(), ctx.cfg, ctx.keep, ctx.weights, saved)
         needed = ctx.needs_input_grad[5:]
-        return (d_x, None, None, None, None) + tuple(grads[name] if need else None for name, need in zip(PARAMETERS, needed))
+        return (d_x, None, None, None, None) + tuple(grads[name] if need else None
+                                                     for name, need in zip(PARAMETERS, needed))
 
 
 def block_parameters(block) -> list:
