@@ -9,7 +9,8 @@ as ``first_call_s``). What users get is that wall clock of eager calls: it
 includes the host's work to launch every kernel. The rows report its median (and minimum) over the rounds after
 ``--warmup``, then the device time alone (the same calls replayed as a CUDA graph, for the eager
 implementations), the peak memory a forward+backward adds, and each wall clock and device time as a ratio to the
-official implementation's in the same run.
+official implementation's in the same run (wall clocks also as the median of the rounds' ratios, steadier where
+the host drifts).
 
 Implementations:
 - ``official``: the authors' code (LeapLabTHU/MLLA's detection backbone, MzeroMiko/VMamba's ``Backbone_VSSM`` with
@@ -215,6 +216,7 @@ def measure(args, name, size, dtype, info):
             times = runner.times[step]
             record[f'{step}_ms'] = round(statistics.median(times), 2)
             record[f'{step}_min_ms'] = round(min(times), 2)
+            record[f'{step}_times_ms'] = [round(t, 2) for t in times]
         if runner.compile_mode:
             record['first_call_s'] = runner.first_call_s
         record.update(runner.extras(not args.no_graphs, args.steps))
@@ -231,7 +233,9 @@ def measure(args, name, size, dtype, info):
 
 def add_ratios(records):
     """``*_vs_official``: each timing over the official implementation's in the same model, size, dtype: the
-    compiled official one for compiled rows, the eager one for the others."""
+    compiled official one for compiled rows, the eager one for the others. ``*_paired_vs_official``: the median of
+    the per-round ratios, where the rounds alternated (each pair ran back to back, so a host that drifts during
+    the run moves both)."""
     def official(impl, r):
         return next((o for o in records if o['impl'] == impl and
                      all(o[k] == r[k] for k in ('model', 'dtype', 'batch', 'height', 'width'))), None)
@@ -247,6 +251,10 @@ def add_ratios(records):
         for key in ('fwd_ms', 'fwdbwd_ms', 'graph_fwd_ms', 'graph_fwdbwd_ms'):
             if key in r and key in reference:
                 r[key.replace('_ms', '_vs_official')] = round(r[key] / reference[key], 3)
+        for step in ('fwd', 'fwdbwd'):
+            ours, theirs = r.get(f'{step}_times_ms'), reference.get(f'{step}_times_ms')
+            if ours and theirs and len(ours) == len(theirs) and r.get('order') == 'alternating':
+                r[f'{step}_paired_vs_official'] = round(statistics.median(a / b for a, b in zip(ours, theirs)), 3)
 
 
 def main(argv=None):
@@ -266,7 +274,8 @@ def main(argv=None):
                 records += measure(args, name, size, dtype, info)
                 write_json(path, records)  # kept if a time limit stops the run
     print_table(records, ['model', 'impl', 'dtype', 'batch', 'height', 'width', 'fwd_ms', 'fwdbwd_ms',
-                          'fwd_vs_official', 'fwdbwd_vs_official', 'graph_fwd_ms', 'graph_fwdbwd_ms',
+                          'fwd_vs_official', 'fwdbwd_vs_official', 'fwd_paired_vs_official',
+                          'fwdbwd_paired_vs_official', 'graph_fwd_ms', 'graph_fwdbwd_ms',
                           'graph_fwdbwd_vs_official', 'peak_mb'])
     plot(records, os.path.join(args.out, f'{args.name}.png'))
 

@@ -56,6 +56,21 @@ def test_compiled_ratio_without_the_eager_official_row():
     assert 'fwdbwd_vs_official' not in records[2]
 
 
+def test_paired_ratios_are_medians_of_the_rounds_ratios():
+    """Each round's ratio pairs the two calls that ran back to back; a host slowing down mid-run moves the ratio of
+    medians (0.5 here) but not the paired one. Rounds run consecutively have no pairs."""
+    common = dict(model='mlla-t', dtype='bf16', batch=2, height=800, width=1344, order='alternating')
+    records = [dict(common, impl='official', fwdbwd_ms=100.0, fwdbwd_times_ms=[40.0, 50.0, 100.0, 160.0, 200.0]),
+               dict(common, impl='mlla_dense', fwdbwd_ms=50.0, fwdbwd_times_ms=[16.0, 20.0, 50.0, 60.0, 80.0])]
+    add_ratios(records)
+    assert records[1]['fwdbwd_vs_official'] == 0.5 and records[1]['fwdbwd_paired_vs_official'] == 0.4
+    for r in records:
+        r['order'] = 'consecutive'
+        r.pop('fwdbwd_paired_vs_official', None)
+    add_ratios(records)
+    assert 'fwdbwd_paired_vs_official' not in records[1]
+
+
 def test_compiled_fused_copy(use_backend):
     """mlla_dense-compiled-fused times a copy of the model whose blocks compile as the fused block's ops; the
     model itself keeps compiling op by op."""
