@@ -30,12 +30,33 @@ from . import launcher
 
 
 def _traced(fn: Callable) -> Callable:
-    """``fn`` with its launches routed through wrap_triton, keeping its signature (the op's schema)."""
+    """``fn`` with its launches routed through wrap_triton, keeping its signature (the op's schema), on dense
+    tensors (:func:`_dense`)."""
     @functools.wraps(fn)
     def body(*args):
         with launcher.traced_launches():
-            return fn(*args)
+            return fn(*(_dense(a) for a in args))
     return body
+
+
+def _dense(value):
+    """A tensor input as a traced op may read it: itself where it has no gaps (non-overlapping and dense), else a
+    contiguous copy. The kernels get strides as numbers read while tracing, but Inductor keeps only the stride
+    order of a user kernel's tensor arguments and may lay a buffer out anew; for a tensor without gaps the order
+    fixes the strides, for a view with gaps (a slice of a larger buffer) it does not."""
+    if isinstance(value, torch.Tensor) and _has_gaps(value):
+        return value.contiguous()
+    return value
+
+
+def _has_gaps(t: torch.Tensor) -> bool:
+    """Whether no order of ``t``'s dims makes it contiguous (dims of size 1 aside)."""
+    expected = 1
+    for stride, size in sorted((st, s) for s, st in zip(t.shape, t.stride()) if s != 1):
+        if stride != expected:
+            return True
+        expected *= size
+    return False
 
 
 class _EagerFunction(torch.autograd.Function):

@@ -10,8 +10,6 @@ compiles or finds the binary; later calls hand the runtime arguments straight to
 While an op runs inside ``torch.library.triton_op`` (torch.compile tracing it, see kernel_op.py), launches go
 through ``torch.library.wrap_triton`` instead, so Inductor records the kernels and launches them itself.
 """
-import os
-
 import torch
 
 from .switch import Switch
@@ -109,17 +107,3 @@ def is_traced() -> bool:
 
 # Within: launches go through ``wrap_triton`` (the body of a triton_op, which torch.compile traces).
 traced_launches = _traced.turned_on
-
-
-def _inductor_launches_user_kernels_statically():
-    """Let Inductor launch our kernels with its static launcher (a C call) instead of Triton's generic one, which
-    costs tens of microseconds of Python per launch; Inductor keeps the generic launcher for a kernel it cannot
-    launch statically. Off by default in torch; an explicit TORCHINDUCTOR_STATIC_LAUNCH_USER_DEFINED_TRITON_KERNELS
-    is left to decide."""
-    from torch._inductor import config
-    if ('TORCHINDUCTOR_STATIC_LAUNCH_USER_DEFINED_TRITON_KERNELS' not in os.environ
-            and hasattr(config, 'static_launch_user_defined_triton_kernels')):
-        config.static_launch_user_defined_triton_kernels = True
-
-
-_inductor_launches_user_kernels_statically()

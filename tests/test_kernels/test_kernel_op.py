@@ -1,7 +1,8 @@
-"""Launch plans are shared exactly by calls whose tensors specialize the kernels the same way."""
+"""Launch plans are shared exactly by calls whose tensors specialize the kernels the same way; traced op bodies
+read tensors whose strides Inductor cannot change."""
 import torch
 
-from mlla_dense.kernels.kernel_op import Plans, layout
+from mlla_dense.kernels.kernel_op import Plans, _traced, layout
 
 
 def test_plans_per_layout():
@@ -49,3 +50,21 @@ def test_traced_plans_see_numbers_and_guard_them():
     assert (dtype, dim) == (torch.float32, 3)
     assert shape_env.guards  # the values hold as guards: other sizes trace again
     assert not plans.cache  # traced plans are not kept
+
+
+def test_traced_bodies_read_tensors_without_gaps():
+    """Inductor keeps only the stride order of a traced kernel's tensor arguments, while the kernels read the
+    strides traced: a slice with gaps is copied first; tensors any dim order makes contiguous pass as they are."""
+    seen = []
+
+    def body(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor, n: int) -> torch.Tensor:
+        seen.extend([a, b, c, d, n])
+        return a
+
+    base = torch.randn(2, 8, 5)
+    sliced, transposed, single, expanded = base[:, 2:4], base.transpose(1, 2), base[:, 3:4], base[:1].expand(3, 8, 5)
+    _traced(body)(sliced, transposed, single, expanded, 7)
+    assert seen[0] is not sliced and seen[0].is_contiguous() and torch.equal(seen[0], sliced)
+    assert seen[1] is transposed and seen[4] == 7
+    assert seen[2] is not single and torch.equal(seen[2], single)   # (2, 1, 5) with batch stride 40: a gap
+    assert seen[3] is not expanded and seen[3].is_contiguous()     # stride 0: overlapping

@@ -33,6 +33,7 @@ from mlla_dense.kernels.elementwise.reference import pack_reference
 from mlla_dense.kernels.layer_norm.op import layer_norm_op
 from mlla_dense.kernels.linear_attention.op import backward_reading, forward_reading
 from mlla_dense.kernels.linear_attention.rope import build_rope_tables, table_dtype
+from .parameter_paths import ParameterPaths
 from .product_grads import bias_grads, weight_grad
 from .ss2d import compute_dtype
 
@@ -45,6 +46,7 @@ PARAMETERS = ('cpe1.weight', 'cpe1.bias', 'norm1.weight', 'norm1.bias', 'act_pro
 PACKED = ('act_proj.weight', 'in_proj.weight', 'act_proj.bias', 'in_proj.bias', 'attn.qk.weight', 'attn.qk.bias',
           'out_proj.weight', 'out_proj.bias', 'mlp.fc1.weight', 'mlp.fc1.bias', 'mlp.fc2.weight', 'mlp.fc2.bias')
 _INDEX = {name: i for i, name in enumerate(PARAMETERS)}
+_parameter_paths = ParameterPaths(PARAMETERS)
 _PACKED_INDEX = [_INDEX[name] for name in PACKED]
 
 
@@ -213,14 +215,10 @@ class MLLABlockFunction(torch.autograd.Function):
         return (d_x, None, None, None) + tuple(grads[name] if need else None for name, need in zip(PARAMETERS, needed))
 
 
-def block_parameters(b) -> list:
+def block_parameters(block) -> list:
     """The block's parameters in PARAMETERS order (read from the module at each call: CUDA-graph captures swap in
     aliases of them)."""
-    attn, mlp = b.attn, b.mlp
-    return [b.cpe1.weight, b.cpe1.bias, b.norm1.weight, b.norm1.bias, b.act_proj.weight, b.act_proj.bias,
-            b.in_proj.weight, b.in_proj.bias, b.dwc.weight, b.dwc.bias, attn.qk.weight, attn.qk.bias,
-            attn.lepe.weight, attn.lepe.bias, b.out_proj.weight, b.out_proj.bias, b.cpe2.weight, b.cpe2.bias,
-            b.norm2.weight, b.norm2.bias, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias]
+    return _parameter_paths(block)
 
 
 def _packed(params, dtype) -> Tensor:

@@ -13,7 +13,6 @@ k = 2 * reversed + sequence projects ``xs[:, sequence]`` to (dt, B, C) and the f
 the grid (models/layers/ss2d.py). The op-by-op block is the specification:
 tests/test_models/test_vss_block_function.py compares the two.
 """
-from operator import attrgetter
 from typing import NamedTuple, Optional, Tuple
 
 import torch
@@ -25,6 +24,7 @@ from mlla_dense.kernels.elementwise import drop_path_grad, gelu, gelu_with_grad,
 from mlla_dense.kernels.grid_sequences import grid_to_sequences, sequences_to_grid
 from mlla_dense.kernels.layer_norm.op import layer_norm_op
 from mlla_dense.kernels.selective_scan.op import selective_scan_op
+from .parameter_paths import ParameterPaths
 from .product_grads import bias_grads, weight_grad
 from .ss2d import compute_dtype
 
@@ -38,6 +38,7 @@ PARAMETERS = ('norm.weight', 'norm.bias', 'op.in_proj.weight', 'op.conv2d.weight
 PACKED = ('op.in_proj.weight', 'op.x_proj_weight', 'op.dt_projs_weight', 'op.out_proj.weight', 'mlp.fc1.weight',
           'mlp.fc1.bias', 'mlp.fc2.weight', 'mlp.fc2.bias')
 _INDEX = {name: i for i, name in enumerate(PARAMETERS)}
+_parameter_paths = ParameterPaths(PARAMETERS)
 _PACKED_INDEX = [_INDEX[name] for name in PACKED]
 _X_PROJ = _INDEX['op.x_proj_weight']
 _PATHS_BY_SEQUENCE = (0, 2, 1, 3)
@@ -205,7 +206,7 @@ class VSSBlockFunction(torch.autograd.Function):
 def block_parameters(block) -> list:
     """The block's parameters in PARAMETERS order (read from the module at each call: CUDA-graph captures swap in
     aliases of them)."""
-    return [attrgetter(name)(block) for name in PARAMETERS]
+    return _parameter_paths(block)
 
 
 def _packed_sources(params) -> list:
