@@ -21,6 +21,7 @@ from ..backend import use_triton
 from ..kernel_op import Plans, row_stride
 from ..launcher import Launch
 from ..partial_sums import ArrivalCounters, chunking
+from .block_matrix import BlockMatrix
 from .kernels import (_cast_kernel, _column_sums_kernel, _drop_path_grad_kernel, _finish_column_sums_kernel,
                       _gelu_kernel, _pack_kernel, _residual_add_kernel, _silu_gate_backward_kernel, _silu_gate_kernel)
 from .reference import (cast_each_reference, drop_path_grad_reference, gelu_reference, pack_reference,
@@ -223,14 +224,25 @@ def gelu_with_grad(a: Tensor, dh: Tensor, column_sums: bool = False):
 
 
 class _PackPlan:
-    def __init__(self, tensors: Sequence[Tensor], dtype: torch.dtype):
-        sizes = [t.numel() for t in tensors]
-        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
-        rows = [v for t, n, o in zip(tensors, sizes, offsets) for v in (t.data_ptr(), n, o)]
-        self.table = torch.tensor(rows, dtype=torch.int64, device=tensors[0].device)
-        self.numel = sum(sizes)
+    def __init__(self, pieces: Sequence, dtype: torch.dtype):
+        rows, offset = [], 0
+        for piece in pieces:
+            if isinstance(piece, BlockMatrix):
+                rows += piece.pieces(offset)
+            else:
+                rows.append((piece, piece.numel(), offset, piece.numel(), piece.numel()))
+            offset += piece.numel()
+        tensors = [block for block, *_ in rows if block is not None]
+        if any(not t.is_contiguous() or t.dtype != tensors[0].dtype or t.device != tensors[0].device
+               for t in tensors):
+            raise ValueError('pack needs contiguous tensors of one dtype on one device')
+        table = [(0 if block is None else block.data_ptr(), numel, start, max(1, row_length), row_stride)
+                 for block, numel, start, row_length, row_stride in rows]
+        self.table = torch.tensor(table, dtype=torch.int64, device=tensors[0].device)
+        self.numel = offset
         src = tensors[0].dtype
-        self.launch = Launch(_pack_kernel, (len(tensors), triton.cdiv(max(sizes), PACK_BLOCK)),
+        largest = max(1, max(numel for _, numel, *_ in rows))
+        self.launch = Launch(_pack_kernel, (len(rows), triton.cdiv(largest, PACK_BLOCK)),
                              SRC_DTYPE={torch.float32: triton.language.float32,
                                         torch.bfloat16: triton.language.bfloat16,
                                         torch.float16: triton.language.float16}[src], BLOCK=PACK_BLOCK)
@@ -239,21 +251,23 @@ class _PackPlan:
 _pack_plans = {}
 
 
-def pack(tensors: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
-    """The tensors (contiguous, one dtype, one device) flattened, cast to ``dtype`` and concatenated, in one
-    launch (an MLLA block's Linear weights for its 16-bit products)."""
-    if not use_triton(tensors[0]):
-        return pack_reference(tensors, dtype)
-    key = tuple((t.data_ptr(), t.numel(), t.dtype) for t in tensors) + (dtype,)
+def _piece_key(piece):
+    return piece.key() if isinstance(piece, BlockMatrix) else (piece.data_ptr(), piece.numel(), piece.dtype)
+
+
+def pack(pieces: Sequence, dtype: torch.dtype) -> Tensor:
+    """The pieces (contiguous tensors, one dtype, one device, or :class:`BlockMatrix` of such) flattened, cast to
+    ``dtype`` and concatenated, in one launch (a block's product weights for its 16-bit products)."""
+    first = pieces[0].tensors()[0] if isinstance(pieces[0], BlockMatrix) else pieces[0]
+    if not use_triton(first):
+        return pack_reference(pieces, dtype)
+    key = tuple(_piece_key(p) for p in pieces) + (dtype,)
     plan = _pack_plans.get(key)
     if plan is None:
-        if any(not t.is_contiguous() or t.dtype != tensors[0].dtype or t.device != tensors[0].device
-               for t in tensors):
-            raise ValueError('pack needs contiguous tensors of one dtype on one device')
         if len(_pack_plans) >= 4096:
             _pack_plans.clear()
-        plan = _pack_plans[key] = _PackPlan(tensors, dtype)
-    out = torch.empty(plan.numel, dtype=dtype, device=tensors[0].device)
+        plan = _pack_plans[key] = _PackPlan(pieces, dtype)
+    out = torch.empty(plan.numel, dtype=dtype, device=plan.table.device)
     plan.launch(plan.table, out)
     return out
 

@@ -155,16 +155,21 @@ def _column_sums_kernel(a_ptr, out_a_ptr, c_a, s_a, b_ptr, out_b_ptr, c_b, s_b, 
 
 @triton.jit
 def _pack_kernel(table_ptr, out_ptr, SRC_DTYPE: tl.constexpr, BLOCK: tl.constexpr):
-    """Program (t, block): elements block * BLOCK.. of tensor t, whose (address, numel, offset) are row t of the
-    int64 table, cast to out's dtype at that offset of out."""
+    """Program (t, block): elements block * BLOCK.. of piece t, whose (address, numel, offset, row length, row
+    stride) are row t of the int64 table, cast to out's dtype: element i goes to offset + (i // row length) * row
+    stride + i % row length of out. Address 0 writes zeros."""
     t = tl.program_id(0)
-    src = tl.load(table_ptr + 3 * t).to(tl.pointer_type(SRC_DTYPE))
-    numel = tl.load(table_ptr + 3 * t + 1)
-    offset = tl.load(table_ptr + 3 * t + 2)
+    address = tl.load(table_ptr + 5 * t)
+    src = address.to(tl.pointer_type(SRC_DTYPE))
+    numel = tl.load(table_ptr + 5 * t + 1)
+    offset = tl.load(table_ptr + 5 * t + 2)
+    row_length = tl.load(table_ptr + 5 * t + 3)
+    row_stride = tl.load(table_ptr + 5 * t + 4)
     idx = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = idx < numel
-    tl.store(out_ptr + offset + idx, tl.load(src + idx, mask=mask).to(out_ptr.dtype.element_ty), mask=mask)
-
+    value = tl.load(src + idx, mask=mask & (address != 0), other=0.0)
+    tl.store(out_ptr + offset + (idx // row_length) * row_stride + idx % row_length,
+             value.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit

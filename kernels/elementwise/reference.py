@@ -3,6 +3,8 @@ as the ops of the MLLA block that it stands for, so it rounds where they round."
 import torch
 import torch.nn.functional as F
 
+from .block_matrix import BlockMatrix
+
 
 def silu_gate_reference(x, g):
     return x * F.silu(g)
@@ -33,9 +35,9 @@ def gelu_reference(a, dh=None):
     return h, torch.ops.aten.gelu_backward(dh, a)
 
 
-def pack_reference(tensors, dtype):
-    """The tensors flattened, cast to ``dtype`` and concatenated."""
-    return torch.cat([t.reshape(-1).to(dtype) for t in tensors])
+def pack_reference(pieces, dtype):
+    """The pieces (tensors or BlockMatrix) flattened, cast to ``dtype`` and concatenated."""
+    return torch.cat([(p.dense(dtype) if isinstance(p, BlockMatrix) else p.to(dtype)).reshape(-1) for p in pieces])
 
 
 def cast_each_reference(tensors, dtype):

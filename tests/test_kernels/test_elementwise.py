@@ -12,6 +12,7 @@ import triton.language as tl
 from mlla_dense.kernels import activations
 from mlla_dense.kernels.elementwise import (cast_each, column_sums, drop_path_grad, finish_column_sums, gelu,
                                             gelu_with_grad, pack, residual_add, silu_gate, silu_gate_backward)
+from mlla_dense.kernels.elementwise.block_matrix import BlockMatrix
 from mlla_dense.kernels.elementwise.reference import (drop_path_grad_reference, gelu_reference, pack_reference,
                                                       residual_add_reference, silu_gate_backward_reference,
                                                       silu_gate_reference)
@@ -172,6 +173,27 @@ def test_pack_casts_and_concatenates(dtype):
     torch.testing.assert_close(pack(tensors, dtype), pack_reference(tensors, dtype), **TOLERANCES[dtype])
     with pytest.raises(ValueError, match='contiguous tensors of one dtype'):
         pack([tensors[0].t(), tensors[1]], dtype)
+
+
+@pytest.mark.parametrize('dtype', DTYPES, ids=['fp32', 'bf16'])
+def test_pack_writes_block_matrices(dtype):
+    """A BlockMatrix piece is written row-major with its zero blocks zeroed (the buffer starts as torch.empty, so
+    a missed zero shows), between plain tensors; written out by hand, not through BlockMatrix.dense."""
+    gen = torch.Generator().manual_seed(1)
+    p0, p1, p2 = (torch.randn(3, 5, generator=gen).to(DEVICE) for _ in range(3))
+    head, tail = torch.randn(4, generator=gen).to(DEVICE), torch.randn(2, 2, generator=gen).to(DEVICE)
+    matrix = BlockMatrix([[p0, None], [None, p1], [p2, None]])
+    torch.empty(10 ** 5, dtype=dtype, device=DEVICE).fill_(7.0)  # garbage where the next buffer may land
+    out = pack([head, matrix, tail], dtype)
+    expected = torch.zeros(9, 10)
+    expected[0:3, 0:5], expected[3:6, 5:10], expected[6:9, 0:5] = p0.cpu(), p1.cpu(), p2.cpu()
+    assert out.shape == (4 + 90 + 4,)
+    torch.testing.assert_close(out[4:94].view(9, 10).cpu(), expected.to(dtype), **TOLERANCES[dtype])
+    torch.testing.assert_close(out[:4].cpu(), head.cpu().to(dtype), **TOLERANCES[dtype])
+    torch.testing.assert_close(out[94:].cpu(), tail.cpu().reshape(-1).to(dtype), **TOLERANCES[dtype])
+    torch.testing.assert_close(pack_reference([head, matrix, tail], dtype), out, **TOLERANCES[dtype])
+    with pytest.raises(ValueError, match='does not fit'):
+        pack([BlockMatrix([[p0, torch.randn(2, 2)]])], dtype)
 
 
 def test_cast_each_keeps_values_and_layouts():

@@ -26,7 +26,7 @@ class PretrainedBackbone(BaseModule):
     Their blocks take per-sample drop-path masks as inputs when they run fused (``blocks[j].fused(x)``):
     :meth:`_drop_path_masks` draws every block's masks at once, three launches per forward instead of three per
     block, and :meth:`_packed_weights` casts every block's product weights (the parameters that
-    ``packed_block_parameters(block)`` names) in one launch instead of one per block.
+    ``packed_block_parameters(block, batch)`` names) in one launch instead of one per block.
 
     ``cuda_graphs=n`` (n > 0) replays the training forward and backward as CUDA graphs captured for up to n
     input signatures, ``cuda_graphs_memory_gb`` bounding their memory (:class:`TrainingGraphs`): for host-bound
@@ -36,7 +36,7 @@ class PretrainedBackbone(BaseModule):
     new_layers: Tuple[str, ...] = ()
     checkpoint_help = ''
     out_norm_prefix = 'norm'
-    packed_block_parameters = None  # block -> the parameters its fused Function casts
+    packed_block_parameters = None  # (block, batch) -> the pieces its fused Function casts
 
     def __init__(self, init_cfg: Optional[dict] = None, cuda_graphs: int = 0,
                  cuda_graphs_memory_gb: Optional[float] = None):
@@ -69,7 +69,7 @@ class PretrainedBackbone(BaseModule):
         if torch.compiler.is_compiling() or not self.layers[0].blocks[0].fused(x):
             return None
         blocks = [b for layer in self.layers for b in layer.blocks]
-        return pack_groups([self.packed_block_parameters(b) for b in blocks], compute_dtype(x))
+        return pack_groups([self.packed_block_parameters(b, x.shape[0]) for b in blocks], compute_dtype(x))
 
     def _drop_path_masks(self, x: torch.Tensor) -> Optional[torch.Tensor]:
         """(blocks, 2, B) masks of 0. and 1. for the two branches of each block (mmcv's DropPath draw:

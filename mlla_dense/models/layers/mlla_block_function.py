@@ -225,9 +225,9 @@ def _packed(params, dtype) -> Tensor:
     return pack([params[i] for i in _PACKED_INDEX], dtype)
 
 
-def packed_parameters(block) -> list:
+def packed_parameters(block, batch: int) -> list:
     """The block's PACKED parameters, which its Function casts (the backbone casts every block's in one launch,
-    PretrainedBackbone._packed_weights)."""
+    PretrainedBackbone._packed_weights); the same for any ``batch``: every sample reads the same weights."""
     params = block_parameters(block)
     return [params[i] for i in _PACKED_INDEX]
 

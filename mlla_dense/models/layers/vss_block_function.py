@@ -21,6 +21,7 @@ from torch import Tensor
 
 from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
 from mlla_dense.kernels.elementwise import drop_path_grad, gelu, gelu_with_grad, pack, residual_add
+from mlla_dense.kernels.elementwise.block_matrix import BlockMatrix
 from mlla_dense.kernels.grid_sequences import grid_to_sequences, sequences_to_grid
 from mlla_dense.kernels.layer_norm.op import layer_norm_op
 from mlla_dense.kernels.selective_scan.op import selective_scan_op
@@ -33,15 +34,17 @@ PARAMETERS = ('norm.weight', 'norm.bias', 'op.in_proj.weight', 'op.conv2d.weight
               'op.dt_projs_weight', 'op.dt_projs_bias', 'op.A_logs', 'op.Ds', 'op.out_norm.weight',
               'op.out_norm.bias', 'op.out_proj.weight', 'norm2.weight', 'norm2.bias', 'mlp.fc1.weight',
               'mlp.fc1.bias', 'mlp.fc2.weight', 'mlp.fc2.bias')
-# Weights the products read, cast into one buffer in the compute dtype. x_proj_weight's four paths go in sequence
-# by sequence (paths 0, 2, 1, 3: path k projects sequence k % 2), so each sequence's rows are one block of it.
+# Weights the products read, cast into one buffer in the compute dtype. x_proj_weight goes in as a block matrix
+# (4 * rn2, 2 * D): path k's projection in the columns of sequence k % 2, zeros in the other, so that one product
+# over both sequences gives the paths in path order. dt_projs_weight goes in once per sample, for a product over
+# (sample, path) pairs.
 PACKED = ('op.in_proj.weight', 'op.x_proj_weight', 'op.dt_projs_weight', 'op.out_proj.weight', 'mlp.fc1.weight',
           'mlp.fc1.bias', 'mlp.fc2.weight', 'mlp.fc2.bias')
 _INDEX = {name: i for i, name in enumerate(PARAMETERS)}
 _parameter_paths = ParameterPaths(PARAMETERS)
 _PACKED_INDEX = [_INDEX[name] for name in PACKED]
 _X_PROJ = _INDEX['op.x_proj_weight']
-_PATHS_BY_SEQUENCE = (0, 2, 1, 3)
+_DT_PROJS = _INDEX['op.dt_projs_weight']
 
 
 class BlockConfig(NamedTuple):
@@ -53,19 +56,22 @@ class BlockConfig(NamedTuple):
 
 
 class _Weights:
-    """The parameters by name, the packed product weights as views shaped for their products, and the state
-    matrix a = -exp(A_logs)."""
+    """The parameters by name, the packed product weights (for ``batch`` samples) as views shaped for their
+    products, and the state matrix a = -exp(A_logs)."""
 
-    def __init__(self, params, packed: Tensor, a: Optional[Tensor]):
+    def __init__(self, params, packed: Tensor, a: Optional[Tensor], batch: int):
         p = dict(zip(PARAMETERS, params))
         self.p = p
         self.packed = packed
         self.a = -torch.exp(p['op.A_logs']) if a is None else a
-        views = dict(zip(PACKED, packed.split([p[name].numel() for name in PACKED])))
-        self.in_w = views['op.in_proj.weight'].view(p['op.in_proj.weight'].shape)
         k, rn2, d = p['op.x_proj_weight'].shape
-        self.proj = views['op.x_proj_weight'].view(2, 2 * rn2, d)  # per sequence s: the rows of paths s, s + 2
-        self.dt_w = views['op.dt_projs_weight'].view(p['op.dt_projs_weight'].shape)
+        sizes = [p[name].numel() for name in PACKED]
+        sizes[PACKED.index('op.x_proj_weight')] *= 2  # the block matrix' zeros
+        sizes[PACKED.index('op.dt_projs_weight')] *= batch
+        views = dict(zip(PACKED, packed.split(sizes)))
+        self.in_w = views['op.in_proj.weight'].view(p['op.in_proj.weight'].shape)
+        self.proj = views['op.x_proj_weight'].view(k * rn2, 2 * d)  # rows: paths; columns: the two sequences
+        self.dt_w = views['op.dt_projs_weight'].view(batch * k, d, -1)  # per (sample, path)
         self.out_w = views['op.out_proj.weight'].view(p['op.out_proj.weight'].shape)
         self.fc1_w = views['mlp.fc1.weight'].view(p['mlp.fc1.weight'].shape)
         self.fc1_b = views['mlp.fc1.bias']
@@ -78,8 +84,11 @@ class _Weights:
 
 def _batched_weight_grad(dy: Tensor, x: Tensor) -> Tensor:
     """sum over batch and positions of dy x^T: (B, S, O, L), (B, S, I, L) -> (S, O, I) in float32, the products
-    per sample in the inputs' dtype as autocast's backward computes them (no copies of the (B, S, ., L) inputs)."""
-    return torch.matmul(dy, x.transpose(-1, -2)).sum(0, dtype=torch.float32)
+    per sample in the inputs' dtype as autocast's backward computes them (no copies of the (B, S, ., L) inputs:
+    their (B, S) dims merge into one batch dim)."""
+    b, s, o, length = dy.shape
+    products = torch.bmm(dy.reshape(b * s, o, length), x.reshape(b * s, -1, length).transpose(1, 2))
+    return products.view(b, s, o, -1).sum(0, dtype=torch.float32)
 
 
 def _forward(x: Tensor, cfg: BlockConfig, keep: Optional[Tensor], w: _Weights, saving: bool):
@@ -93,9 +102,9 @@ def _forward(x: Tensor, cfg: BlockConfig, keep: Optional[Tensor], w: _Weights, s
     conv_bias = _zero_bias(d, p['op.conv2d.weight'])
     u, = depthwise_conv_op.forward(z.view(b, length, d), p['op.conv2d.weight'], conv_bias, h, wd, False, True)
     xs = grid_to_sequences(u.view(b, h, wd, d))
-    paths = torch.matmul(w.proj, xs).view(b, 2, 2, w.rn2, length).transpose(1, 2).reshape(b, 4, w.rn2, length)
+    paths = torch.bmm(w.proj.expand(b, -1, -1), xs.view(b, 2 * d, length)).view(b, 4, w.rn2, length)
     dts, bs, cs = torch.split(paths, [w.rank, w.n_state, w.n_state], dim=2)
-    delta = torch.matmul(w.dt_w, dts).view(b, 4 * d, length)
+    delta = torch.bmm(w.dt_w, dts.reshape(b * 4, w.rank, length)).view(b, 4 * d, length)
     a = w.a
     bias = p['op.dt_projs_bias'].view(-1)
     ys, states = selective_scan_op.forward(xs, delta, a, bs, cs, p['op.Ds'], bias, True, 2)
@@ -156,15 +165,16 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved):
     dts = paths[:, :, :w.rank]
     d_delta = d_delta.view(b, 4, d, length).to(cfg.dtype)
     grads['op.dt_projs_weight'] = _batched_weight_grad(d_delta, dts)
-    d_paths = torch.cat([torch.matmul(w.dt_w.transpose(1, 2), d_delta), d_bs.to(cfg.dtype), d_cs.to(cfg.dtype)],
-                        dim=2)
-    d_proj_out = d_paths.view(b, 2, 2, w.rn2, length).transpose(1, 2).reshape(b, 2, 2 * w.rn2, length)
-    # x_proj's gradient, summed over the batch straight into the paths' order (sequence-major rows as in w.proj)
-    d_x_proj = grads['op.x_proj_weight'] = d_proj_out.new_empty((4, w.rn2, d), dtype=torch.float32)
-    torch.sum(torch.matmul(d_proj_out, xs.transpose(-1, -2)).view(b, 2, 2, w.rn2, d), 0, dtype=torch.float32,
-              out=d_x_proj.view(2, 2, w.rn2, d).transpose(0, 1))
-    for s in range(2):  # xs' gradient from the projections, added in xs' dtype as autograd sums them
-        d_xs[:, s].baddbmm_(w.proj[s].t().expand(b, -1, -1), d_proj_out[:, s])
+    d_dts = torch.bmm(w.dt_w.transpose(1, 2), d_delta.view(b * 4, d, length)).view(b, 4, w.rank, length)
+    d_paths = torch.cat([d_dts, d_bs.to(cfg.dtype), d_cs.to(cfg.dtype)], dim=2).view(b, 4 * w.rn2, length)
+    # x_proj's gradient: the diagonal blocks of the block matrix' gradient (path k, sequence k % 2), summed over
+    # the batch; path k = 2 * reversed + sequence
+    full = torch.bmm(d_paths, xs.view(b, 2 * d, length).transpose(1, 2)).view(b, 2, 2, w.rn2, 2, d)
+    d_x_proj = grads['op.x_proj_weight'] = d_paths.new_empty((4, w.rn2, d), dtype=torch.float32)
+    torch.sum(full.diagonal(dim1=2, dim2=4), 0, dtype=torch.float32,
+              out=d_x_proj.view(2, 2, w.rn2, d).permute(0, 2, 3, 1))
+    # xs' gradient from the projections, added in xs' dtype as autograd sums them
+    d_xs.view(b, 2 * d, length).baddbmm_(w.proj.t().expand(b, -1, -1), d_paths)
     d_u = sequences_to_grid(d_xs, h, wd).view(b, length, d)
     d_z, grads['op.conv2d.weight'], _ = depthwise_conv_op.backward(d_u, z.view(b, length, d),
                                                                     p['op.conv2d.weight'], conv_bias, h, wd, False,
@@ -183,7 +193,7 @@ class VSSBlockFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, cfg: BlockConfig, keep: Optional[Tensor], packed: Optional[Tensor], a: Optional[Tensor],
                 *params):
-        w = _Weights(params, _packed(params, cfg.dtype) if packed is None else packed, a)
+        w = _Weights(params, _packed(params, cfg.dtype, x.shape[0]) if packed is None else packed, a, x.shape[0])
         with torch.autocast(x.device.type, enabled=False):
             out, saved = _forward(x, cfg, keep, w, saving=True)
         ctx.cfg, ctx.keep, ctx.weights = cfg, keep, w
@@ -209,22 +219,27 @@ def block_parameters(block) -> list:
     return _parameter_paths(block)
 
 
-def _packed_sources(params) -> list:
-    """The PACKED parameters in the order of the packed buffer (x_proj_weight as its paths in sequence order)."""
+def _packed_sources(params, batch: int) -> list:
+    """The pieces of the packed buffer for ``batch`` samples: the PACKED parameters, x_proj_weight as the block
+    matrix and dt_projs_weight once per sample."""
     sources = []
     for i in _PACKED_INDEX:
-        sources += [params[i][k] for k in _PATHS_BY_SEQUENCE] if i == _X_PROJ else [params[i]]
+        if i == _X_PROJ:
+            paths = params[i]
+            sources.append(BlockMatrix([[paths[k], None] if k % 2 == 0 else [None, paths[k]] for k in range(4)]))
+        else:
+            sources += [params[i]] * (batch if i == _DT_PROJS else 1)
     return sources
 
 
-def _packed(params, dtype) -> Tensor:
-    return pack(_packed_sources(params), dtype)
+def _packed(params, dtype, batch: int) -> Tensor:
+    return pack(_packed_sources(params, batch), dtype)
 
 
-def packed_parameters(block) -> list:
-    """What the block's Function casts into its packed buffer (the backbone casts every block's in one launch,
-    PretrainedBackbone._packed_weights)."""
-    return _packed_sources(block_parameters(block))
+def packed_parameters(block, batch: int) -> list:
+    """What the block's Function casts into its packed buffer for ``batch`` samples (the backbone casts every
+    block's in one launch, PretrainedBackbone._packed_weights)."""
+    return _packed_sources(block_parameters(block), batch)
 
 
 _zero_biases = {}
@@ -253,6 +268,6 @@ def vss_block(block, x: Tensor, keep: Optional[Tensor], keep_prob: float, packed
     x = x.contiguous()
     if torch.is_grad_enabled():
         return VSSBlockFunction.apply(x, cfg, keep, packed, a, *params)
-    w = _Weights(params, _packed(params, dtype) if packed is None else packed, a)
+    w = _Weights(params, _packed(params, dtype, x.shape[0]) if packed is None else packed, a, x.shape[0])
     with torch.autocast(x.device.type, enabled=False):
         return _forward(x, cfg, keep, w, saving=False)[0]
