@@ -240,6 +240,7 @@ class _PackPlan:
                  for block, numel, start, row_length, row_stride in rows]
         self.table = torch.tensor(table, dtype=torch.int64, device=tensors[0].device)
         self.numel = offset
+        self.piece_numels = [piece.numel() for piece in pieces]
         src = tensors[0].dtype
         largest = max(1, max(numel for _, numel, *_ in rows))
         self.launch = Launch(_pack_kernel, (len(rows), triton.cdiv(largest, PACK_BLOCK)),
@@ -255,12 +256,8 @@ def _piece_key(piece):
     return piece.key() if isinstance(piece, BlockMatrix) else (piece.data_ptr(), piece.numel(), piece.dtype)
 
 
-def pack(pieces: Sequence, dtype: torch.dtype) -> Tensor:
-    """The pieces (contiguous tensors, one dtype, one device, or :class:`BlockMatrix` of such) flattened, cast to
-    ``dtype`` and concatenated, in one launch (a block's product weights for its 16-bit products)."""
-    first = pieces[0].tensors()[0] if isinstance(pieces[0], BlockMatrix) else pieces[0]
-    if not use_triton(first):
-        return pack_reference(pieces, dtype)
+def _pack(pieces: Sequence, dtype: torch.dtype):
+    """(the packed buffer, its plan)."""
     key = tuple(_piece_key(p) for p in pieces) + (dtype,)
     plan = _pack_plans.get(key)
     if plan is None:
@@ -269,14 +266,35 @@ def pack(pieces: Sequence, dtype: torch.dtype) -> Tensor:
         plan = _pack_plans[key] = _PackPlan(pieces, dtype)
     out = torch.empty(plan.numel, dtype=dtype, device=plan.table.device)
     plan.launch(plan.table, out)
-    return out
+    return out, plan
 
 
-def pack_groups(groups: Sequence[Sequence[Tensor]], dtype: torch.dtype) -> List[Tensor]:
+def _uses_triton(pieces: Sequence) -> bool:
+    return use_triton(pieces[0].tensors()[0] if isinstance(pieces[0], BlockMatrix) else pieces[0])
+
+
+def pack(pieces: Sequence, dtype: torch.dtype) -> Tensor:
+    """The pieces (contiguous tensors, one dtype, one device, or :class:`BlockMatrix` of such) flattened, cast to
+    ``dtype`` and concatenated, in one launch (a block's product weights for its 16-bit products)."""
+    if not _uses_triton(pieces):
+        return pack_reference(pieces, dtype)
+    return _pack(pieces, dtype)[0]
+
+
+def pack_groups(groups: Sequence[Sequence], dtype: torch.dtype) -> List[Tensor]:
     """:func:`pack` of each group (the blocks' weights of a backbone), as views of one buffer that one launch
-    fills for all the groups."""
-    packed = pack([t for group in groups for t in group], dtype)
-    return list(packed.split([sum(t.numel() for t in group) for group in groups]))
+    fills for all the groups (the pieces' sizes come from the plan, not recomputed on each call)."""
+    pieces = [p for group in groups for p in group]
+    if not _uses_triton(pieces):
+        packed, numels = pack_reference(pieces, dtype), [p.numel() for p in pieces]
+    else:
+        packed, plan = _pack(pieces, dtype)
+        numels = plan.piece_numels
+    sizes, start = [], 0
+    for group in groups:
+        sizes.append(sum(numels[start:start + len(group)]))
+        start += len(group)
+    return list(packed.split(sizes))
 
 
 def is_dense(t: Tensor) -> bool:
