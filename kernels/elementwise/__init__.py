@@ -238,12 +238,17 @@ class _PackPlan:
             raise ValueError('pack needs contiguous tensors of one dtype on one device')
         table = [(0 if block is None else block.data_ptr(), numel, start, max(1, row_length), row_stride)
                  for block, numel, start, row_length, row_stride in rows]
-        self.table = torch.tensor(table, dtype=torch.int64, device=tensors[0].device)
+        programs = [(t, block) for t, (_, numel, *_) in enumerate(rows) for block in range(triton.cdiv(numel,
+                                                                                                      PACK_BLOCK))]
+        if any(numel >= 2 ** 31 for _, numel, *_ in rows):
+            raise ValueError('pack handles pieces of fewer than 2^31 elements')
+        device = tensors[0].device
+        self.table = torch.tensor(table, dtype=torch.int64, device=device)
+        self.programs = torch.tensor(programs or [(0, 0)], dtype=torch.int64, device=device)
         self.numel = offset
         self.piece_numels = [piece.numel() for piece in pieces]
         src = tensors[0].dtype
-        largest = max(1, max(numel for _, numel, *_ in rows))
-        self.launch = Launch(_pack_kernel, (len(rows), triton.cdiv(largest, PACK_BLOCK)),
+        self.launch = Launch(_pack_kernel, (max(1, len(programs)),),
                              SRC_DTYPE={torch.float32: triton.language.float32,
                                         torch.bfloat16: triton.language.bfloat16,
                                         torch.float16: triton.language.float16}[src], BLOCK=PACK_BLOCK)
@@ -265,7 +270,7 @@ def _pack(pieces: Sequence, dtype: torch.dtype):
             _pack_plans.clear()
         plan = _pack_plans[key] = _PackPlan(pieces, dtype)
     out = torch.empty(plan.numel, dtype=dtype, device=plan.table.device)
-    plan.launch(plan.table, out)
+    plan.launch(plan.table, plan.programs, out)
     return out, plan
 
 

@@ -154,22 +154,29 @@ def _column_sums_kernel(a_ptr, out_a_ptr, c_a, s_a, b_ptr, out_b_ptr, c_b, s_b, 
 
 
 @triton.jit
-def _pack_kernel(table_ptr, out_ptr, SRC_DTYPE: tl.constexpr, BLOCK: tl.constexpr):
-    """Program (t, block): elements block * BLOCK.. of piece t, whose (address, numel, offset, row length, row
-    stride) are row t of the int64 table, cast to out's dtype: element i goes to offset + (i // row length) * row
-    stride + i % row length of out. Address 0 writes zeros."""
-    t = tl.program_id(0)
+def _pack_kernel(table_ptr, programs_ptr, out_ptr, SRC_DTYPE: tl.constexpr, BLOCK: tl.constexpr):
+    """Program p: row t = programs[2p] of the int64 table, elements programs[2p + 1] * BLOCK.. of that piece,
+    whose (address, numel, offset, row length, row stride) are row t, cast to out's dtype: element i goes to
+    offset + (i // row length) * row stride + i % row length of out (offset + i for a plain piece, whose row
+    length is its numel). Address 0 writes zeros. Only blocks that hold elements get a program."""
+    p = tl.program_id(0)
+    t = tl.load(programs_ptr + 2 * p)
+    block = tl.load(programs_ptr + 2 * p + 1)
     address = tl.load(table_ptr + 5 * t)
     src = address.to(tl.pointer_type(SRC_DTYPE))
     numel = tl.load(table_ptr + 5 * t + 1)
     offset = tl.load(table_ptr + 5 * t + 2)
     row_length = tl.load(table_ptr + 5 * t + 3)
     row_stride = tl.load(table_ptr + 5 * t + 4)
-    idx = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    idx = block * BLOCK + tl.arange(0, BLOCK)
     mask = idx < numel
-    value = tl.load(src + idx, mask=mask & (address != 0), other=0.0)
-    tl.store(out_ptr + offset + (idx // row_length) * row_stride + idx % row_length,
-             value.to(out_ptr.dtype.element_ty), mask=mask)
+    value = tl.load(src + idx, mask=mask & (address != 0), other=0.0).to(out_ptr.dtype.element_ty)
+    if row_length == numel:
+        tl.store(out_ptr + offset + idx, value, mask=mask)
+    else:  # a block of a BlockMatrix: pieces are far below 2^31 elements, so 32-bit division suffices
+        i32 = idx.to(tl.int32)
+        length = row_length.to(tl.int32)
+        tl.store(out_ptr + offset + (i32 // length).to(tl.int64) * row_stride + i32 % length, value, mask=mask)
 
 
 @triton.jit
