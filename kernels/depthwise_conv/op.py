@@ -34,6 +34,9 @@ class _ForwardPlan:
     def __init__(self, x, weight, bias, height, width, residual, silu):
         self.b, self.n, self.c, _, _ = check_inputs(x, (height, width), weight, bias, 'silu' if silu else None)
         self.num_cblocks, self.launch = _tap_sum(self.b, self.n, self.c, 1, True, silu, residual)
+        # strides are part of the plan's key (kernel_op.layout); the output is contiguous
+        self.args = (self.n, height, width, self.c, self.num_cblocks, *x.stride()[:2], *x.stride()[:2],
+                     self.n * self.c, self.c)
 
 
 class _BackwardPlan:
@@ -50,6 +53,11 @@ class _BackwardPlan:
                                   BLOCK_N=t['grad_block_n'], BLOCK_C=t['grad_block_c'], num_warps=t['grad_warps'],
                                   **self.taps.meta)
         self.num_cblocks, self.grad_input = _tap_sum(b, n, c, -1, False, False, residual)
+        # strides are part of the plan's key (kernel_op.layout); g is dy, or new and contiguous with the SiLU
+        g_strides = (n * c, c) if silu else dy.stride()[:2]
+        self.weight_args = (n, height, width, c, self.grad_cblocks, self.tokens_per_chunk, *x.stride()[:2],
+                            *dy.stride()[:2], *g_strides)
+        self.input_args = (n, height, width, c, self.num_cblocks, *g_strides, *dy.stride()[:2], *dx.stride()[:2])
 
 
 _forward_plans = Plans(_ForwardPlan)
@@ -62,8 +70,7 @@ def depthwise_conv_forward(x: Tensor, weight: Tensor, bias: Tensor, height: int,
     x = unit_last_stride(x)
     plan = _forward_plans((x, weight, bias), (height, width, residual, silu))
     out = torch.empty((plan.b, plan.n, plan.c), dtype=x.dtype, device=x.device)
-    plan.launch(x, weight, bias, x, out, plan.n, height, width, plan.c, plan.num_cblocks, x.stride(0), x.stride(1),
-                x.stride(0), x.stride(1), out.stride(0), out.stride(1))
+    plan.launch(x, weight, bias, x, out, *plan.args)
     return (out,)
 
 
@@ -73,14 +80,11 @@ def depthwise_conv_backward_into(dx: Tensor, dy: Tensor, x: Tensor, weight: Tens
     fine); returns (d weight, d bias)."""
     dy, x = unit_last_stride(dy), unit_last_stride(x)
     plan = _backward_plans((dx, dy, x, weight, bias), (height, width, residual, silu))
-    g = torch.empty_like(x) if silu else dy
+    g = torch.empty((plan.b, plan.n, plan.c), dtype=x.dtype, device=x.device) if silu else dy
     part = torch.empty(plan.part_shape, dtype=torch.float32, device=x.device)
     d_weight, d_bias = plan.taps.outputs(weight)
-    plan.grad_weight(x, dy, weight, bias, g, part, plan.n, height, width, plan.c, plan.grad_cblocks,
-                     plan.tokens_per_chunk, x.stride(0), x.stride(1), dy.stride(0), dy.stride(1), g.stride(0),
-                     g.stride(1), d_weight, d_bias, *plan.taps.args())
-    plan.grad_input(g, weight, weight, dy, dx, plan.n, height, width, plan.c, plan.num_cblocks, g.stride(0),
-                    g.stride(1), dy.stride(0), dy.stride(1), dx.stride(0), dx.stride(1))
+    plan.grad_weight(x, dy, weight, bias, g, part, *plan.weight_args, d_weight, d_bias, *plan.taps.args())
+    plan.grad_input(g, weight, weight, dy, dx, *plan.input_args)
     return d_weight, d_bias
 
 

@@ -167,7 +167,12 @@ class BackwardPlan:
                                                 lay.block_n('grad_q', 'grad_kv'))
         self.part_shape = (num_chunks, rows, 2 * lay.block_c ** 2 + lay.block_c)
         self.lepe_part_shape = (num_chunks, rows, 10, lay.block_c)
-        self.args = (n, height, width, tokens_per_chunk, lay.num_groups)
+        args = (n, height, width, tokens_per_chunk, lay.num_groups)
+        # strides are part of the plan's key (kernel_op.layout); dqk and dv are new and contiguous
+        qk_strides, v_strides, dy_strides = qk.stride()[:2], v.stride()[:2], grad_out.stride()[:2]
+        dqk_strides, dv_strides = (n * qk.shape[2], qk.shape[2]), (n * c, c)
+        self.grad_q_args = (*args, *qk_strides, *dy_strides, *dqk_strides)
+        self.grad_kv_args = (*args, *qk_strides, *v_strides, *dy_strides, *dqk_strides, *dv_strides)
         self.grad_q = Launch(_grad_q_kernel, (num_chunks, rows), SUM_PRECISION=lay.sum_precision,
                              **lay.meta('grad_q'))
         self.finish = FinishPairs(num_chunks, rows, 1.0, lay)
@@ -185,13 +190,10 @@ def linear_attention_backward(plan: BackwardPlan, grad_out, qk, v, lepe_weight, 
     dqk = torch.empty(qk.shape, dtype=qk.dtype, device=qk.device)
     dv = torch.empty(v.shape, dtype=v.dtype, device=v.device)
     part = torch.empty(plan.part_shape, dtype=torch.float32, device=qk.device)
-    plan.grad_q(qk, grad_out, cos, sin, stats, dqk, part, *plan.args, qk.stride(0), qk.stride(1),
-                grad_out.stride(0), grad_out.stride(1), dqk.stride(0), dqk.stride(1))
+    plan.grad_q(qk, grad_out, cos, sin, stats, dqk, part, *plan.grad_q_args)
     grads = plan.finish(part)
     lepe_part = torch.empty(plan.lepe_part_shape, dtype=torch.float32, device=qk.device)
     d_weight, d_bias = plan.taps.outputs(lepe_weight)
-    plan.grad_kv(qk, v, grad_out, cos, sin, grads, lepe_weight, dqk, dv, lepe_part, *plan.args,
-                 qk.stride(0), qk.stride(1), v.stride(0), v.stride(1), grad_out.stride(0), grad_out.stride(1),
-                 dqk.stride(0), dqk.stride(1), dv.stride(0), dv.stride(1), d_weight, d_bias,
-                 *plan.taps.args())
+    plan.grad_kv(qk, v, grad_out, cos, sin, grads, lepe_weight, dqk, dv, lepe_part, *plan.grad_kv_args, d_weight,
+                 d_bias, *plan.taps.args())
     return dqk, dv, d_weight, d_bias

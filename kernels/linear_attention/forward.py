@@ -115,12 +115,14 @@ class ForwardPlan:
                                                 lay.block_n('reduce'))
         self.part_shape = (num_chunks, rows, 2 * lay.block_c ** 2 + lay.block_c)
         self.reduce = Launch(_reduce_kv_kernel, (num_chunks, rows), **lay.meta('reduce'))
-        self.reduce_args = (n, height, width, tokens_per_chunk, lay.num_groups)
+        # strides are part of the plan's key (kernel_op.layout); the output is new and contiguous
+        self.reduce_args = (n, height, width, tokens_per_chunk, lay.num_groups, *qk.stride()[:2], *v.stride()[:2])
         self.finish = FinishPairs(num_chunks, rows, 1.0 / n, lay)
         tokens_per_program = lay.block_n('output') * lay.output_tiles
         self.output = Launch(_output_kernel, (triton.cdiv(n, tokens_per_program), rows),
                              SUM_PRECISION=lay.sum_precision, LEPE_UNROLL=lay.lepe_unroll, **lay.meta('output'))
-        self.output_args = (n, height, width, tokens_per_program, lay.num_groups)
+        self.output_args = (n, height, width, tokens_per_program, lay.num_groups, *qk.stride()[:2],
+                            *v.stride()[:2], n * c, c)
 
     @functools.cached_property
     def tables(self):
@@ -132,9 +134,8 @@ def linear_attention_forward(plan: ForwardPlan, qk, v, lepe_weight, lepe_bias, t
     ``tables``: the RoPE tables (cos, signed_sin) in the plan's table dtype, or None for the cached ones."""
     cos, sin = plan.tables if tables is None else tables
     part = torch.empty(plan.part_shape, dtype=torch.float32, device=qk.device)
-    plan.reduce(qk, v, cos, sin, part, *plan.reduce_args, qk.stride(0), qk.stride(1), v.stride(0), v.stride(1))
+    plan.reduce(qk, v, cos, sin, part, *plan.reduce_args)
     stats = plan.finish(part)
     out = torch.empty((plan.b, plan.n, plan.c), dtype=qk.dtype, device=qk.device)
-    plan.output(qk, v, cos, sin, stats, lepe_weight, lepe_bias, out, *plan.output_args, qk.stride(0), qk.stride(1),
-                v.stride(0), v.stride(1), out.stride(0), out.stride(1))
+    plan.output(qk, v, cos, sin, stats, lepe_weight, lepe_bias, out, *plan.output_args)
     return out, stats

@@ -170,7 +170,9 @@ class BackwardPlan:
         self.du_part_shape = (batch, channels, length)
         self.out_shapes = dict(du=(batch, u_groups, per_group, length), ddelta=(batch, channels, length),
                                dbc=(batch, groups, n_state, length))
-        self.args = (channels, length, per_group, states.shape[2], n_blocks, u_groups, dy.shape[1], reverse_from)
+        # the strides are part of the plan's key (kernel_op.layout), so they are fixed here
+        self.args = (channels, length, per_group, states.shape[2], n_blocks, u_groups, dy.shape[1], reverse_from,
+                     *u.stride()[:3], *delta.stride()[:2], *B.stride()[:3], *C.stride()[:3], *dy.stride()[:3])
         self.launch = Launch(_scan_backward_kernel, (n_blocks, batch), N_STATE=n_state, SOFTPLUS=delta_softplus,
                              **cfg)
         programs_bc, programs_u = triton.cdiv(n_bc, _FINISH_BLOCK), triton.cdiv(n_u, _FINISH_BLOCK)
@@ -191,10 +193,7 @@ def selective_scan_backward(plan, dy, u, delta, A, B, C, D, delta_bias, states):
     du = torch.empty(plan.out_shapes['du'], device=device, dtype=u.dtype)
     du_part = du if plan.sharing == 1 else torch.empty(plan.du_part_shape, device=device, dtype=torch.float32)
     ddelta = torch.empty(plan.out_shapes['ddelta'], device=device, dtype=delta.dtype)
-    plan.launch(u, delta, A, B, C, D, delta_bias, dy, states, du_part, ddelta, da, db, dc, dd, dbias, *plan.args,
-                u.stride(0), u.stride(1), u.stride(2), delta.stride(0), delta.stride(1),
-                B.stride(0), B.stride(1), B.stride(2), C.stride(0), C.stride(1), C.stride(2),
-                dy.stride(0), dy.stride(1), dy.stride(2))
+    plan.launch(u, delta, A, B, C, D, delta_bias, dy, states, du_part, ddelta, da, db, dc, dd, dbias, *plan.args)
     db_out = torch.empty(plan.out_shapes['dbc'], device=device, dtype=B.dtype)
     dc_out = torch.empty(plan.out_shapes['dbc'], device=device, dtype=C.dtype)
     da_out, dd_out, dbias_out = (torch.empty(t.shape, dtype=t.dtype, device=device) for t in (A, D, delta_bias))

@@ -67,7 +67,9 @@ class ForwardPlan:
         self.n_chunks = triton.cdiv(length, cfg['BLOCK_L'])
         self.y_shape = (batch, self.channels, length)
         self.states_shape = (batch, self.channels, self.n_chunks, n_state)
-        self.args = (self.channels, length, per_group, self.n_chunks, u_groups, reverse_from)
+        # the strides are part of the plan's key (kernel_op.layout), so they are fixed here
+        self.args = (self.channels, length, per_group, self.n_chunks, u_groups, reverse_from,
+                     *u.stride()[:3], *delta.stride()[:2], *B.stride()[:3], *C.stride()[:3])
         self.launch = Launch(_scan_forward_kernel, (triton.cdiv(self.channels, cfg['BLOCK_D']), batch),
                              N_STATE=n_state, SOFTPLUS=delta_softplus, **cfg)
 
@@ -77,7 +79,5 @@ def selective_scan_forward(plan, u, delta, A, B, C, D, delta_bias):
     u is (B, u_groups, KD / K, L), delta (B, KD, L); groups >= ``reverse_from`` run backwards."""
     y = torch.empty(plan.y_shape, device=u.device, dtype=torch.float32)
     states = torch.empty(plan.states_shape, device=u.device, dtype=torch.float32)
-    plan.launch(u, delta, A, B, C, D, delta_bias, y, states, *plan.args, u.stride(0), u.stride(1), u.stride(2),
-                delta.stride(0), delta.stride(1), B.stride(0), B.stride(1), B.stride(2), C.stride(0), C.stride(1),
-                C.stride(2))
+    plan.launch(u, delta, A, B, C, D, delta_bias, y, states, *plan.args)
     return y, states

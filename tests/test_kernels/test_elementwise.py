@@ -196,6 +196,20 @@ def test_pack_writes_block_matrices(dtype):
         pack([BlockMatrix([[p0, torch.randn(2, 2)]])], dtype)
 
 
+def test_pack_launches_only_blocks_that_hold_elements():
+    """One program per PACK_BLOCK elements of each piece (a large piece beside small ones adds no empty programs
+    to the small ones), and the launch plan is kept per set of pieces."""
+    from mlla_dense.kernels.elementwise import PACK_BLOCK, _pack
+    gen = torch.Generator().manual_seed(2)
+    big, small = torch.randn(3 * PACK_BLOCK + 5, generator=gen).to(DEVICE), torch.randn(7, generator=gen).to(DEVICE)
+    matrix = BlockMatrix([[small.view(1, 7), None], [None, small.view(1, 7)]])  # zero blocks get programs too
+    out, plan = _pack([big, small, matrix], torch.float32)
+    assert plan.launch.grid == (4 + 1 + 4, 1, 1)
+    assert plan.programs.tolist() == [[0, 0], [0, 1], [0, 2], [0, 3], [1, 0], [2, 0], [3, 0], [4, 0], [5, 0]]
+    torch.testing.assert_close(out, pack_reference([big, small, matrix], torch.float32), rtol=0, atol=0)
+    assert _pack([big, small, matrix], torch.float32)[1] is plan
+
+
 def test_cast_each_keeps_values_and_layouts():
     """Eleven tensors (two launches) of mixed dtypes and layouts, cast to bfloat16 and back to float32: each output
     is ``t.to(dtype)`` with t's strides, starts 128 bytes after another, and new inputs of the same layouts (new
