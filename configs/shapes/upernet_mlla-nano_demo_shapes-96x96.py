@@ -1,6 +1,6 @@
 # UperNet with the 1.9M-parameter MLLA-nano backbone on the generated shapes dataset, in minutes on a CPU
-# (make demo: from scratch, 1,000 iterations of 16 images on one core beside the Mask R-CNN training: 548-553 s
-# with this 48-channel UPerHead, val mIoU 0.637 and 0.644; 630-660 s with 64 channels, mIoU 0.599 to 0.635; README,
+# (make demo: from scratch, 1,000 iterations of 16 images on one core beside the Mask R-CNN training: 546-553 s
+# with this 48-channel UPerHead, val mIoU 0.52 to 0.644; 630-660 s with 64 channels, mIoU 0.599 to 0.635; README,
 # "The demo"). The narrow head keeps it light (its 3x3 bottleneck convolves the four levels concatenated, 4 x 48
 # channels, at a quarter of the crop); a small FCN auxiliary head on stage 3 (deep supervision) speeds up learning
 # the shape classes (mIoU 0.50 instead of 0.41 after 1,200 of 1,600 iterations from scratch, with lr 4e-3 instead of
