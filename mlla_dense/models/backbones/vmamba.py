@@ -32,12 +32,6 @@ ARCH_SETTINGS = {
     'base': dict(dims=128, depths=(2, 2, 15, 2), ssm_ratio=2.0, drop_path_rate=0.6),
 }
 # ImageNet checkpoints carry the classifier; output norms are new in the dense backbone.
-# Under torch.compile the blocks run as the eager fused blocks, outside the graph (a graph break per block), unless
-# this is set: compiled op by op with the Triton kernels, VMamba's outputs were 20% away from the eager model's on an
-# H200 (benchmarks/NOTES.md); the traced ops now copy gapped views first, which is to be verified on a GPU
-# (tests/test_models/test_compile.py, the vmamba case, sets it).
-COMPILE_BLOCKS_OP_BY_OP = False
-
 IGNORED_CHECKPOINT_KEYS = (r'classifier\..*',)
 NEW_LAYERS = (r'outnorm\d\..*',)
 
@@ -81,7 +75,7 @@ class VSSBlock(nn.Module):
     def fused(self, x) -> bool:
         """Whether the block runs as one :class:`VSSBlockFunction` on these tokens."""
         conv = self.op.conv2d
-        return (use_triton(x) and not (torch.compiler.is_compiling() and COMPILE_BLOCKS_OP_BY_OP)
+        return (use_triton(x) and not torch.compiler.is_compiling()
                 and conv.kernel_size == (3, 3) and conv.bias is None and self.mlp.drop.p == 0)
 
     def _forward(self, x, keep: Optional[torch.Tensor], packed: Optional[torch.Tensor] = None,
@@ -92,8 +86,7 @@ class VSSBlock(nn.Module):
                 keep = None
             elif keep is None:
                 keep = torch.rand(2, x.shape[0], device=x.device).add_(keep_prob).floor_()
-            run = _vss_block_outside_graph if torch.compiler.is_compiling() else vss_block
-            return run(self, x, keep, keep_prob, packed, a)
+            return vss_block(self, x, keep, keep_prob, packed, a)
         return self.forward_ops(x)
 
     def forward_ops(self, x):
@@ -108,10 +101,6 @@ class VSSBlock(nn.Module):
         the fused block's weight cast and state matrix -exp(A_logs), made by the backbone for all blocks at once,
         or None."""
         return recomputed(self._forward, x, keep, packed, a, enabled=self.with_cp)
-
-
-# the eager fused block, which torch.compile runs outside its graph (COMPILE_BLOCKS_OP_BY_OP)
-_vss_block_outside_graph = torch.compiler.disable(vss_block)
 
 
 def patch_embed(in_chans: int, dim: int) -> nn.Sequential:
