@@ -39,3 +39,7 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[8, 11], gamma=0.1)
 ]
+
+# paramwise_cfg (no weight decay on norms) in one parameter group per setting instead of one per parameter: the
+# same updates in a few multi-tensor launches (mlla_dense/runtime/merged_param_groups.py)
+optim_wrapper = dict(constructor='MergedParamGroupsConstructor')

@@ -30,3 +30,7 @@ model = dict(
     # RoIAlign pools bfloat16 features in float32 (mmcv has no bfloat16 RoIAlign), so bf16 AMP trains
     roi_head=dict(bbox_roi_extractor=dict(type='Float32RoIExtractor'),
                   mask_roi_extractor=dict(type='Float32RoIExtractor')))
+
+# paramwise_cfg (no weight decay on norms) in one parameter group per setting instead of one per parameter: the
+# same updates in a few multi-tensor launches (mlla_dense/runtime/merged_param_groups.py)
+optim_wrapper = dict(constructor='MergedParamGroupsConstructor')

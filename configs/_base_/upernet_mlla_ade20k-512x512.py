@@ -24,3 +24,7 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint='data/pretrained/mlla_t_in1k.pth')),
     decode_head=dict(type='UPerHeadFastLoss', in_channels=[64, 128, 256, 512], num_classes=150),
     auxiliary_head=dict(type='FCNHeadFastLoss', in_channels=256, num_classes=150))
+
+# paramwise_cfg (no weight decay on norms) in one parameter group per setting instead of one per parameter: the
+# same updates in a few multi-tensor launches (mlla_dense/runtime/merged_param_groups.py)
+optim_wrapper = dict(constructor='MergedParamGroupsConstructor')

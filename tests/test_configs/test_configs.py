@@ -125,6 +125,14 @@ def test_shipped_configs_train_with_cuda_graphs(path):
         assert backbone.get('cuda_graphs', 0) == 0
 
 
+@pytest.mark.parametrize('path', [c for c in CONFIGS if c.endswith(('_coco.py', '_ade20k-512x512.py'))],
+                         ids=osp.basename)
+def test_paramwise_settings_in_merged_parameter_groups(path):
+    """The COCO and ADE20K configs build their optimizer with one parameter group per distinct setting."""
+    cfg = Config.fromfile(path)
+    assert cfg.optim_wrapper.paramwise_cfg and cfg.optim_wrapper.constructor == 'MergedParamGroupsConstructor'
+
+
 def test_buckets_and_graphs_turn_off_from_the_command_line():
     from mmengine.config import DictAction
     cfg = Config.fromfile(osp.join(ROOT, 'configs/mlla/mask-rcnn_mlla-t_fpn_1x_coco.py'))
