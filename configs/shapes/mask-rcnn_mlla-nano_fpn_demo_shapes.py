@@ -9,7 +9,7 @@
 # images' colours, and on half of the images a random unsharp mask (RandomUnsharpMask: a halo along every edge), so
 # that a shape's rim may look unlike its inside (the detector had boxed only the inside of outlined shapes). Batches
 # are padded to multiples of 8 only (not 32: less padding to compute on; the backbone and the FPN take any size), and
-# AdamW runs fused (the same update, fewer kernels).
+# AdamW runs fused, over one parameter group per setting (the same update, fewer kernels).
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py', '../_base_/shapes_instance.py',
     'mmdet::_base_/default_runtime.py'
@@ -58,7 +58,8 @@ max_epochs = 7
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
-optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05, fused=True),
+optim_wrapper = dict(type='OptimWrapper', constructor='MergedParamGroupsConstructor',
+                     optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05, fused=True),
                      paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}), clip_grad=dict(max_norm=10))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),

@@ -125,10 +125,10 @@ def test_shipped_configs_train_with_cuda_graphs(path):
         assert backbone.get('cuda_graphs', 0) == 0
 
 
-@pytest.mark.parametrize('path', [c for c in CONFIGS if c.endswith(('_coco.py', '_ade20k-512x512.py'))],
-                         ids=osp.basename)
+@pytest.mark.parametrize('path', [c for c in CONFIGS if c.endswith(('_coco.py', '_ade20k-512x512.py', '_shapes.py',
+                                                                  '_shapes-96x96.py'))], ids=osp.basename)
 def test_paramwise_settings_in_merged_parameter_groups(path):
-    """The COCO and ADE20K configs build their optimizer with one parameter group per distinct setting."""
+    """The COCO, ADE20K and demo configs build their optimizer with one parameter group per distinct setting."""
     cfg = Config.fromfile(path)
     assert cfg.optim_wrapper.paramwise_cfg and cfg.optim_wrapper.constructor == 'MergedParamGroupsConstructor'
 
