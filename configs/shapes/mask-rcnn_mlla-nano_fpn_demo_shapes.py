@@ -1,15 +1,15 @@
-# Mask R-CNN with the 1.9M-parameter MLLA-nano backbone, trained from scratch on the generated shapes dataset in
-# minutes on a CPU (make demo: 7 epochs, 8 to 9.5 minutes on one core beside the UperNet training; box mAP 0.587 on
-# val with the seed below, 0.30 to 0.60 with random seeds). Lighter heads than COCO's: a 64-channel FPN with BatchNorm
-# (trains faster from scratch) on the first three stages only (strides 4, 8, 16: the shapes are 17 to 65 pixels, so
-# anchors of 16, 32 and 64 pixels cover them, and every RoI is pooled from stride 4 anyway), fewer proposals, 16
-# sampled RoIs per image and a 32-channel mask head (the mask head's convolutions on the positive RoIs were the
+# Mask R-CNN with the 1.9M-parameter MLLA-nano backbone, trained from scratch on the generated shapes dataset in minutes
+# on a CPU (make demo: 7 epochs, 8 to 9.5 minutes on one core beside the UperNet training; box mAP 0.587 to 0.607 on val
+# with the seed below on two machines, 0.30 to 0.60 with random seeds). Lighter heads than COCO's: a 64-channel FPN with
+# BatchNorm (trains faster from scratch) on the first three stages only (strides 4, 8, 16: the shapes are 17 to 65
+# pixels, so anchors of 16, 32 and 64 pixels cover them, and every RoI is pooled from stride 4 anyway), fewer proposals,
+# 16 sampled RoIs per image and a 32-channel mask head (the mask head's convolutions on the positive RoIs were the
 # largest cost late in training: a step took 0.68 s with 64 channels and 32 RoIs, 0.53 s with 32 channels, 0.60 s with
 # 16 RoIs), RoIAlign with one sample per bin. Colour jitter (PhotoMetricDistortion) against learning the training
-# images' colours, and on half of the images a random unsharp mask (RandomUnsharpMask: a halo along every edge), so
-# that a shape's rim may look unlike its inside (the detector had boxed only the inside of outlined shapes). Batches
-# are padded to multiples of 8 only (not 32: less padding to compute on; the backbone and the FPN take any size), and
-# AdamW runs fused, over one parameter group per setting (the same update, fewer kernels).
+# images' colours, and on half of the images a random unsharp mask (RandomUnsharpMask: a halo along every edge), so that
+# a shape's rim may look unlike its inside (the detector had boxed only the inside of outlined shapes). Batches are
+# padded to multiples of 8 only (not 32: less padding to compute on; the backbone and the FPN take any size), and AdamW
+# runs fused, over one parameter group per setting (the same update, fewer kernels).
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py', '../_base_/shapes_instance.py',
     'mmdet::_base_/default_runtime.py'
