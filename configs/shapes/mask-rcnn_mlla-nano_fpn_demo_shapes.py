@@ -9,7 +9,8 @@
 # images' colours, and on half of the images a random unsharp mask (RandomUnsharpMask: a halo along every edge), so that
 # a shape's rim may look unlike its inside (the detector had boxed only the inside of outlined shapes). Batches are
 # padded to multiples of 8 only (not 32: less padding to compute on; the backbone and the FPN take any size), and AdamW
-# runs fused, over one parameter group per setting (the same update, fewer kernels).
+# runs fused, over one parameter group per setting (fewer kernels; the same update but for the rounding of the gradient
+# clipping's norm, summed in the groups' order).
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py', '../_base_/shapes_instance.py',
     'mmdet::_base_/default_runtime.py'
