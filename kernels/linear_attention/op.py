@@ -51,3 +51,22 @@ def backward_reading(tables: Optional[Tuple[Tensor, Tensor]], grad_out, qk, v, l
 linear_attention_op = KernelOp('linear_attention', forward, backward, save=('qk', 'v', 'lepe_weight'),
                                grads_for=('qk', 'v', 'lepe_weight', 'lepe_bias'),
                                options=('height', 'width', 'num_heads'))
+
+
+def forward_with_tables(qk: Tensor, v: Tensor, lepe_weight: Tensor, lepe_bias: Tensor, rope_cos: Tensor,
+                        rope_sin: Tensor, height: int, width: int, num_heads: int) -> Tuple[Tensor, Tensor]:
+    """:func:`forward` on RoPE tables the caller built (once for several calls under torch.compile, where the
+    op's own tables would be built anew in each call's traced forward and backward)."""
+    return forward_reading((rope_cos, rope_sin), qk, v, lepe_weight, lepe_bias, height, width, num_heads)
+
+
+def backward_with_tables(grad_out: Tensor, qk: Tensor, v: Tensor, lepe_weight: Tensor, rope_cos: Tensor,
+                         rope_sin: Tensor, stats: Tensor, height: int, width: int,
+                         num_heads: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    return backward_reading((rope_cos, rope_sin), grad_out, qk, v, lepe_weight, stats, height, width, num_heads)
+
+
+linear_attention_with_tables_op = KernelOp(
+    'linear_attention_with_tables', forward_with_tables, backward_with_tables,
+    save=('qk', 'v', 'lepe_weight', 'rope_cos', 'rope_sin'), grads_for=('qk', 'v', 'lepe_weight', 'lepe_bias'),
+    options=('height', 'width', 'num_heads'))

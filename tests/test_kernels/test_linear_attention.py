@@ -247,3 +247,30 @@ def test_custom_op_registration(triton_backend):
     _, stats = linear_attention_op.forward_op(qk, v, weight, bias, 3, 5, 2)
     grads = linear_attention_op.backward_op(torch.randn_like(v), qk, v, weight, stats, 3, 5, 2)
     assert all(g.is_contiguous() for g in grads)
+
+
+def test_callers_rope_tables_give_the_same_results(triton_backend):
+    """With RoPE tables the caller built (``rope``, the op that takes them as inputs: torch.compile builds them once
+    per stage), the output and every gradient equal the op with its own tables, eager and under torch.compile; a
+    table of the wrong dtype is refused."""
+    from mlla_dense.kernels.linear_attention.op import linear_attention_with_tables_op
+    from mlla_dense.kernels.linear_attention.rope import build_rope_tables, table_dtype
+    qk, v, weight, bias = make_inputs(2, 5, 7, 32, torch.float32)
+    grad = torch.randn_like(v)
+    tables = build_rope_tables(5, 7, 32, v.device, table_dtype(v.dtype))
+    own = run_kernel(qk, v, weight, bias, (5, 7), 2, grad)
+    leaves = [t.detach().clone().requires_grad_() for t in (qk, v, weight, bias)]
+    out = linear_attention(leaves[0], leaves[1], (5, 7), 2, *leaves[2:], rope=tables)
+    given = out, torch.autograd.grad(out, leaves, grad)
+    assert torch.equal(own[0], given[0]) and all(torch.equal(a, b) for a, b in zip(own[1], given[1]))
+    with pytest.raises(ValueError, match='RoPE tables'):
+        linear_attention(qk, v, (5, 7), 2, weight, bias, rope=tuple(t.half() for t in tables))
+
+    def fn(qk, v, weight, bias):
+        rope = build_rope_tables(5, 7, 32, v.device, table_dtype(v.dtype))
+        return linear_attention(qk, v, (5, 7), 2, weight, bias, rope=rope).float().square().sum()
+
+    assert_one_graph_matching_eager(fn, (qk, v, weight, bias), 'aot_eager' if DEVICE == 'cpu' else 'inductor')
+    results = torch.library.opcheck(linear_attention_with_tables_op.forward_op,
+                                    (*[t.requires_grad_() for t in (qk, v, weight, bias)], *tables, 5, 7, 2))
+    assert set(results.values()) == {'SUCCESS'}, results

@@ -52,6 +52,7 @@ def assert_close(ours, theirs, tol):
 def test_mixer_equals_formula(switches):
     """Output and gradients (input and every parameter) of the mixer equal the formula's, evaluated pair by pair
     in plain_design_space.py. 1e-10 relative; with RoPE 1e-7 (the package's RoPE tables are float32)."""
+    torch.manual_seed(0)  # the initial weights and the input: the RoPE cases sit within 2x of their tolerance
     options = dict(dict(num_heads=2), **switches)
     module = perturbed(DesignSpaceMixer(8, **options))
     names = [name for name, _ in module.named_parameters()]

@@ -66,9 +66,9 @@ class DesignSpaceBlock(nn.Module):
             self.norm2 = nn.LayerNorm(dim)
             self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
-    def forward(self, x: torch.Tensor, hw_shape, keep=None, packed=None) -> torch.Tensor:
-        """x: (B, H*W, C) tokens; ``keep`` and ``packed`` (MLLA's drop-path masks and fused-block weight casts from
-        the shared stage walk) are unused: the drop paths here draw their own."""
+    def forward(self, x: torch.Tensor, hw_shape, keep=None, packed=None, casts=None, rope=None) -> torch.Tensor:
+        """x: (B, H*W, C) tokens; ``keep``, ``packed``, ``casts`` and ``rope`` (what MLLA's blocks take from the
+        shared stage walk) are unused: the drop paths here draw their own."""
         x = self._cpe(self.cpe1, x, hw_shape)
         y = MLLABlock._norm(self.norm1, x)
         if self.kind == 'transformer':
@@ -106,6 +106,10 @@ class DesignSpaceStage(nn.Module):
             self.downsample = None
 
     forward = MLLAStage.forward  # (stage output, its grid, input of the next stage, its grid)
+
+    def _rope_tables(self, x, hw_shape):
+        """None: the mixers build their own positional encodings."""
+        return None
 
 
 class SwinStem(nn.Module):
@@ -234,4 +238,8 @@ class LinearAttentionDesignSpace(PretrainedBackbone):
 
     def _packed_weights(self, x):
         """No weight casts made ahead, for the same reason."""
+        return None
+
+    def _product_casts(self, x):
+        """None, as :meth:`_packed_weights`."""
         return None

@@ -18,13 +18,16 @@ from torch import nn
 from mlla_dense.kernels.backend import use_triton
 from mlla_dense.kernels.depthwise_conv import depthwise_conv
 from mlla_dense.kernels.layer_norm import layer_norm
+from mlla_dense.kernels.linear_attention.rope import build_rope_tables, table_dtype
 from mlla_dense.registry import register_backbone
 from .pretrained_backbone import PretrainedBackbone
 from ..layers.autocast_layer_norm import autocast_layer_norm
+from ..layers.cast_products import cast_all, cast_product
 from ..layers.linear_attention import LinearAttention
 from ..layers.mlla_stem import PatchMerging, Stem
 from ..layers import mlla_block_op  # noqa: F401  (the fused block's ops for torch.compile)
 from ..layers.mlla_block_function import fused_dtypes, mlla_block, packed_parameters
+from ..layers.ss2d import compute_dtype
 from ..layers.mlp import Mlp
 from ..layers.recompute import recomputed
 from ..layers.silu_gate import silu_gate
@@ -53,7 +56,9 @@ class MLLABlock(nn.Module):
     as one autograd node with a hand-written backward (:func:`~mlla_dense.models.layers.mlla_block_function.
     mlla_block`), the same math in ~60 instead of ~110 launches per forward+backward; the op-by-op forward below
     is its specification and the path otherwise: on CPU, under torch.compile (which fuses the elementwise steps
-    itself), and for float32 tokens under autocast.
+    itself), and for float32 tokens under autocast. Compiled, it takes from the backbone what would otherwise be
+    made per block, each a kernel launch or more: its products' weights cast once for all blocks
+    (cast_products.py), its drop-path masks drawn once, and its stage's RoPE tables.
 
     With ``recompute`` the MLP branch keeps only its input for the backward and runs its forward again there:
     its LayerNorm output and the 4x wider hidden activations (before and after GELU), 9 of the block's 22
@@ -85,10 +90,13 @@ class MLLABlock(nn.Module):
                 and fused_dtypes(x))
 
     def forward(self, x: torch.Tensor, hw_shape, keep: Optional[torch.Tensor] = None,
-                packed: Optional[torch.Tensor] = None) -> torch.Tensor:
+                packed: Optional[torch.Tensor] = None, casts: Optional[dict] = None,
+                rope: Optional[tuple] = None) -> torch.Tensor:
         """x: (B, H*W, C) tokens. ``keep`` (2, B), per-sample drop-path masks (0. or 1.) of the two branches drawn
         by the backbone for all blocks at once; drawn here when needed and not given. ``packed``: the fused
-        block's weight cast, made by the backbone for all blocks at once, or None."""
+        block's weight cast, made by the backbone for all blocks at once, or None. Op by op under torch.compile,
+        made once for all blocks instead of in each: ``casts``, the products' weight casts (:meth:`product_weights`),
+        and ``rope``, the linear attention's RoPE tables of the stage, or None."""
         if self.fused(x):
             keep_prob = 1.0 - self.drop_path.drop_prob if isinstance(self.drop_path, DropPath) else 1.0
             if not self.training or keep_prob == 1.0:
@@ -96,29 +104,56 @@ class MLLABlock(nn.Module):
             elif keep is None:
                 keep = torch.rand(2, x.shape[0], device=x.device).add_(keep_prob).floor_()
             return mlla_block(self, x, hw_shape, keep, keep_prob, packed)
-        return self.forward_ops(x, hw_shape)
+        return self.forward_ops(x, hw_shape, casts, keep, rope)
 
-    def forward_ops(self, x: torch.Tensor, hw_shape) -> torch.Tensor:
-        """The block op by op (drop path by the DropPath modules)."""
+    def forward_ops(self, x: torch.Tensor, hw_shape, casts: Optional[dict] = None,
+                    keep: Optional[torch.Tensor] = None, rope: Optional[tuple] = None) -> torch.Tensor:
+        """The block op by op; ``casts``, ``keep`` and ``rope`` as in :meth:`forward` (drop path by the DropPath
+        modules where ``keep`` is None)."""
         x = depthwise_conv(x, hw_shape, self.cpe1.weight, self.cpe1.bias, residual=True)
         shortcut = x
-        gate, x = recomputed(self._gate_and_input, x, enabled=self.recompute, random=False)
+        gate, x = recomputed(self._gate_and_input, x, casts, enabled=self.recompute, random=False)
         x = depthwise_conv(x, hw_shape, self.dwc.weight, self.dwc.bias, activation='silu')
-        x = self.attn(x, hw_shape)
-        x = shortcut + self.drop_path(self.out_proj(silu_gate(x, gate)))
+        x = self.attn(x, hw_shape, qk=None if casts is None else self._product('qk', x, casts), rope=rope)
+        x = shortcut + self._drop_path(self._product('out', silu_gate(x, gate), casts), keep, 0)
         x = depthwise_conv(x, hw_shape, self.cpe2.weight, self.cpe2.bias, residual=True)
-        return x + self.drop_path(recomputed(self._mlp_branch, x, enabled=self.recompute))
+        return x + self._drop_path(recomputed(self._mlp_branch, x, casts, enabled=self.recompute), keep, 1)
 
-    def _gate_and_input(self, x: torch.Tensor):
+    def _drop_path(self, branch: torch.Tensor, keep: Optional[torch.Tensor], index: int) -> torch.Tensor:
+        """Drop path of branch ``index`` (0: attention, 1: MLP): with the masks ``keep`` where given (mmcv
+        DropPath's arithmetic on them), else by the DropPath module, which draws its own."""
+        if keep is None or not isinstance(self.drop_path, DropPath) or not self.training:
+            return self.drop_path(branch)
+        return branch.div(1.0 - self.drop_path.drop_prob) * keep[index].to(branch.dtype).view(-1, 1, 1)
+
+    def _gate_and_input(self, x: torch.Tensor, casts: Optional[dict]):
         """(act_proj(LN(x)), in_proj(LN(x))) as views of one product: one GEMM, and its input (cast once under
         autocast) is stored once for the backward instead of twice."""
-        x = self._norm(self.norm1, x)
-        weight = torch.cat((self.act_proj.weight, self.in_proj.weight))
-        bias = torch.cat((self.act_proj.bias, self.in_proj.bias))
-        return F.linear(x, weight, bias).chunk(2, dim=-1)
+        return self._product('gate', self._norm(self.norm1, x), casts).chunk(2, dim=-1)
 
-    def _mlp_branch(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self._norm(self.norm2, x))
+    def _mlp_branch(self, x: torch.Tensor, casts: Optional[dict]) -> torch.Tensor:
+        x = self._norm(self.norm2, x)
+        if casts is None:
+            return self.mlp(x)
+        return self.mlp.drop(self._product('fc2', self.mlp.drop(self.mlp.act(self._product('fc1', x, casts))),
+                                           casts))
+
+    def product_weights(self) -> dict:
+        """{product: (weights, biases)}: the Linears of each product the block computes, whose rows stack when
+        there are several (act_proj and in_proj form the gate's one product)."""
+        linears = dict(gate=(self.act_proj, self.in_proj), qk=(self.attn.qk,), out=(self.out_proj,),
+                       fc1=(self.mlp.fc1,), fc2=(self.mlp.fc2,))
+        return {name: ([m.weight for m in mods], [m.bias for m in mods]) for name, mods in linears.items()}
+
+    def _product(self, name: str, x: torch.Tensor, casts: Optional[dict]) -> torch.Tensor:
+        """Product ``name`` of :meth:`product_weights` on x: on its cast weights from ``casts`` (name -> (weight
+        cast, bias cast)) when given, else on the Linears' weights (autocast casts them)."""
+        weights, biases = self.product_weights()[name]
+        if casts is not None:
+            return cast_product(x, weights, biases, *casts[name])
+        if len(weights) == 1:
+            return F.linear(x, weights[0], biases[0])
+        return F.linear(x, torch.cat(weights), torch.cat(biases))
 
     @staticmethod
     def _norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
@@ -141,16 +176,26 @@ class MLLAStage(nn.Module):
             for i in range(depth))
         self.downsample = PatchMerging(dim, recompute_expansion=recompute_wide) if downsample else None
 
-    def forward(self, x, hw_shape, keep: Optional[torch.Tensor] = None, packed: Optional[list] = None):
+    def forward(self, x, hw_shape, keep: Optional[torch.Tensor] = None, packed: Optional[list] = None,
+                casts: Optional[list] = None):
         """Returns (stage output, its grid, input of the next stage, its grid); ``keep`` (depth, 2, B): the
-        blocks' drop-path masks, or None; ``packed``: the blocks' weight casts, or None."""
+        blocks' drop-path masks, or None; ``packed``, ``casts``: the blocks' weight casts (MLLABlock.forward), or
+        None. Op by op under torch.compile, the stage builds its RoPE tables once for its blocks."""
+        rope = self._rope_tables(x, hw_shape)
         for i, block in enumerate(self.blocks):
             x = recomputed(block, x, hw_shape, None if keep is None else keep[i], None if packed is None else packed[i],
-                           enabled=self.with_cp)
+                           None if casts is None else casts[i], rope, enabled=self.with_cp)
         if self.downsample is None:
             return x, hw_shape, x, hw_shape
         x_down, down_shape = self.downsample(x, hw_shape)
         return x, hw_shape, x_down, down_shape
+
+    def _rope_tables(self, x: torch.Tensor, hw_shape) -> Optional[tuple]:
+        """The RoPE tables of the blocks' linear attention, built once for the stage where the blocks run op by op
+        under torch.compile (each block's op would build them in its traced forward and backward); else None."""
+        if not torch.compiler.is_compiling() or self.blocks[0].fused(x):
+            return None
+        return build_rope_tables(*hw_shape, x.shape[-1], x.device, table_dtype(compute_dtype(x)))
 
 
 @register_backbone
@@ -274,16 +319,43 @@ class MLLA(PretrainedBackbone):
                     m.eval()
         return self
 
+    def _blocks_take_masks(self, x: torch.Tensor) -> bool:
+        """The fused blocks, and the blocks op by op under torch.compile (one draw instead of one per block)."""
+        return self.layers[0].blocks[0].fused(x) or torch.compiler.is_compiling()
+
+    def _product_casts(self, x: torch.Tensor) -> Optional[list]:
+        """Under torch.compile with the blocks op by op and autocast to a dtype other than the weights': per block,
+        {product: (weight cast, bias cast)} of its products (MLLABlock.product_weights), all cast in one foreach
+        copy (cast_products.py); None otherwise."""
+        blocks = [b for layer in self.layers for b in layer.blocks]
+        kind = x.device.type
+        if (not torch.compiler.is_compiling() or blocks[0].fused(x) or not torch.is_autocast_enabled(kind)
+                or torch.get_autocast_dtype(kind) == blocks[0].out_proj.weight.dtype):
+            return None
+        products = [block.product_weights() for block in blocks]
+        sources = []
+        with torch.no_grad():
+            for block in products:
+                for weights, biases in block.values():
+                    sources.append(weights[0] if len(weights) == 1 else torch.cat(weights))
+                    if biases[0] is not None:
+                        sources.append(biases[0] if len(biases) == 1 else torch.cat(biases))
+        casts = iter(cast_all(sources, torch.get_autocast_dtype(kind)))
+        return [{name: (next(casts), None if biases[0] is None else next(casts))
+                 for name, (weights, biases) in block.items()} for block in products]
+
     def forward_features(self, x: torch.Tensor):
         x, hw_shape = self.patch_embed(x)
         x = self.pos_drop(x)
         keep = self._drop_path_masks(x)
         packed = self._packed_weights(x)
+        casts = self._product_casts(x)
         outs = []
         for i, stage in enumerate(self.layers):
             blocks = slice(self.block_offsets[i], self.block_offsets[i + 1])
             out, out_shape, x, hw_shape = stage(x, hw_shape, None if keep is None else keep[blocks],
-                                                None if packed is None else packed[blocks])
+                                                None if packed is None else packed[blocks],
+                                                None if casts is None else casts[blocks])
             if i in self.out_indices:
                 out = autocast_layer_norm(getattr(self, f'norm{i}'), out)
                 outs.append(out.reshape(-1, *out_shape, out.shape[-1]).permute(0, 3, 1, 2).contiguous())

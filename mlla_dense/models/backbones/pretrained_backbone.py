@@ -23,7 +23,8 @@ class PretrainedBackbone(BaseModule):
     ``out_indices``, ``frozen_stages`` and one output norm per index named ``<out_norm_prefix><i>``, and compute
     their outputs in ``forward_features``.
 
-    Their blocks take per-sample drop-path masks as inputs when they run fused (``blocks[j].fused(x)``):
+    Their blocks take per-sample drop-path masks as inputs when they run fused (``blocks[j].fused(x)``; MLLA's
+    also op by op under torch.compile, :meth:`_blocks_take_masks`):
     :meth:`_drop_path_masks` draws every block's masks at once, three launches per forward instead of three per
     block, and :meth:`_packed_weights` casts every block's product weights (the parameters that
     ``packed_block_parameters(block, batch)`` names) in one launch instead of one per block.
@@ -75,10 +76,14 @@ class PretrainedBackbone(BaseModule):
         """(blocks, 2, B) masks of 0. and 1. for the two branches of each block (mmcv's DropPath draw:
         floor(keep_prob + uniform)), block i keeping a sample with probability ``keep_probs[i]``; None when not
         training, when no block drops paths, or when the blocks do not run fused on ``x`` (tokens)."""
-        if not (self.training and self.drop_path_rate and self.layers[0].blocks[0].fused(x)):
+        if not (self.training and self.drop_path_rate and self._blocks_take_masks(x)):
             return None
         r = torch.rand(len(self.keep_probs), 2, x.shape[0], device=x.device)
         return r.add_(self.keep_probs.view(-1, 1, 1)).floor_()
+
+    def _blocks_take_masks(self, x: torch.Tensor) -> bool:
+        """Whether the blocks apply drop path with the backbone's masks on tokens ``x`` (the fused blocks do)."""
+        return self.layers[0].blocks[0].fused(x)
 
     @staticmethod
     def _init_layer(m):

@@ -1,4 +1,6 @@
 """The linear attention module of an MLLA block (parameter names as in the official code)."""
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -26,9 +28,12 @@ class LinearAttention(nn.Module):
         self.qk = nn.Linear(dim, dim * 2, bias=qkv_bias)
         self.lepe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
 
-    def forward(self, x: torch.Tensor, hw_shape) -> torch.Tensor:
-        """x: (B, H*W, C) tokens of an ``hw_shape`` grid -> (B, H*W, C)."""
-        return linear_attention(self.qk(x), x, hw_shape, self.num_heads, self.lepe.weight, self.lepe.bias)
+    def forward(self, x: torch.Tensor, hw_shape, qk: Optional[torch.Tensor] = None,
+                rope: Optional[tuple] = None) -> torch.Tensor:
+        """x: (B, H*W, C) tokens of an ``hw_shape`` grid -> (B, H*W, C); ``qk``: ``self.qk(x)`` where the caller
+        computed it already; ``rope``: the RoPE tables (rope.build_rope_tables) where the caller built them."""
+        qk = self.qk(x) if qk is None else qk
+        return linear_attention(qk, x, hw_shape, self.num_heads, self.lepe.weight, self.lepe.bias, rope)
 
     def extra_repr(self) -> str:
         return f'dim={self.dim}, num_heads={self.num_heads}'
