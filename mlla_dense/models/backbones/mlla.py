@@ -327,9 +327,11 @@ class MLLA(PretrainedBackbone):
         """Under torch.compile with the blocks op by op and autocast to a dtype other than the weights': per block,
         {product: (weight cast, bias cast)} of its products (MLLABlock.product_weights), all cast in one foreach
         copy (cast_products.py); None otherwise."""
+        if not torch.compiler.is_compiling():
+            return None
         blocks = [b for layer in self.layers for b in layer.blocks]
         kind = x.device.type
-        if (not torch.compiler.is_compiling() or blocks[0].fused(x) or not torch.is_autocast_enabled(kind)
+        if (blocks[0].fused(x) or not torch.is_autocast_enabled(kind)
                 or torch.get_autocast_dtype(kind) == blocks[0].out_proj.weight.dtype):
             return None
         products = [block.product_weights() for block in blocks]
