@@ -138,17 +138,23 @@ class MLLABlock(nn.Module):
         return self.mlp.drop(self._product('fc2', self.mlp.drop(self.mlp.act(self._product('fc1', x, casts))),
                                            casts))
 
+    # the Linears of each product the block computes, whose rows stack when there are several (act_proj and
+    # in_proj form the gate's one product)
+    PRODUCTS = dict(gate=('act_proj', 'in_proj'), qk=('attn.qk',), out=('out_proj',), fc1=('mlp.fc1',),
+                    fc2=('mlp.fc2',))
+
     def product_weights(self) -> dict:
-        """{product: (weights, biases)}: the Linears of each product the block computes, whose rows stack when
-        there are several (act_proj and in_proj form the gate's one product)."""
-        linears = dict(gate=(self.act_proj, self.in_proj), qk=(self.attn.qk,), out=(self.out_proj,),
-                       fc1=(self.mlp.fc1,), fc2=(self.mlp.fc2,))
-        return {name: ([m.weight for m in mods], [m.bias for m in mods]) for name, mods in linears.items()}
+        """{product: (weights, biases)} of every product in PRODUCTS."""
+        return {name: self._product_weights(name) for name in self.PRODUCTS}
+
+    def _product_weights(self, name: str):
+        linears = [self.get_submodule(path) for path in self.PRODUCTS[name]]
+        return [m.weight for m in linears], [m.bias for m in linears]
 
     def _product(self, name: str, x: torch.Tensor, casts: Optional[dict]) -> torch.Tensor:
-        """Product ``name`` of :meth:`product_weights` on x: on its cast weights from ``casts`` (name -> (weight
-        cast, bias cast)) when given, else on the Linears' weights (autocast casts them)."""
-        weights, biases = self.product_weights()[name]
+        """Product ``name`` of PRODUCTS on x: on its cast weights from ``casts`` (name -> (weight cast, bias
+        cast)) when given, else on the Linears' weights (autocast casts them)."""
+        weights, biases = self._product_weights(name)
         if casts is not None:
             return cast_product(x, weights, biases, *casts[name])
         if len(weights) == 1:
