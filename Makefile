@@ -8,6 +8,7 @@ PIP := $(PYTHON) -m pip install --constraint requirements/constraints.txt
 STAMP := $(VENV)/.mlla_dense-installed
 TORCH_CPU ?= torch==2.13.0
 TRITON ?= triton==3.6.0
+TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
 .PHONY: setup test demo clean
@@ -30,8 +31,10 @@ $(STAMP): setup.py requirements/build.txt requirements/runtime.txt requirements/
 	$(PYTHON) -c "import mlla_dense, mmcv.ops; print('mlla_dense', mlla_dense.__version__, 'ready')"
 	touch $(STAMP)
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist; one torch thread each): its tests are single-threaded,
+# so two workers take about half the wall time on two cores. TEST_WORKERS=0 runs it in this process.
 test: $(STAMP)
-	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+	$(PYTHON) -m pytest tests -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PYTHON) tools/demo.py

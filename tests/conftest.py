@@ -2,7 +2,8 @@
 
 TRITON_INTERPRET must be set before Triton compiles (decorates) any kernel, so it is set here, before the
 package is imported. With CUDA present the kernels compile for the GPU and `gpu`-marked tests run.
-The tests folder is put on sys.path for the shared helpers (helpers.py, plain_mlla.py).
+The tests folder is put on sys.path for the shared helpers (helpers.py, plain_mlla.py). Under pytest-xdist (make
+test runs two workers) each worker keeps to one torch thread.
 """
 import contextlib
 import os
@@ -18,6 +19,8 @@ if not torch.cuda.is_available():
     import torch._functorch.config
     torch._functorch.config.decompose_custom_triton_ops = False
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    torch.set_num_threads(1)  # the workers share the cores (make test): one thread each, not oversubscribed
 
 
 def pytest_addoption(parser):

@@ -65,7 +65,13 @@ class Layout:
         elements = TUNING['pass_elements']
         tiles = triton.cdiv(self.state_size, elements)
         _state_pass_kernel[(rows, tiles)](local, states, chunks, BK=self.block_k, BV=self.block_v, E=elements,
-                                          P=self.pass_chunks, BACKWARD=backward, num_warps=TUNING['pass_warps'])
+                                          P=self.pass_width(chunks), BACKWARD=backward,
+                                          num_warps=TUNING['pass_warps'])
+
+    def pass_width(self, chunks: int) -> int:
+        """Chunks per step of the state pass: ``pass_chunks``, or fewer for shorter sequences (a pass over 4
+        chunks would otherwise scan 32 positions, 28 of them masked)."""
+        return min(self.pass_chunks, max(2, triton.next_power_of_2(chunks)))
 
 
 def _bnh(t):

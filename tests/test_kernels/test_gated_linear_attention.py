@@ -218,9 +218,10 @@ def test_custom_op_registration(triton_backend):
     assert all(gr.is_contiguous() and gr.shape == t.shape for gr, t in zip(grads, (q, k, v, g)))
 
 
-# MLLA-T stages for a 2x3x800x1344 input (two heads of 32 channels at stage 1), stage 1 of 64x224x224.
+# MLLA-T stages for a 2x3x800x1344 input (two heads of 32 channels at stage 1), stages 1, 3 and 4 of 64x224x224
+# (the last two batch-cut to 8: sequences of a few chunks, whose state pass takes fewer chunks per step).
 GPU_SHAPES = [(2, 200, 336, 2, 32, 32), (2, 100, 168, 4, 32, 32), (2, 50, 84, 8, 32, 32), (2, 25, 42, 16, 32, 32),
-              (64, 56, 56, 2, 32, 32)]
+              (64, 56, 56, 2, 32, 32), (8, 14, 14, 8, 32, 32), (8, 7, 7, 16, 32, 32)]
 
 
 @pytest.mark.gpu
