@@ -11,10 +11,13 @@ from .forward import _chunk_output_kernel, _chunk_state_kernel
 
 # Chunk lengths by decay kind (one per head: (T, T) products on tensor cores; one per key channel: (T, T, 16)
 # elementwise weights per 16-channel key slice), warps of the chunk kernels (8 for the backward and for wide
-# tiles: the sm_90 compile check showed 4 warps spilling there), state-pass elements per program and chunks per
-# step (swept on an H200, benchmarks/results/gated_linear_attention_h200.log; the chunk sizes are not swept).
+# tiles: the sm_90 compile check showed 4 warps spilling there), the state pass's elements per program and
+# chunks per step, narrow for grids of few (batch, head) rows and wide from ``pass_wide_programs`` programs on
+# (swept on an H200 at 2x800x1344 and 64x224x224, benchmarks/results/gated_linear_attention_h200.log and
+# design_space_forget_gate_profile_twenty_first_session.json; the chunk sizes are not swept).
 TUNING = dict(chunk=dict(head=64, channel=16), key_slice=16, value_block=64, num_warps=4, wide_warps=8,
-              wide_tile=64 * 64, pass_elements=16, pass_chunks=32, pass_warps=4)
+              wide_tile=64 * 64, pass_narrow=dict(elements=16, chunks=32), pass_wide=dict(elements=64, chunks=8),
+              pass_wide_programs=1024, pass_warps=4)
 
 
 class Layout:
@@ -25,19 +28,18 @@ class Layout:
     small test sequences cross several, and operands are float32 (the interpreter multiplies bfloat16 tiles as
     integers), and the state pass takes two chunks per step, so that they cross several steps.
 
-    The backward, and the forward's chunk states it reads, multiply float32 operands ('tf32x3') whatever the
-    input dtype: the log decays' gradient sums terms q dq - k dk that nearly cancel (backward.py), and 16-bit
-    dO, decayed keys or states (0.1-0.3% per term) made it several percent off at MLLA-T's stage-1 length
-    (67,200 tokens; benchmarks/NOTES.md)."""
+    The backward, and the forward's chunk states it reads (where a backward follows), multiply float32 operands
+    ('tf32x3') whatever the input dtype: the log decays' gradient sums terms q dq - k dk that nearly cancel
+    (backward.py), and 16-bit dO, decayed keys or states (0.1-0.3% per term) made it several percent off at
+    MLLA-T's stage-1 length (67,200 tokens; benchmarks/NOTES.md)."""
 
     def __init__(self, q: torch.Tensor, v: torch.Tensor, per_channel: bool):
-        interpreted = os.environ.get('TRITON_INTERPRET') == '1'
+        self.interpreted = interpreted = os.environ.get('TRITON_INTERPRET') == '1'
         self.k, self.v = q.shape[-1], v.shape[-1]
         self.block_k = max(16, triton.next_power_of_2(self.k))
         self.block_v = max(16, triton.next_power_of_2(self.v))
         self.per_channel = per_channel
         self.chunk = 16 if interpreted else TUNING['chunk']['channel' if per_channel else 'head']
-        self.pass_chunks = 2 if interpreted else TUNING['pass_chunks']
         self.key_slice = min(self.block_k, TUNING['key_slice']) if per_channel else self.block_k
         self.value_block = min(self.block_v, TUNING['value_block'])
         self.dot_dtype = tl.bfloat16 if q.dtype == torch.bfloat16 and not interpreted else tl.float32
@@ -62,16 +64,21 @@ class Layout:
         """Chunk-local states (rows, chunks, state_size) -> ``states``: those entering (leaving, ``backward``)
         each chunk."""
         rows, chunks, _ = local.shape
-        elements = TUNING['pass_elements']
+        elements, per_step = self.pass_tiling(rows, chunks)
         tiles = triton.cdiv(self.state_size, elements)
         _state_pass_kernel[(rows, tiles)](local, states, chunks, BK=self.block_k, BV=self.block_v, E=elements,
-                                          P=self.pass_width(chunks), BACKWARD=backward,
-                                          num_warps=TUNING['pass_warps'])
+                                          P=per_step, BACKWARD=backward, num_warps=TUNING['pass_warps'])
 
-    def pass_width(self, chunks: int) -> int:
-        """Chunks per step of the state pass: ``pass_chunks``, or fewer for shorter sequences (a pass over 4
-        chunks would otherwise scan 32 positions, 28 of them masked)."""
-        return min(self.pass_chunks, max(2, triton.next_power_of_2(chunks)))
+    def pass_tiling(self, rows: int, chunks: int):
+        """(state elements per program, chunks per step) of the state pass over ``rows`` (batch, head) rows. With
+        few rows the pass's sequential chain sets its time: narrow programs, long steps; with many the GPU is full
+        anyway and the work per step counts: wide programs, short steps. Never more chunks per step than the
+        sequence has (a pass over 4 chunks would otherwise scan 32 positions, 28 of them masked)."""
+        wide = TUNING['pass_wide']
+        tiling = wide if rows * triton.cdiv(self.state_size, wide['elements']) >= TUNING['pass_wide_programs'] \
+            else TUNING['pass_narrow']
+        per_step = 2 if self.interpreted else tiling['chunks']
+        return tiling['elements'], min(per_step, max(2, triton.next_power_of_2(chunks)))
 
 
 def _bnh(t):
@@ -85,25 +92,29 @@ def _grid_args(q, grid):
     return n, h, grid_h, grid_w
 
 
-def forward(q, k, v, log_decay, directions, grid):
-    """(o (B, N, H, V) float32, z (B, N, H) float32, states (directions, B*H, chunks, state_size) float32)."""
+def forward(q, k, v, log_decay, directions, grid, keep_states=True):
+    """(o (B, N, H, V) float32, z (B, N, H) float32, states (directions, B*H, chunks, state_size) float32). Without
+    ``keep_states`` (no backward follows) the chunk states take the forward's operand dtype (16-bit products for
+    bfloat16 inputs, see :class:`Layout`), one direction's at a time, and states is None."""
     b, n, h, _ = q.shape
     lay = Layout(q, v, log_decay.dim() == 4)
     chunks = lay.num_chunks(n)
     o = torch.empty((b, n, h, lay.v), dtype=torch.float32, device=q.device)
     z = torch.empty((b, n, h), dtype=torch.float32, device=q.device)
-    states = torch.empty((len(directions), b * h, chunks, lay.state_size), dtype=torch.float32, device=q.device)
+    states = torch.empty((len(directions) if keep_states else 1, b * h, chunks, lay.state_size),
+                         dtype=torch.float32, device=q.device)
     local = torch.empty_like(states[0])
     sizes = _grid_args(q, grid)
     for i, direction in enumerate(directions):
+        entering = states[i if keep_states else 0]
         _chunk_state_kernel[(chunks, b * h)](k, v, k, log_decay, local, *sizes, chunks, *_bnh(k), *_bnh(v),
                                              0, 0, 0, *_bnh(log_decay), FROM_START=False, HAS_W=False,
-                                             **lay.meta(direction, exact_products=True))
-        lay.pass_states(local, states[i], backward=False)
-        _chunk_output_kernel[(chunks, b * h)](q, k, v, log_decay, states[i], o, z, *sizes, chunks, *_bnh(q),
+                                             **lay.meta(direction, exact_products=keep_states))
+        lay.pass_states(local, entering, backward=False)
+        _chunk_output_kernel[(chunks, b * h)](q, k, v, log_decay, entering, o, z, *sizes, chunks, *_bnh(q),
                                               *_bnh(k), *_bnh(v), *_bnh(log_decay), *_bnh(o), *_bnh(z),
                                               ACCUMULATE=i > 0, **lay.meta(direction))
-    return o, z, states
+    return o, z, states if keep_states else None
 
 
 def backward(do, dz, q, k, v, log_decay, states, directions, grid):

@@ -92,8 +92,11 @@ gated_linear_attention_fwd.register_autograd(_custom_op_backward, setup_context=
 
 
 def gated_linear_attention_triton(q, k, v, log_decay, directions, grid) -> Tuple[Tensor, Tensor]:
-    """The Triton path: custom op while torch.compile traces, autograd.Function otherwise."""
+    """The Triton path: custom op while torch.compile traces, autograd.Function where a backward may follow, the
+    forward alone (no states kept) otherwise."""
     args = (q, k, v, log_decay, ','.join(directions), list(grid) if grid is not None else [])
     if torch.compiler.is_compiling():
         return gated_linear_attention_fwd(*args)[:2]
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, log_decay))):
+        return launch.forward(*_inputs(q, k, v, log_decay), directions, grid, keep_states=False)[:2]
     return GatedLinearAttentionFunction.apply(*args)

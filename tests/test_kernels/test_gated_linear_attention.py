@@ -9,6 +9,7 @@ import torch
 from helpers import assert_one_graph_matching_eager
 
 from mlla_dense.kernels.gated_linear_attention import gated_linear_attention, gated_linear_attention_reference
+from mlla_dense.kernels.gated_linear_attention import launch
 from mlla_dense.kernels.gated_linear_attention.op import gated_linear_attention_bwd, gated_linear_attention_fwd
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -158,6 +159,43 @@ def test_unused_normalizer_and_output(triton_backend):
             assert (r is None and not a.abs().sum()) or rel_err(a, r) < 1e-5
 
 
+@pytest.mark.parametrize('per_channel', [False, True])
+def test_wide_state_pass(triton_backend, monkeypatch, per_channel):
+    """The state pass's tiling for many (batch, head) rows (64 state elements per program; 576 per row here, so
+    the last program's are partly masked), forced on a small case."""
+    monkeypatch.setitem(launch.TUNING, 'pass_wide', dict(elements=64, chunks=8))
+    monkeypatch.setitem(launch.TUNING, 'pass_wide_programs', 1)
+    check(1, 4, 9, 3, 20, 16, per_channel, ALL, torch.float32, 1e-5)
+
+
+def test_state_pass_tiling_follows_the_grid(monkeypatch):
+    """Few rows: narrow programs; from ``pass_wide_programs`` programs on: wide ones; never more chunks per step
+    than the sequence has (at least two)."""
+    monkeypatch.delenv('TRITON_INTERPRET', raising=False)
+    q = torch.empty(1, 1, 1, 32)
+    lay = launch.Layout(q, q, per_channel=False)
+    narrow, wide = launch.TUNING['pass_narrow'], launch.TUNING['pass_wide']
+    assert lay.pass_tiling(4, 1000) == (narrow['elements'], narrow['chunks'])
+    assert lay.pass_tiling(4096, 1000) == (wide['elements'], wide['chunks'])
+    assert lay.pass_tiling(4, 3)[1] == 4 and lay.pass_tiling(4, 1)[1] == 2
+
+
+def check_without_grad(b, h, w, heads, k_dim, v_dim, per_channel, dtype, tol):
+    """The forward without autograd (no states kept, chunk states in the forward's operand dtype) against the
+    float64 reference, on the four directions (one state buffer serves them in turn)."""
+    q, k, v, g = make_inputs(b, h, w, heads, k_dim, v_dim, per_channel, dtype)
+    with torch.no_grad():
+        o, z = gated_linear_attention(q, k, v, g, ALL, (h, w))
+    o_ref, z_ref = gated_linear_attention_reference(*(t.double() for t in (q, k, v, g)), ALL, (h, w))
+    assert o.dtype == z.dtype == torch.float32
+    assert rel_err(o, o_ref) < tol and rel_err(z, z_ref) < tol
+
+
+@pytest.mark.parametrize('per_channel', [False, True])
+def test_forward_without_grad(triton_backend, per_channel):
+    check_without_grad(2, 5, 7, 2, 20, 12, per_channel, torch.float32, 1e-5)
+
+
 def test_strided_inputs(triton_backend):
     """q and k as views of one projection (B, N, 2HK), v with a batch stride of its own: read in place."""
     q, k, v, g = make_inputs(2, 5, 6, 2, 16, 16, False, torch.float32)
@@ -230,6 +268,13 @@ GPU_SHAPES = [(2, 200, 336, 2, 32, 32), (2, 100, 168, 4, 32, 32), (2, 50, 84, 8,
 @pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.bfloat16, 2e-2), (torch.float16, 5e-3)])
 def test_gpu_matches_fp64_reference(shape, per_channel, dtype, tol):
     check(*shape, per_channel, ALL, dtype, tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('shape', GPU_SHAPES)
+@pytest.mark.parametrize('per_channel', [False, True])
+def test_gpu_forward_without_grad_bf16(shape, per_channel):
+    check_without_grad(*shape, per_channel, torch.bfloat16, 2e-2)
 
 
 @pytest.mark.gpu

@@ -96,6 +96,30 @@ def test_gated_mixer_through_triton_kernels(use_backend):
     assert_close([out[0]] + list(out[1]), [ref[0]] + list(ref[1]), 1e-5)
 
 
+@pytest.mark.parametrize('rope', [False, True])
+def test_gated_mixer_under_autocast_takes_autocast_operands(monkeypatch, rope):
+    """Under bfloat16 autocast the gated kernel gets q, k, v in bfloat16 (as torch.matmul would take them) and
+    float32 log decays; the output stays within bfloat16's rounding of the float32 one."""
+    import mlla_dense.models.layers.design_space_mixer as mixer_module
+    module = perturbed(DesignSpaceMixer(32, 2, forget_gate='mamba2', rope=rope)).float().eval()
+    x = torch.randn(2, 4 * 5, 32)
+    seen = []
+    real = mixer_module.gated_linear_attention
+
+    def recording(q, k, v, log_decay, *args):
+        seen.append((q.dtype, k.dtype, v.dtype, log_decay.dtype))
+        return real(q, k, v, log_decay, *args)
+
+    monkeypatch.setattr(mixer_module, 'gated_linear_attention', recording)
+    with torch.no_grad():
+        full = module(x, (4, 5))
+        seen.clear()
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            half = module(x, (4, 5))
+    assert seen and all(s == (torch.bfloat16,) * 3 + (torch.float32,) for s in seen)
+    assert ((half.float() - full).norm() / full.norm()).item() < 2e-2
+
+
 @pytest.mark.parametrize('kind,cpe', [('transformer', True), ('mamba-sub', False), ('mamba-all', True)])
 def test_block_equals_formula(kind, cpe):
     """3e-7 relative: the blocks' LayerNorms compute in float32 (mlla_dense.kernels.layer_norm), as MLLA's do, so

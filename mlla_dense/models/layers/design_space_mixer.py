@@ -116,11 +116,14 @@ class DesignSpaceMixer(nn.Module):
         b, n, _ = x.shape
         q, k, q_num, k_num = self._queries_keys(x, hw_shape)
         log_decay = self.forget_gate(x).to(q.dtype)
+        values = v
+        if torch.is_autocast_enabled(x.device.type):
+            q, k, q_num, k_num, values = self._autocast_operands(q, k, q_num, k_num, values)
 
         def heads(t):
             return t.unflatten(-1, (self.num_heads, -1))
 
-        values = heads(v.to(q.dtype))
+        values = heads(values.to(q.dtype))
         out, norm = gated_linear_attention(heads(q_num), heads(k_num), values, log_decay, self.directions, hw_shape)
         if self.attn_norm:
             if self.rope:  # the normalizer of the unrotated queries and keys (it does not depend on v)
@@ -128,6 +131,18 @@ class DesignSpaceMixer(nn.Module):
                                                  hw_shape)
             out = out / (norm[..., None] + EPS)
         return out.flatten(2).to(x.dtype)
+
+    def _autocast_operands(self, q, k, q_num, k_num, v):
+        """Under autocast, the kernel's operands in the autocast dtype, as torch.matmul takes them in the attention
+        without a forget gate (the kernel keeps its sums and chunk states in float32, the log decays stay
+        float32)."""
+        dtype = torch.get_autocast_dtype(q.device.type)
+        q, k = q.to(dtype), k.to(dtype)
+        if self.rope:
+            q_num, k_num = q_num.to(dtype), k_num.to(dtype)
+        else:
+            q_num, k_num = q, k
+        return q, k, q_num, k_num, v.to(dtype)
 
     def extra_repr(self) -> str:
         return f'dim={self.dim}, num_heads={self.num_heads}, key_dim={self.key_dim}, directions={self.directions}'
