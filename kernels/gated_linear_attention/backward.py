@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from .common import (chunk_program, decay_matrix, key_slice, load_rows, load_state_matrix, load_state_vector,
-                     log_decays, mm, state_scaling_grad, store_rows)
+                     log_decays, mm, mm_float32, state_scaling_grad, store_rows)
 
 
 @triton.jit
@@ -35,8 +35,10 @@ def _chunk_backward_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, dz_ptr, state_ptr
                            K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, KS: tl.constexpr,
                            VB: tl.constexpr, T: tl.constexpr, PER_CHANNEL: tl.constexpr, REVERSE: tl.constexpr,
                            COLUMNS: tl.constexpr, ACCUMULATE: tl.constexpr, DOT_DTYPE: tl.constexpr,
-                           PRECISION: tl.constexpr):
-    """dq, dk, dv (added to what is there with ACCUMULATE) and the log decays' gradient of one chunk."""
+                           PRECISION: tl.constexpr, EXACT_INPUTS: tl.constexpr):
+    """dq, dk, dv (added to what is there with ACCUMULATE) and the log decays' gradient of one chunk. What leads to
+    dq and dk multiplies float32-accurately (``mm_float32``; EXACT_INPUTS: q, k, v hold 16-bit values); q . k and
+    dv, which the log decays' gradient does not read, multiply as the forward does (DOT_DTYPE, PRECISION)."""
     chunk, bh, b, h, pos, valid = chunk_program(N, NUM_HEADS, GRID_H, GRID_W, T, REVERSE, COLUMNS)
     q_base = q_ptr + b * sq_b + h * sq_h
     k_base = k_ptr + b * sk_b + h * sk_h
@@ -47,8 +49,8 @@ def _chunk_backward_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, dz_ptr, state_ptr
     weights = tl.zeros((T, T), tl.float32) + dz
     for v_start in range(0, BV, VB):
         cols = v_start + tl.arange(0, VB)
-        weights += mm(load_rows(do_base, pos, sdo_n, cols, V, valid),
-                      tl.trans(load_rows(v_base, pos, sv_n, cols, V, valid)), DOT_DTYPE, PRECISION)
+        weights += mm_float32(load_rows(do_base, pos, sdo_n, cols, V, valid),
+                              tl.trans(load_rows(v_base, pos, sv_n, cols, V, valid)), False, EXACT_INPUTS)
     cum, total = log_decays(g_base, pos, sg_n, tl.arange(0, KS), K, valid, T, False)  # per channel: per slice
     decays = decay_matrix(cum, T)
     grad_attn = weights * decays
@@ -66,18 +68,18 @@ def _chunk_backward_kernel(q_ptr, k_ptr, v_ptr, g_ptr, do_ptr, dz_ptr, state_ptr
             dq = tl.sum(weights[:, :, None] * k[None, :, :] * channel, axis=1)
             dk = tl.sum(weights[:, :, None] * q[:, None, :] * channel, axis=0)
         else:
-            dq = mm(grad_attn, k, DOT_DTYPE, PRECISION)
-            dk = mm(tl.trans(grad_attn), q, DOT_DTYPE, PRECISION)
+            dq = mm_float32(grad_attn, k, False, EXACT_INPUTS)
+            dk = mm_float32(tl.trans(grad_attn), q, False, EXACT_INPUTS)
         from_state = dz * load_state_vector(state_ptr + offset, keys, K, BK, BV)
         from_grad_state = tl.zeros((T, KS), tl.float32) + load_state_vector(grad_state_ptr + offset, keys, K, BK, BV)
         for v_start in range(0, BV, VB):
             cols = v_start + tl.arange(0, VB)
-            from_state += mm(load_rows(do_base, pos, sdo_n, cols, V, valid),
-                             tl.trans(load_state_matrix(state_ptr + offset, keys, K, cols, V, BV)), DOT_DTYPE,
-                             PRECISION)
-            from_grad_state += mm(load_rows(v_base, pos, sv_n, cols, V, valid),
-                                  tl.trans(load_state_matrix(grad_state_ptr + offset, keys, K, cols, V, BV)),
-                                  DOT_DTYPE, PRECISION)
+            from_state += mm_float32(load_rows(do_base, pos, sdo_n, cols, V, valid),
+                                     tl.trans(load_state_matrix(state_ptr + offset, keys, K, cols, V, BV)), False,
+                                     False)
+            from_grad_state += mm_float32(load_rows(v_base, pos, sv_n, cols, V, valid),
+                                          tl.trans(load_state_matrix(grad_state_ptr + offset, keys, K, cols, V, BV)),
+                                          EXACT_INPUTS, False)
         dq += tl.exp(cum) * from_state
         dk += tl.exp(total - cum) * from_grad_state
         store_rows(dq_ptr + b * sdq_b + h * sdq_h, dq, pos, sdq_n, keys, K, valid, ACCUMULATE)

@@ -80,6 +80,28 @@ def mm(a, b, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
     return tl.dot(a.to(DOT_DTYPE), b.to(DOT_DTYPE), input_precision=PRECISION)
 
 
+@triton.jit
+def tf32_high(x):
+    """float32 ``x`` cut to tf32's 10 mantissa bits, which a tf32 product reads exactly; ``x - tf32_high(x)`` is
+    exact too (at most 13 bits)."""
+    return (x.to(tl.uint32, bitcast=True) & 0xFFFFE000).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def mm_float32(a, b, A_EXACT: tl.constexpr, B_EXACT: tl.constexpr):
+    """a @ b of float32 tiles, accurate to float32 as tf32x3 is, in fewer tensor-core products where one operand
+    holds input values (``*_EXACT``: bfloat16 or float16 inputs, which tf32 holds exactly): the other operand is
+    split into its leading tf32 bits and the rest, two tf32 products where tf32x3 takes three."""
+    if A_EXACT:
+        high = tf32_high(b)
+        return tl.dot(a, high, input_precision='tf32') + tl.dot(a, b - high, input_precision='tf32')
+    elif B_EXACT:
+        high = tf32_high(a)
+        return tl.dot(high, b, input_precision='tf32') + tl.dot(a - high, b, input_precision='tf32')
+    else:
+        return tl.dot(a, b, input_precision='tf32x3')
+
+
 def state_size(block_k: int, block_v: int) -> int:
     """Floats per chunk state row: a (BK, BV) matrix, a BK vector (the normalizer's), the chunk's BK log decays."""
     return block_k * block_v + 2 * block_k

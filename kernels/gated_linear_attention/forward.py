@@ -13,7 +13,7 @@ import triton
 import triton.language as tl
 
 from .common import (chunk_program, decay_matrix, key_slice, load_rows, load_state_matrix, load_state_vector,
-                     log_decays, mm, store_rows, store_state, store_state_vector)
+                     log_decays, mm, mm_float32, store_rows, store_state, store_state_vector)
 
 
 @triton.jit
@@ -23,9 +23,11 @@ def _chunk_state_kernel(x_ptr, y_ptr, w_ptr, g_ptr, state_ptr,
                         K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, KS: tl.constexpr,
                         VB: tl.constexpr, T: tl.constexpr, PER_CHANNEL: tl.constexpr, REVERSE: tl.constexpr,
                         COLUMNS: tl.constexpr, FROM_START: tl.constexpr, HAS_W: tl.constexpr,
-                        DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+                        DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, FLOAT32_PRODUCTS: tl.constexpr,
+                        Y_EXACT: tl.constexpr):
     """State row of one chunk: (sum_t x'_t^T y_t, sum_t x'_t w_t, chunk log decay), with x' = x decayed to the
-    chunk end (keys: the forward) or from the chunk start (queries: the backward); w = 1 without HAS_W."""
+    chunk end (keys: the forward) or from the chunk start (queries: the backward); w = 1 without HAS_W. With
+    FLOAT32_PRODUCTS the products are float32-accurate (``mm_float32``; Y_EXACT: y holds 16-bit input values)."""
     chunk, bh, b, h, pos, valid = chunk_program(N, NUM_HEADS, GRID_H, GRID_W, T, REVERSE, COLUMNS)
     if HAS_W:
         w = tl.load(w_ptr + b * sw_b + pos * sw_n + h * sw_h, mask=valid, other=0.).to(tl.float32)[:, None]
@@ -47,7 +49,11 @@ def _chunk_state_kernel(x_ptr, y_ptr, w_ptr, g_ptr, state_ptr,
         for v_start in range(0, BV, VB):
             cols = v_start + tl.arange(0, VB)
             y = load_rows(y_ptr + b * sy_b + h * sy_h, pos, sy_n, cols, V, valid)
-            store_state(row, keys, cols, mm(tl.trans(x), y, DOT_DTYPE, PRECISION), BV)
+            if FLOAT32_PRODUCTS:
+                product = mm_float32(tl.trans(x), y, False, Y_EXACT)
+            else:
+                product = mm(tl.trans(x), y, DOT_DTYPE, PRECISION)
+            store_state(row, keys, cols, product, BV)
 
 
 @triton.jit

@@ -28,10 +28,12 @@ class Layout:
     small test sequences cross several, and operands are float32 (the interpreter multiplies bfloat16 tiles as
     integers), and the state pass takes two chunks per step, so that they cross several steps.
 
-    The backward, and the forward's chunk states it reads (where a backward follows), multiply float32 operands
-    ('tf32x3') whatever the input dtype: the log decays' gradient sums terms q dq - k dk that nearly cancel
-    (backward.py), and 16-bit dO, decayed keys or states (0.1-0.3% per term) made it several percent off at
-    MLLA-T's stage-1 length (67,200 tokens; benchmarks/NOTES.md)."""
+    What leads to dq and dk in the backward, and the forward's chunk states it reads (where a backward follows),
+    is float32-accurate whatever the input dtype (``common.mm_float32``): the log decays' gradient sums terms
+    q dq - k dk that nearly cancel (backward.py), and 16-bit dO, decayed keys or states (0.1-0.3% per term) made it
+    several percent off at MLLA-T's stage-1 length (67,200 tokens; benchmarks/NOTES.md). Those products take two
+    tf32 products rather than tf32x3's three where one operand holds 16-bit inputs (``exact_inputs``), which tf32
+    holds exactly. dv, which that gradient does not read, multiplies as the forward does."""
 
     def __init__(self, q: torch.Tensor, v: torch.Tensor, per_channel: bool):
         self.interpreted = interpreted = os.environ.get('TRITON_INTERPRET') == '1'
@@ -44,20 +46,18 @@ class Layout:
         self.value_block = min(self.block_v, TUNING['value_block'])
         self.dot_dtype = tl.bfloat16 if q.dtype == torch.bfloat16 and not interpreted else tl.float32
         self.precision = 'tf32x3' if q.dtype == torch.float32 else 'tf32'
+        self.exact_inputs = q.dtype in (torch.bfloat16, torch.float16)
         self.state_size = state_size(self.block_k, self.block_v)
 
     def num_chunks(self, n: int) -> int:
         return triton.cdiv(n, self.chunk)
 
-    def meta(self, direction: str, backward: bool = False, exact_products: bool = False) -> dict:
-        """Kernel arguments of one direction; the backward's, and ``exact_products``, with float32 operands."""
+    def meta(self, direction: str, backward: bool = False) -> dict:
+        """Kernel arguments of one direction (the backward's with more warps)."""
         wide = backward or self.chunk * max(self.key_slice, self.value_block) >= TUNING['wide_tile']
-        exact_products = exact_products or backward
         return dict(K=self.k, V=self.v, BK=self.block_k, BV=self.block_v, KS=self.key_slice, VB=self.value_block,
                     T=self.chunk, PER_CHANNEL=self.per_channel, REVERSE=direction.endswith('reversed'),
-                    COLUMNS=direction.startswith('columns'),
-                    DOT_DTYPE=tl.float32 if exact_products else self.dot_dtype,
-                    PRECISION='tf32x3' if exact_products else self.precision,
+                    COLUMNS=direction.startswith('columns'), DOT_DTYPE=self.dot_dtype, PRECISION=self.precision,
                     num_warps=TUNING['wide_warps' if wide else 'num_warps'])
 
     def pass_states(self, local: torch.Tensor, states: torch.Tensor, backward: bool):
@@ -109,7 +109,8 @@ def forward(q, k, v, log_decay, directions, grid, keep_states=True):
         entering = states[i if keep_states else 0]
         _chunk_state_kernel[(chunks, b * h)](k, v, k, log_decay, local, *sizes, chunks, *_bnh(k), *_bnh(v),
                                              0, 0, 0, *_bnh(log_decay), FROM_START=False, HAS_W=False,
-                                             **lay.meta(direction, exact_products=keep_states))
+                                             FLOAT32_PRODUCTS=keep_states, Y_EXACT=lay.exact_inputs,
+                                             **lay.meta(direction))
         lay.pass_states(local, entering, backward=False)
         _chunk_output_kernel[(chunks, b * h)](q, k, v, log_decay, entering, o, z, *sizes, chunks, *_bnh(q),
                                               *_bnh(k), *_bnh(v), *_bnh(log_decay), *_bnh(o), *_bnh(z),
@@ -133,11 +134,13 @@ def backward(do, dz, q, k, v, log_decay, states, directions, grid):
     for i, direction in enumerate(directions):
         meta = lay.meta(direction, backward=True)
         _chunk_state_kernel[(chunks, b * h)](q, do, dz, log_decay, grad_local, *sizes, chunks, *_bnh(q), *_bnh(do),
-                                             *_bnh(dz), *_bnh(log_decay), FROM_START=True, HAS_W=True, **meta)
+                                             *_bnh(dz), *_bnh(log_decay), FROM_START=True, HAS_W=True,
+                                             FLOAT32_PRODUCTS=True, Y_EXACT=False, **meta)
         lay.pass_states(grad_local, grad_states, backward=True)
         _chunk_backward_kernel[(chunks, b * h)](
             q, k, v, log_decay, do, dz, states[i], grad_states, *grads, dcum[i], *sizes, chunks,
             *_bnh(q), *_bnh(k), *_bnh(v), *_bnh(log_decay), *_bnh(do), *_bnh(dz),
-            *(s for t in grads for s in _bnh(t)), *_bnh(dcum[i]), ACCUMULATE=i > 0, **meta)
+            *(s for t in grads for s in _bnh(t)), *_bnh(dcum[i]), ACCUMULATE=i > 0, EXACT_INPUTS=lay.exact_inputs,
+            **meta)
     dlog_decay = dcum.sum(0) if len(directions) > 1 else dcum[0]
     return tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v))) + (dlog_decay.to(log_decay.dtype),)

@@ -6,10 +6,13 @@ GPU (marker `gpu`): MLLA-T's stage shapes of a 2x3x800x1344 input and an int64-o
 """
 import pytest
 import torch
+import triton
+import triton.language as tl
 from helpers import assert_one_graph_matching_eager
 
 from mlla_dense.kernels.gated_linear_attention import gated_linear_attention, gated_linear_attention_reference
 from mlla_dense.kernels.gated_linear_attention import launch
+from mlla_dense.kernels.gated_linear_attention.common import mm_float32, tf32_high
 from mlla_dense.kernels.gated_linear_attention.op import gated_linear_attention_bwd, gated_linear_attention_fwd
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -180,6 +183,25 @@ def test_state_pass_tiling_follows_the_grid(monkeypatch):
     assert lay.pass_tiling(4, 3)[1] == 4 and lay.pass_tiling(4, 1)[1] == 2
 
 
+@triton.jit
+def _tf32_high_kernel(x_ptr, high_ptr, N: tl.constexpr):
+    tl.store(high_ptr + tl.arange(0, N), tf32_high(tl.load(x_ptr + tl.arange(0, N))))
+
+
+def test_tf32_split(triton_backend):
+    """The split behind the backward's two-product float32 products: the leading part keeps tf32's 10 mantissa
+    bits (its low 13 bits are zero, so a tf32 product reads it exactly), and the rest, exact in float32, is below
+    2^-10 of x."""
+    x = torch.randn(4096, dtype=torch.float64) * 10.0 ** torch.randint(-30, 30, (4096,))
+    x = x.float()
+    high = torch.empty_like(x)
+    _tf32_high_kernel[(1,)](x, high, N=4096)
+    assert not (high.view(torch.int32) & 0x1FFF).any()
+    assert torch.equal(torch.sign(high), torch.sign(x)) and (high.abs() <= x.abs()).all()
+    assert ((x - high).abs() < 2.0 ** -10 * x.abs()).all()
+    assert torch.equal(high + (x - high), x)
+
+
 def check_without_grad(b, h, w, heads, k_dim, v_dim, per_channel, dtype, tol):
     """The forward without autograd (no states kept, chunk states in the forward's operand dtype) against the
     float64 reference, on the four directions (one state buffer serves them in turn)."""
@@ -290,3 +312,27 @@ def test_gpu_int64_offsets():
     o_ref, z_ref = gated_linear_attention_reference(q.contiguous().double(), k.double(), v.double(), g.double(),
                                                     ALL, (h, w))
     assert rel_err(o, o_ref) < 2e-2 and rel_err(z, z_ref) < 2e-2
+
+
+@triton.jit
+def _mm_float32_kernel(a_ptr, b_ptr, out_ptr, A_EXACT: tl.constexpr, B_EXACT: tl.constexpr):
+    rows, cols = tl.arange(0, 64)[:, None], tl.arange(0, 64)[None, :]
+    a, b = tl.load(a_ptr + rows * 64 + cols), tl.load(b_ptr + rows * 64 + cols)
+    tl.store(out_ptr + rows * 64 + cols, mm_float32(a, b, A_EXACT, B_EXACT))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize('exact', ['a', 'b', 'neither'])
+def test_gpu_float32_products(exact):
+    """mm_float32 on the tensor cores is float32-accurate (as tf32x3) with one operand of bfloat16 values and two
+    products, where a plain tf32 product is ~1e-3 off."""
+    gen = torch.Generator(device='cuda').manual_seed(0)
+    a, b = (torch.randn(64, 64, device='cuda', generator=gen) for _ in range(2))
+    if exact == 'a':
+        a = a.bfloat16().float()
+    if exact == 'b':
+        b = b.bfloat16().float()
+    out = torch.empty_like(a)
+    _mm_float32_kernel[(1,)](a, b, out, A_EXACT=exact == 'a', B_EXACT=exact == 'b')
+    truth = a.double() @ b.double()
+    assert rel_err(out, truth) < 1e-6
