@@ -267,10 +267,33 @@ def test_torch_compile_without_graph_breaks(triton_backend):
     assert_one_graph_matching_eager(fn, inputs, 'inductor' if cuda else 'aot_eager')
 
 
+def test_torch_compile_without_grad_keeps_no_states(triton_backend, monkeypatch):
+    """Compiled, a forward that no backward follows asks the custom op for no states, and gives eager's outputs."""
+    q, k, v, g = make_inputs(1, 4, 5, 2, 8, 8, False, torch.float32)
+    kept = []
+    forward = launch.forward
+
+    def recording_forward(*args, keep_states=True):
+        kept.append(keep_states)
+        return forward(*args, keep_states=keep_states)
+
+    monkeypatch.setattr(launch, 'forward', recording_forward)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda *t: gated_linear_attention(*t, ALL, (4, 5)), fullgraph=True, backend='aot_eager')
+    with torch.no_grad():
+        outputs = compiled(q, k, v, g)
+    assert kept and not any(kept)
+    eager = gated_linear_attention(q, k, v, g, ALL, (4, 5))
+    assert all(torch.allclose(a, b, rtol=1e-6, atol=1e-6) for a, b in zip(outputs, eager))
+
+
 def test_custom_op_registration(triton_backend):
     """torch.library.opcheck: schema, fake implementation against the real one, autograd registration."""
     q, k, v, g = (t.requires_grad_() for t in make_inputs(1, 3, 5, 2, 8, 8, True, torch.float32))
     results = torch.library.opcheck(gated_linear_attention_fwd, (q, k, v, g, 'rows,columns', [3, 5]))
+    assert set(results.values()) == {'SUCCESS'}, results
+    with torch.no_grad():
+        results = torch.library.opcheck(gated_linear_attention_fwd, (q, k, v, g, 'rows,columns', [3, 5], False))
     assert set(results.values()) == {'SUCCESS'}, results
     o, z, states = gated_linear_attention_fwd(q, k, v, g, 'rows,columns', [3, 5])
     grads = gated_linear_attention_bwd(torch.randn_like(o), torch.randn_like(z), q, k, v, g, states, 'rows,columns',
