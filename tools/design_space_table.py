@@ -141,8 +141,9 @@ def plot_table(records, info, dtypes, path):
     fig, axes = plt.subplots(1, 2, figsize=(15, 5))
     names = [r['row'] for r in records]
     x = range(len(records))
-    axes[0].bar([i - 0.2 for i in x], [r['flops_g'] for r in records], 0.4, label='ours (backbone, 224x224)')
-    axes[0].bar([i + 0.2 for i in x], [r['paper_flops_g'] or 0 for r in records], 0.4, label='paper')
+    # the paper first in both panels, so that each keeps its colour
+    axes[0].bar([i - 0.2 for i in x], [r['paper_flops_g'] or 0 for r in records], 0.4, label='paper')
+    axes[0].bar([i + 0.2 for i in x], [r['flops_g'] for r in records], 0.4, label='ours (backbone, 224x224)')
     axes[0].set(ylabel='GFLOPs', title='FLOPs')
     series = [('paper_img_s_rel', 'paper (ImageNet, its GPU)')] + [
         (f'224x224_{d}_img_s_rel', f'ours, 64x224x224 {d}') for d in dtypes]
