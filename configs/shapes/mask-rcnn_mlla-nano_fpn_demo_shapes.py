@@ -1,8 +1,10 @@
 # Mask R-CNN with the 1.9M-parameter MLLA-nano backbone, trained from scratch on the generated shapes dataset in minutes
-# on a CPU (make demo: 7 epochs, 8 to 9.5 minutes on one core beside the UperNet training; box mAP 0.587 to 0.607 on val
-# with the seed below on two machines, 0.30 to 0.60 with random seeds). Lighter heads than COCO's: a 64-channel FPN with
+# on a CPU (make demo: 6 epochs, 8.5 minutes on one core beside the UperNet training on a 2-core Xeon; box mAP 0.531 on
+# val with the seed below there, 0.528 with seed 1; 7 epochs and 500 / 200 training proposals took 10 minutes there
+# for 0.588: README, "The demo", runs 29-31). Lighter heads than COCO's: a 64-channel FPN with
 # BatchNorm (trains faster from scratch) on the first three stages only (strides 4, 8, 16: the shapes are 17 to 65
-# pixels, so anchors of 16, 32 and 64 pixels cover them, and every RoI is pooled from stride 4 anyway), fewer proposals,
+# pixels, so anchors of 16, 32 and 64 pixels cover them, and every RoI is pooled from stride 4 anyway), fewer proposals
+# (300 / 100 in training),
 # 16 sampled RoIs per image and a 32-channel mask head (the mask head's convolutions on the positive RoIs were the
 # largest cost late in training: a step took 0.68 s with 64 channels and 32 RoIs, 0.53 s with 32 channels, 0.60 s with
 # 16 RoIs), RoIAlign with one sample per bin. Colour jitter (PhotoMetricDistortion) against learning the training
@@ -36,7 +38,7 @@ model = dict(
         mask_head=dict(num_convs=2, in_channels=64, conv_out_channels=32, num_classes=5)),
     train_cfg=dict(
         rpn=dict(sampler=dict(num=128)),
-        rpn_proposal=dict(nms_pre=500, max_per_img=200),
+        rpn_proposal=dict(nms_pre=300, max_per_img=100),
         rcnn=dict(sampler=dict(num=16), mask_size=28)),
     test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100), rcnn=dict(max_per_img=20)))
 
@@ -57,7 +59,7 @@ train_dataloader = dict(num_workers=1, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(num_workers=1)
 test_dataloader = val_dataloader
 
-max_epochs = 7
+max_epochs = 6
 train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
