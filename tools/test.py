@@ -2,6 +2,7 @@
 
     python tools/test.py configs/mlla/mask-rcnn_mlla-t_fpn_1x_coco.py work_dirs/mrcnn_t/epoch_12.pth
     python tools/test.py CONFIG CHECKPOINT --show-dir vis      # also draw the predictions
+    python tools/test.py CONFIG CHECKPOINT --tta                # test-time augmentation (the config's tta_model)
 """
 import argparse
 import os
@@ -9,7 +10,8 @@ import os
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from mlla_dense.utils.run_config import DictAction, check_data, load_config, setup_cpu_distributed
+from mlla_dense.utils.run_config import (DictAction, check_data, enable_tta, load_config,
+                                        setup_cpu_distributed)
 
 
 def parse_args():
@@ -20,6 +22,9 @@ def parse_args():
     parser.add_argument('--show-dir', help='save images with drawn predictions here (relative to the work '
                                            'dir\'s timestamped folder for detection, as in mmdet)')
     parser.add_argument('--out', help='also dump the raw predictions to this pickle file (as mmdet\'s --out)')
+    parser.add_argument('--tta', action='store_true',
+                        help='test-time augmentation: the config\'s tta_model and tta_pipeline (as mmdet\'s and '
+                             'mmseg\'s --tta)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -60,6 +65,8 @@ def main():
         enable_visualization(cfg, args.show_dir)
     if args.out:
         add_dump(cfg, args.out)
+    if args.tta:
+        enable_tta(cfg)
     check_data(cfg, splits=('test_dataloader',))
     setup_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)

@@ -1,6 +1,7 @@
 """What tools/train.py and tools/test.py share: loading a config with CLI overrides, checking that the
 dataset is where the config says, and setting up torch.distributed on machines without a GPU."""
 import os.path as osp
+import warnings
 from typing import Iterable, List
 
 import torch
@@ -76,6 +77,20 @@ def check_data(cfg: Config, splits=('train_dataloader', 'val_dataloader')) -> No
             key = cfg.get('dataset_layout') or next(iter(_datasets(loader['dataset']))).get('type', '')
             layout = LAYOUTS.get(key, 'see the data_root, ann_file and data_prefix entries of the config')
             raise SystemExit(f'{split}: dataset not found: {", ".join(missing)}\nExpected layout:\n{layout}')
+
+
+def enable_tta(cfg: Config) -> None:
+    """Test-time augmentation as mmdet's and mmseg's ``test.py --tta`` set it up: the model wrapped in the
+    config's ``tta_model``, the test pipeline replaced by its ``tta_pipeline``."""
+    missing = [key for key in ('tta_model', 'tta_pipeline') if not cfg.get(key)]
+    if missing:
+        raise SystemExit(f'--tta needs {" and ".join(missing)} in the config (as in mmdet\'s and mmseg\'s configs)')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model
+    # mmseg's SegTTAModel stores each merged label map as H x W, which mmengine's PixelData turns into 1 x H x W
+    # with a warning per image; the result is what the metrics expect
+    warnings.filterwarnings('ignore', message='The shape of value will convert from', category=UserWarning)
 
 
 def setup_cpu_distributed(cfg: Config) -> None:

@@ -56,3 +56,12 @@ def test_tools_train_then_test(shapes, tmp_path, config, opts, scope):
     assert ('coco/segm_mAP' if scope == 'mmdet' else 'mIoU') in tested.stdout + tested.stderr
     drawn = [p for p in glob.glob(str(tmp_path / 'vis' / '**' / '*'), recursive=True) if p.endswith(('.png', '.jpg'))]
     assert drawn, 'tools/test.py --show-dir drew nothing'
+    augmented = run(['python', 'tools/test.py', config, checkpoint, '--tta', '--work-dir', str(tmp_path / 'tta'),
+                     '--cfg-options', *data_options(shapes, scope)])
+    if scope == 'mmseg':  # the UperNet demo config has flips as its test-time augmentation
+        assert augmented.returncode == 0, (augmented.stdout + augmented.stderr)[-4000:]
+        assert 'mIoU' in augmented.stdout + augmented.stderr
+    else:  # the detector's has none: a clear message, no traceback
+        assert augmented.returncode != 0
+        assert '--tta needs tta_model and tta_pipeline in the config' in augmented.stderr
+        assert 'Traceback' not in augmented.stderr
