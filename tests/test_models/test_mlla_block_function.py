@@ -148,3 +148,26 @@ def test_float32_tokens_under_autocast_take_the_op_by_op_path(use_backend, monke
         assert len(calls) == 1
         block(x, (4, 5))
         assert len(calls) == 1
+
+
+def test_weight_views_of_a_packed_piece():
+    """_Weights reads each product's weight and bias at its place in the packed cast, also where the cast is a piece
+    of a larger buffer (the backbone packs every block's weights into one)."""
+    from mlla_dense.kernels.elementwise.reference import pack_reference
+    from mlla_dense.models.layers.mlla_block_function import PACKED, _Weights
+    block = make_block(24, 2, recompute=False).cpu()
+    params = block_parameters(block)
+    p = dict(zip(PARAMETERS, params))
+    packed = pack_reference([p[name] for name in PACKED], torch.float64)
+    buffer = torch.zeros(packed.numel() + 37, dtype=torch.float64)
+    buffer[37:] = packed
+    w = _Weights(params, buffer[37:], 24)
+    expected = {
+        'gate_in_w': torch.cat([p['act_proj.weight'], p['in_proj.weight']]),
+        'gate_in_b': torch.cat([p['act_proj.bias'], p['in_proj.bias']]),
+        'qk_w': p['attn.qk.weight'], 'qk_b': p['attn.qk.bias'], 'out_w': p['out_proj.weight'],
+        'out_b': p['out_proj.bias'], 'fc1_w': p['mlp.fc1.weight'], 'fc1_b': p['mlp.fc1.bias'],
+        'fc2_w': p['mlp.fc2.weight'], 'fc2_b': p['mlp.fc2.bias']}
+    for name, value in expected.items():
+        view = getattr(w, name)
+        assert view.shape == value.shape and torch.equal(view, value.double()), name
