@@ -245,14 +245,19 @@ def evaluate_splits(runner, keys):
     return out
 
 
+def has_tta(cfg) -> bool:
+    """Whether a config has a test-time augmentation: tta_model and tta_pipeline (mmseg's configs all inherit a
+    tta_model)."""
+    return bool(cfg.get('tta_model') and cfg.get('tta_pipeline'))
+
+
 def tta_runner(runner):
-    """A runner of ``runner``'s config and last checkpoint with the config's test-time augmentation (as
-    tools/test.py --tta), or None where the config has none."""
+    """A runner of ``runner``'s config (one with :func:`has_tta`) and last checkpoint with the test-time
+    augmentation (as tools/test.py --tta), working in WORK_DIR/<task>/tta."""
     cfg = copy.deepcopy(runner.cfg)
-    if not cfg.get('tta_model'):
-        return None
     enable_tta(cfg)
     cfg.load_from = last_checkpoint(runner)
+    cfg.work_dir = osp.join(runner.work_dir, 'tta')
     cfg.experiment_name = f'{runner.experiment_name}_tta'
     return Runner.from_cfg(cfg)
 
@@ -260,11 +265,11 @@ def tta_runner(runner):
 def evaluate_task(runner, keys):
     """:func:`evaluate_splits`, with the config's test-time augmentation where it has one; each metric without it
     then comes as '<metric> no TTA'."""
-    augmented = tta_runner(runner)
-    if augmented is None:
+    if not has_tta(runner.cfg):
         return evaluate_splits(runner, keys)
-    single = evaluate_splits(runner, {f'{name} no TTA': key for name, key in keys.items()})
-    return {split: {**values, **single[split]} for split, values in evaluate_splits(augmented, keys).items()}
+    single = evaluate_splits(runner, {f'{name} no TTA': spec for name, spec in keys.items()})
+    augmented = evaluate_splits(tta_runner(runner), keys)
+    return {split: {**values, **single[split]} for split, values in augmented.items()}
 
 
 def draw(args, det_model, seg_model):

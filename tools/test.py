@@ -2,7 +2,7 @@
 
     python tools/test.py configs/mlla/mask-rcnn_mlla-t_fpn_1x_coco.py work_dirs/mrcnn_t/epoch_12.pth
     python tools/test.py CONFIG CHECKPOINT --show-dir vis      # also draw the predictions
-    python tools/test.py CONFIG CHECKPOINT --tta                # test-time augmentation (the config's tta_model)
+    python tools/test.py CONFIG CHECKPOINT --tta               # test-time augmentation (the config's tta_model)
 """
 import argparse
 import os

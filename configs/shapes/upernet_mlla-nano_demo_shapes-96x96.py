@@ -45,9 +45,10 @@ train_pipeline = [
 train_dataloader = dict(batch_size=12, num_workers=1, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(num_workers=1)
 test_dataloader = val_dataloader
-# Test-time augmentation (tools/test.py --tta, mim test --tta; what make demo reports): the logits of the image and
-# of its horizontal and vertical flips, averaged. The shapes look the same flipped either way. Measured on three
-# trained models (seeds 0, 1, 2): val mIoU +0.018 to +0.034, val_restyled +0.022 to +0.054 (README, "The demo")
+# Test-time augmentation (tools/test.py --tta, mim test --tta; what make demo reports): the class probabilities of
+# the image and of its horizontal and vertical flips, averaged. The shapes look the same flipped either way. Measured
+# on three trained models (seeds 0, 1, 2): val mIoU +0.018 to +0.034, val_restyled +0.022 to +0.054 (README, "The
+# demo")
 tta_model = dict(type='SegTTAModel')
 tta_pipeline = [
     dict(type='LoadImageFromFile'),

@@ -1,4 +1,4 @@
-"""What tools/train.py and tools/test.py share: loading a config with CLI overrides, checking that the
+"""What the tools (train.py, test.py, demo.py) share: loading a config with CLI overrides, checking that the
 dataset is where the config says, and setting up torch.distributed on machines without a GPU."""
 import os.path as osp
 import warnings
@@ -81,7 +81,8 @@ def check_data(cfg: Config, splits=('train_dataloader', 'val_dataloader')) -> No
 
 def enable_tta(cfg: Config) -> None:
     """Test-time augmentation as mmdet's and mmseg's ``test.py --tta`` set it up: the model wrapped in the
-    config's ``tta_model``, the test pipeline replaced by its ``tta_pipeline``."""
+    config's ``tta_model``, the test pipeline replaced by its ``tta_pipeline``. Stops with a message where either
+    is missing (no defaults guessed), and silences, for the rest of the process, SegTTAModel's per-image warning."""
     missing = [key for key in ('tta_model', 'tta_pipeline') if not cfg.get(key)]
     if missing:
         raise SystemExit(f'--tta needs {" and ".join(missing)} in the config (as in mmdet\'s and mmseg\'s configs)')

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import cv2
 import torch
+from mmengine.config import Config
 
 from helpers import run
 
@@ -53,6 +54,11 @@ def test_demo_runs_every_stage(tmp_path):
     assert summary['generalizes'] in ('yes', 'no', 'n/a') and f'of every val metric): {summary["generalizes"]}' in out
     for metric in ('box mAP', 'mask mAP', 'mIoU'):
         assert any(line.startswith(metric) and ('met' in line or 'missed' in line) for line in out.splitlines())
+    assert any(line.startswith('mIoU no TTA') for line in out.splitlines())
+    # the test-time runner worked apart (seg/tta): the config dumped beside the training stays the trained model's
+    dumped = Config.fromfile(str(tmp_path / 'work' / 'seg' / 'upernet_mlla-nano_demo_shapes-96x96.py'))
+    assert dumped.model.type == 'EncoderDecoder'
+    assert Config.fromfile(glob.glob(str(tmp_path / 'work' / 'seg' / 'tta' / '*.py'))[0]).model.type == 'SegTTAModel'
 
 
 def test_one_after_another(tmp_path):
@@ -66,6 +72,8 @@ def test_one_after_another(tmp_path):
     assert all(r['status'] == 'ok' and not r.get('side_by_side') for r in summary['stages'])
     assert summary['side_by_side_seconds'] is None
     assert set(summary['metrics']) == {'val', 'val_restyled'}
+    for values in summary['metrics'].values():
+        assert set(values) == {'box mAP', 'mask mAP', 'mIoU', 'mIoU no TTA'}
     assert len(glob.glob(str(tmp_path / 'work' / 'vis' / '*.png'))) == 4
 
 

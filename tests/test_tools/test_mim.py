@@ -60,7 +60,7 @@ def test_tools_train_then_test(shapes, tmp_path, config, opts, scope):
                      '--cfg-options', *data_options(shapes, scope)])
     if scope == 'mmseg':  # the UperNet demo config has flips as its test-time augmentation
         assert augmented.returncode == 0, (augmented.stdout + augmented.stderr)[-4000:]
-        assert 'mIoU' in augmented.stdout + augmented.stderr
+        assert 'mIoU' in augmented.stdout + augmented.stderr and 'SegTTAModel' in augmented.stdout + augmented.stderr
     else:  # the detector's has none: a clear message, no traceback
         assert augmented.returncode != 0
         assert '--tta needs tta_model and tta_pipeline in the config' in augmented.stderr
