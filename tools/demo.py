@@ -365,6 +365,9 @@ def train_and_evaluate(stages, args, task, backbone, metrics):
     if args.worker:
         os.makedirs(osp.dirname(trained_marker(args, task)), exist_ok=True)
         open(trained_marker(args, task), 'w').close()
+        # evaluation is one small image at a time: one thread, even where ThreadsWhenPartnerDone gave it two
+        # (UperNet's test-time flips: 0.133 s an image with one thread, 0.163 with two; README, run 35)
+        torch.set_num_threads(1)
     if runner is None:
         return None
     if task == 'seg':
