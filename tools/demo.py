@@ -51,7 +51,7 @@ from mmengine.runner import Runner, TestLoop  # noqa: E402
 from mlla_dense.datasets.shapes import ShapesConfig, split_seeds, write_shapes_dataset, write_split  # noqa: E402
 from mlla_dense.utils.atomic_file import atomic_write  # noqa: E402
 from mlla_dense.utils import side_by_side as sbs  # noqa: E402
-from mlla_dense.utils.run_config import check_data, enable_tta, load_config  # noqa: E402
+from mlla_dense.utils.run_config import check_data, enable_tta, load_config, missing_tta  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DET_CONFIG = osp.join(ROOT, 'configs/shapes/mask-rcnn_mlla-nano_fpn_demo_shapes.py')
@@ -245,14 +245,8 @@ def evaluate_splits(runner, keys):
     return out
 
 
-def has_tta(cfg) -> bool:
-    """Whether a config has a test-time augmentation: tta_model and tta_pipeline (mmseg's configs all inherit a
-    tta_model)."""
-    return bool(cfg.get('tta_model') and cfg.get('tta_pipeline'))
-
-
 def tta_runner(runner):
-    """A runner of ``runner``'s config (one with :func:`has_tta`) and last checkpoint with the test-time
+    """A runner of ``runner``'s config (one with a test-time augmentation) and last checkpoint with the test-time
     augmentation (as tools/test.py --tta), working in WORK_DIR/<task>/tta."""
     cfg = copy.deepcopy(runner.cfg)
     enable_tta(cfg)
@@ -265,7 +259,7 @@ def tta_runner(runner):
 def evaluate_task(runner, keys):
     """:func:`evaluate_splits`, with the config's test-time augmentation where it has one; each metric without it
     then comes as '<metric> no TTA'."""
-    if not has_tta(runner.cfg):
+    if missing_tta(runner.cfg):
         return evaluate_splits(runner, keys)
     single = evaluate_splits(runner, {f'{name} no TTA': spec for name, spec in keys.items()})
     augmented = evaluate_splits(tta_runner(runner), keys)

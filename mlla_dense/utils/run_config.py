@@ -79,11 +79,17 @@ def check_data(cfg: Config, splits=('train_dataloader', 'val_dataloader')) -> No
             raise SystemExit(f'{split}: dataset not found: {", ".join(missing)}\nExpected layout:\n{layout}')
 
 
+def missing_tta(cfg: Config) -> List[str]:
+    """The keys of a test-time augmentation (tta_model, tta_pipeline) that ``cfg`` lacks; mmseg's configs all
+    inherit a tta_model, so a pipeline is what tells."""
+    return [key for key in ('tta_model', 'tta_pipeline') if not cfg.get(key)]
+
+
 def enable_tta(cfg: Config) -> None:
     """Test-time augmentation as mmdet's and mmseg's ``test.py --tta`` set it up: the model wrapped in the
     config's ``tta_model``, the test pipeline replaced by its ``tta_pipeline``. Stops with a message where either
     is missing (no defaults guessed), and silences, for the rest of the process, SegTTAModel's per-image warning."""
-    missing = [key for key in ('tta_model', 'tta_pipeline') if not cfg.get(key)]
+    missing = missing_tta(cfg)
     if missing:
         raise SystemExit(f'--tta needs {" and ".join(missing)} in the config (as in mmdet\'s and mmseg\'s configs)')
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
