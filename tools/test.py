@@ -10,7 +10,7 @@ import os
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from mlla_dense.utils.run_config import (DictAction, check_data, enable_tta, load_config,
+from mlla_dense.utils.run_config import (DictAction, check_data, enable_tta, end_distributed, load_config,
                                         setup_cpu_distributed)
 
 
@@ -71,6 +71,7 @@ def main():
     setup_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.test()
+    end_distributed()
 
 
 if __name__ == '__main__':

@@ -17,7 +17,8 @@ from mmengine.runner import Runner
 
 from mlla_dense.datasets.check import stop_on_dataset_problems
 from mlla_dense.utils.resume import checkpoint_problem, find_resume_checkpoint
-from mlla_dense.utils.run_config import DictAction, check_data, load_config, setup_cpu_distributed
+from mlla_dense.utils.run_config import (DictAction, check_data, end_distributed, load_config,
+                                        setup_cpu_distributed)
 
 
 def parse_args():
@@ -78,6 +79,7 @@ def main():
     setup_cpu_distributed(cfg)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()
+    end_distributed()
 
 
 if __name__ == '__main__':

@@ -108,3 +108,13 @@ def setup_cpu_distributed(cfg: Config) -> None:
         torch.distributed.init_process_group(backend='gloo')
     cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
                                  find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
+def end_distributed() -> None:
+    """Destroy the default process group once a run has succeeded.
+
+    Left to the interpreter's exit, gloo's worker threads can outlive it and abort the process
+    ("terminate called without an active exception") after the work is done, which a launcher reports as a failure.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
