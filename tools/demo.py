@@ -23,6 +23,7 @@ work_dirs/demo/summary.json and exits non-zero if any stage failed.
     python tools/demo.py                          # everything, on the CPU
     python tools/demo.py --det-epochs 12          # train longer (e.g. on a GPU)
     python tools/demo.py --num-train 8 --num-val 2 --det-epochs 1 --seg-iters 2   # smoke run
+    python tools/demo.py --det-config my_variant.py   # an experiment: a config that inherits the shipped one
 """
 import os
 
@@ -75,6 +76,9 @@ def parse_args():
     parser.add_argument('--det-epochs', type=int, help='override the detection config\'s epochs')
     parser.add_argument('--seg-iters', type=int, help='override the segmentation config\'s iterations (>= 2)')
     parser.add_argument('--num-vis', type=int, default=4, help='images of each val split to draw')
+    parser.add_argument('--det-config', default=DET_CONFIG, help='the Mask R-CNN config to train (a variant of the '
+                        'shipped one, for experiments: the demo sets its data paths and schedule options)')
+    parser.add_argument('--seg-config', default=SEG_CONFIG, help='the UperNet config to train (likewise)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--one-after-another', dest='side_by_side', action='store_false',
                         help='train Mask R-CNN, then UperNet from its backbone, in this process (default on a '
@@ -90,6 +94,9 @@ def parse_args():
         parser.error('--pretrain-iters must be 0 (no pretraining) or at least 2')
     if args.det_epochs is not None and args.det_epochs < 1:
         parser.error('--det-epochs must be at least 1')
+    for option, path in (('--det-config', args.det_config), ('--seg-config', args.seg_config)):
+        if not osp.isfile(path):
+            parser.error(f'{option}: no config file at {path}')
     return args
 
 
@@ -136,10 +143,10 @@ class ThreadsWhenPartnerDone(Hook):
                                f'{runner.iter}')
 
 
-def seg_schedule(iters):
+def seg_schedule(seg_config, iters):
     """Options that fit the UperNet schedule (linear warm-up, then poly decay) to ``iters`` iterations; the
     warm-up shrinks to half of a run shorter than twice its length."""
-    warmup = min(Config.fromfile(SEG_CONFIG).param_scheduler[0]['end'], iters // 2)
+    warmup = min(Config.fromfile(seg_config).param_scheduler[0]['end'], iters // 2)
     return {'train_cfg.max_iters': iters, 'param_scheduler.0.end': warmup, 'param_scheduler.1.begin': warmup,
             'param_scheduler.1.end': iters, 'default_hooks.checkpoint.interval': iters}
 
@@ -165,7 +172,7 @@ def make_data(args):
 def _data_options(args, path):
     root = args.data.rstrip('/') + '/'
     opts = {f'{s}_dataloader.dataset.data_root': root for s in ('train', 'val', 'test')}
-    if 'mask-rcnn' in path:
+    if 'ann_file' in Config.fromfile(path).get('val_evaluator', {}):  # COCO metrics read their own annotations
         ann = root + 'annotations/instances_val.json'
         opts.update({'val_evaluator.ann_file': ann, 'test_evaluator.ann_file': ann})
     return opts
@@ -280,8 +287,8 @@ def draw(args, det_model, seg_model):
         det = DetInferencer(model=det_model[0], weights=det_model[1], device=args.device, show_progress=False)
     if seg_model is not None:
         seg = MMSegInferencer(model=seg_model[0], weights=seg_model[1], device=args.device)
-    det_meta = Config.fromfile(DET_CONFIG).metainfo
-    seg_meta = Config.fromfile(SEG_CONFIG).metainfo
+    det_meta = Config.fromfile(args.det_config).metainfo
+    seg_meta = Config.fromfile(args.seg_config).metainfo
     classes, palette = list(det_meta['classes']), [tuple(c) for c in det_meta['palette']]
     written = []
     for split in SPLITS:
@@ -339,7 +346,7 @@ def det_options(args, backbone):
 
 
 def seg_options(args, backbone):
-    opts = dict(NO_VAL) if args.seg_iters is None else dict(NO_VAL, **seg_schedule(args.seg_iters))
+    opts = dict(NO_VAL) if args.seg_iters is None else dict(NO_VAL, **seg_schedule(args.seg_config, args.seg_iters))
     if backbone:
         opts.update(backbone_from(backbone))
     return opts
@@ -348,8 +355,8 @@ def seg_options(args, backbone):
 def train_and_evaluate(stages, args, task, backbone, metrics):
     """One task's training and evaluation as two stages; the trained model's config and checkpoint, or None. As a
     side-by-side worker it marks the end of its training for the other worker (ThreadsWhenPartnerDone)."""
-    path, options, keys = ((DET_CONFIG, det_options, DET_KEYS) if task == 'det' else
-                           (SEG_CONFIG, seg_options, SEG_KEYS))
+    path, options, keys = ((args.det_config, det_options, DET_KEYS) if task == 'det' else
+                           (args.seg_config, seg_options, SEG_KEYS))
     opts = options(args, backbone)
     if args.worker:
         partner = next(t for t in TASKS if t != task)
@@ -403,7 +410,8 @@ def side_by_side(stages, args, backbone, metrics):
             if osp.exists(stale):
                 os.remove(stale)
         cmd = [sys.executable, osp.abspath(__file__), '--worker', task, '--data', args.data,
-               '--work-dir', args.work_dir, '--device', args.device]
+               '--work-dir', args.work_dir, '--device', args.device, '--det-config', args.det_config,
+               '--seg-config', args.seg_config]
         cmd += ['--det-epochs', str(args.det_epochs)] if args.det_epochs is not None else []
         cmd += ['--seg-iters', str(args.seg_iters)] if args.seg_iters is not None else []
         cmd += ['--backbone', backbone] if backbone else []
@@ -432,7 +440,7 @@ def side_by_side(stages, args, backbone, metrics):
             metrics.setdefault(split, {}).update(values)
     stages.side_by_side = wall
     models = {}
-    for task, path in (('det', DET_CONFIG), ('seg', SEG_CONFIG)):
+    for task, path in (('det', args.det_config), ('seg', args.seg_config)):
         trained = osp.join(args.work_dir, task, 'last_checkpoint')
         if any(r['stage'] == f'train {TASKS[task]}' and r['status'] == 'ok' for r in results[task]['stages']) \
                 and osp.exists(trained):
@@ -459,7 +467,7 @@ def main():
     backbone = None
     if args.pretrain_iters:
         pretrain = stages.run('pretrain backbone', lambda: train(config_for(
-            SEG_CONFIG, args, 'pretrain', dict(NO_VAL, **seg_schedule(args.pretrain_iters)))))
+            args.seg_config, args, 'pretrain', dict(NO_VAL, **seg_schedule(args.seg_config, args.pretrain_iters)))))
         backbone = None if pretrain is None else last_checkpoint(pretrain)
     if args.side_by_side:
         det, seg = side_by_side(stages, args, backbone, metrics)

@@ -1,7 +1,7 @@
 """tools/demo.py (`make demo`) end to end on a tiny dataset with a few iterations per training (a smoke run of
 the demo's path, not its results): every stage runs, the summary is written and printed, readable pictures
-are drawn, with the trainings side by side (two worker processes, the CPU default) or one after the other; a
-failing stage makes it exit non-zero after the summary."""
+are drawn, with the trainings side by side (two worker processes, the CPU default) or one after the other, and
+with config variants given on the command line; a failing stage makes it exit non-zero after the summary."""
 import glob
 import importlib.util
 import json
@@ -22,8 +22,18 @@ def demo(tmp_path, data, *extra):
                 '--seg-iters', '2', *extra], env=dict(OMP_NUM_THREADS='2'))
 
 
+def variant(tmp_path, name, shipped):
+    """A config of another name that inherits a shipped demo config and marks itself."""
+    path = tmp_path / f'{name}.py'
+    path.write_text(f"_base_ = ['{osp.abspath(osp.join('configs/shapes', shipped))}']\nvariant = '{name}'\n")
+    return str(path)
+
+
 def test_demo_runs_every_stage(tmp_path):
-    result = demo(tmp_path, tmp_path / 'shapes', '--device', 'cpu')
+    # --det-config and --seg-config: variants, whose names do not say which task they are
+    det = variant(tmp_path, 'det_variant', 'mask-rcnn_mlla-nano_fpn_demo_shapes.py')
+    seg = variant(tmp_path, 'seg_variant', 'upernet_mlla-nano_demo_shapes-96x96.py')
+    result = demo(tmp_path, tmp_path / 'shapes', '--device', 'cpu', '--det-config', det, '--seg-config', seg)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     with open(tmp_path / 'work' / 'summary.json') as f:
         summary = json.load(f)
@@ -56,8 +66,9 @@ def test_demo_runs_every_stage(tmp_path):
         assert any(line.startswith(metric) and ('met' in line or 'missed' in line) for line in out.splitlines())
     assert any(line.startswith('mIoU no TTA') for line in out.splitlines())
     # the test-time runner worked apart (seg/tta): the config dumped beside the training stays the trained model's
-    dumped = Config.fromfile(str(tmp_path / 'work' / 'seg' / 'upernet_mlla-nano_demo_shapes-96x96.py'))
-    assert dumped.model.type == 'EncoderDecoder'
+    dumped = Config.fromfile(str(tmp_path / 'work' / 'seg' / 'seg_variant.py'))
+    assert dumped.model.type == 'EncoderDecoder' and dumped.variant == 'seg_variant'
+    assert Config.fromfile(str(tmp_path / 'work' / 'det' / 'det_variant.py')).variant == 'det_variant'
     assert Config.fromfile(glob.glob(str(tmp_path / 'work' / 'seg' / 'tta' / '*.py'))[0]).model.type == 'SegTTAModel'
 
 
@@ -86,12 +97,14 @@ def test_failing_stage_exits_non_zero_after_summary(tmp_path):
     assert 'FAILED' in result.stdout and 'mlla_dense demo summary' in result.stdout
 
 
-def test_bad_lengths_are_refused(tmp_path):
+def test_bad_arguments_are_refused(tmp_path):
     for option, message in (('--seg-iters', '--seg-iters must be at least 2'),
                             ('--pretrain-iters', '--pretrain-iters must be 0')):
         result = run(['python', 'tools/demo.py', '--data', str(tmp_path / 'shapes'), option, '1'])
         assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / 'shapes').exists()
+    result = run(['python', 'tools/demo.py', '--data', str(tmp_path / 'shapes'), '--seg-config', 'missing.py'])
+    assert result.returncode == 2 and '--seg-config: no config file at missing.py' in result.stderr
 
 
 def test_threads_rise_when_the_other_training_ends(tmp_path):
