@@ -21,7 +21,7 @@ import torch
 from mmengine.config import Config
 
 from benchmark import backbone_steps
-from demo import config_for, evaluate, seg_schedule, train
+from demo import SEG_CONFIG, config_for, evaluate, seg_schedule, train
 from mlla_dense.datasets.shapes import ShapesConfig, write_shapes_dataset
 from mlla_dense.utils.benchmarking import print_table, run_info, time_ms, write_json
 from mlla_dense.utils.flops import backbone_complexity
@@ -168,7 +168,7 @@ def smoke_training(args):
     no_val = {'train_cfg.val_begin': 10 ** 9}
     det_opts = dict(no_val, **{'train_cfg.max_epochs': args.det_epochs, 'param_scheduler.1.end': args.det_epochs,
                                'default_hooks.checkpoint.interval': args.det_epochs})
-    seg_opts = dict(no_val, **seg_schedule(args.seg_iters))
+    seg_opts = dict(no_val, **seg_schedule(SEG_CONFIG, args.seg_iters))
     records = []
     for row in args.rows:
         record = dict(row=row, design=ROWS[row])

@@ -13,7 +13,7 @@ import cv2
 import torch
 from mmengine.config import Config
 
-from helpers import run
+from helpers import DET_DEMO, SEG_DEMO, run
 
 
 def demo(tmp_path, data, *extra):
@@ -23,16 +23,16 @@ def demo(tmp_path, data, *extra):
 
 
 def variant(tmp_path, name, shipped):
-    """A config of another name that inherits a shipped demo config and marks itself."""
+    """A config of another name that inherits the shipped demo config ``shipped`` and marks itself."""
     path = tmp_path / f'{name}.py'
-    path.write_text(f"_base_ = ['{osp.abspath(osp.join('configs/shapes', shipped))}']\nvariant = '{name}'\n")
+    path.write_text(f"_base_ = ['{shipped}']\nvariant = '{name}'\n")
     return str(path)
 
 
 def test_demo_runs_every_stage(tmp_path):
     # --det-config and --seg-config: variants, whose names do not say which task they are
-    det = variant(tmp_path, 'det_variant', 'mask-rcnn_mlla-nano_fpn_demo_shapes.py')
-    seg = variant(tmp_path, 'seg_variant', 'upernet_mlla-nano_demo_shapes-96x96.py')
+    det = variant(tmp_path, 'det_variant', DET_DEMO)
+    seg = variant(tmp_path, 'seg_variant', SEG_DEMO)
     result = demo(tmp_path, tmp_path / 'shapes', '--device', 'cpu', '--det-config', det, '--seg-config', seg)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     with open(tmp_path / 'work' / 'summary.json') as f:
