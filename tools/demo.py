@@ -169,19 +169,22 @@ def make_data(args):
         print(f'using the existing dataset in {args.data}')
 
 
-def _data_options(args, path):
+def demo_config(path, args, name):
+    """The config at ``path``, working in WORK_DIR/<name>, its loaders (and a COCO evaluator's annotation file)
+    pointed at --data."""
+    cfg = load_config(path, work_dir=osp.join(args.work_dir, name))
     root = args.data.rstrip('/') + '/'
     opts = {f'{s}_dataloader.dataset.data_root': root for s in ('train', 'val', 'test')}
-    if 'ann_file' in Config.fromfile(path).get('val_evaluator', {}):  # COCO metrics read their own annotations
+    if 'ann_file' in cfg.get('val_evaluator', {}):  # COCO metrics read their own annotations
         ann = root + 'annotations/instances_val.json'
         opts.update({'val_evaluator.ann_file': ann, 'test_evaluator.ann_file': ann})
-    return opts
+    cfg.merge_from_dict(opts)
+    return cfg
 
 
 def config_for(path, args, name, options):
-    opts = _data_options(args, path)
-    opts.update(options)
-    cfg = load_config(path, opts, osp.join(args.work_dir, name))
+    cfg = demo_config(path, args, name)
+    cfg.merge_from_dict(options)
     check_data(cfg)
     return cfg
 
@@ -444,7 +447,7 @@ def side_by_side(stages, args, backbone, metrics):
         trained = osp.join(args.work_dir, task, 'last_checkpoint')
         if any(r['stage'] == f'train {TASKS[task]}' and r['status'] == 'ok' for r in results[task]['stages']) \
                 and osp.exists(trained):
-            cfg = load_config(path, _data_options(args, path), osp.join(args.work_dir, task))
+            cfg = demo_config(path, args, task)
             with open(trained) as f:
                 models[task] = (cfg, f.read().strip())
     return models.get('det'), models.get('seg')
