@@ -1,7 +1,7 @@
 # Mask R-CNN with the 1.9M-parameter MLLA-nano backbone, trained from scratch on the generated shapes dataset in minutes
 # on a CPU (make demo: 6 epochs, 8.5 minutes on one core beside the UperNet training on a 2-core Xeon; box mAP 0.531 on
 # val with the seed below there, 0.528 with seed 1; 7 epochs and 500 / 200 training proposals took 10 minutes there
-# for 0.588: README, "The demo", runs 29-31). Lighter heads than COCO's: a 64-channel FPN with
+# for 0.588: benchmarks/NOTES.md, "The demo's runs", runs 29-31). Lighter heads than COCO's: a 64-channel FPN with
 # BatchNorm (trains faster from scratch) on the first three stages only (strides 4, 8, 16: the shapes are 17 to 65
 # pixels, so anchors of 16, 32 and 64 pixels cover them, and every RoI is pooled from stride 4 anyway), fewer proposals
 # (300 / 100 in training),
@@ -75,5 +75,5 @@ default_hooks = dict(logger=dict(type='MainProcessLoggerHook', interval=20),
 log_processor = dict(by_epoch=True)
 
 # One seed for the demo's trainings, so that a run repeats on the same machine (unseeded, the val metrics spread
-# widely from run to run on the same data: README, "The demo")
+# widely from run to run on the same data: benchmarks/NOTES.md, "The demo's runs")
 randomness = dict(seed=0)

@@ -2,7 +2,7 @@
 # from scratch, 1,150 iterations of 12 images on one core beside the Mask R-CNN training: 527-591 s on a 2-core Xeon;
 # with the unsharp mask below, val mIoU 0.661 / 0.675 / 0.598 with seeds 0 / 1 / 2 and the test-time flips below
 # (0.638 / 0.643 / 0.565 without them); 1,000 iterations of 16 there: 757 s, 0.533 with seed 0, without the unsharp
-# mask and the flips; the dev machine's runs: README, "The demo"). The
+# mask and the flips; the dev machine's runs: benchmarks/NOTES.md, "The demo's runs"). The
 # narrow head keeps it light (its 3x3 bottleneck convolves the four levels concatenated, 4 x 48 channels, at a quarter
 # of the crop); a small FCN auxiliary head on stage 3 (deep supervision) speeds up learning the shape classes (mIoU
 # 0.50 instead of 0.41 after 1,200 of 1,600 iterations from scratch, with lr 4e-3 instead of 3e-3), at no measurable
@@ -28,8 +28,8 @@ model = dict(
                      norm_cfg=norm_cfg, pool_scales=(1, 2, 3),
                      loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0,
                                       class_weight=[0.1, 1.0, 1.0, 1.0, 1.0, 1.0])),
-    auxiliary_head=dict(type='FCNHeadFastLoss', in_channels=128, in_index=2, channels=64, num_convs=1, concat_input=False,
-                        dropout_ratio=0.1, num_classes=6, norm_cfg=norm_cfg, align_corners=False,
+    auxiliary_head=dict(type='FCNHeadFastLoss', in_channels=128, in_index=2, channels=64, num_convs=1,
+                        concat_input=False, dropout_ratio=0.1, num_classes=6, norm_cfg=norm_cfg, align_corners=False,
                         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=0.4,
                                          class_weight=[0.1, 1.0, 1.0, 1.0, 1.0, 1.0])),
     test_cfg=dict(mode='whole'))
@@ -39,8 +39,8 @@ train_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='Resize', scale=crop_size, keep_ratio=False),
     # on half of the images a random unsharp mask, as in the detector's training: a halo along every edge, so that a
-    # shape's rim may look unlike its inside (README, "The demo", runs 40-42: over three seeds, mean val mIoU 0.621 ->
-    # 0.645, val_restyled 0.457 -> 0.490; one seed of the three lost on both)
+    # shape's rim may look unlike its inside (benchmarks/NOTES.md, "The demo's runs", runs 40-42: over three seeds,
+    # mean val mIoU 0.621 -> 0.645, val_restyled 0.457 -> 0.490; one seed of the three lost on both)
     dict(type='RandomUnsharpMask', prob=0.5, sigma=(1.0, 3.0), amount=(1.0, 5.0)),
     dict(type='RandomFlip', prob=0.5),
     dict(type='PhotoMetricDistortion'),
@@ -52,8 +52,8 @@ val_dataloader = dict(num_workers=1)
 test_dataloader = val_dataloader
 # Test-time augmentation (tools/test.py --tta, mim test --tta; what make demo reports): the class probabilities of
 # the image and of its horizontal and vertical flips, averaged. The shapes look the same flipped either way. Measured
-# on three trained models (seeds 0, 1, 2): val mIoU +0.018 to +0.034, val_restyled +0.022 to +0.054 (README, "The
-# demo")
+# on three trained models (seeds 0, 1, 2): val mIoU +0.018 to +0.034, val_restyled +0.022 to +0.054
+# (benchmarks/NOTES.md, "The demo's runs")
 tta_model = dict(type='SegTTAModel')
 tta_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -81,6 +81,6 @@ default_hooks = dict(logger=dict(type='MainProcessLoggerHook', interval=20, log_
                      checkpoint=dict(type='SafeCheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1))
 
 # One seed, so that a run repeats on the same machine (unseeded, the val metrics spread widely from run to run on the
-# same data: README, "The demo"). Seeds 0 / 1 / 2 gave mIoU 0.661 / 0.675 / 0.598 on one machine with the flips
-# (0.582 / 0.645 / 0.635 before the unsharp mask); this one was picked from those three before it.
+# same data: benchmarks/NOTES.md, "The demo's runs"). Seeds 0 / 1 / 2 gave mIoU 0.661 / 0.675 / 0.598 on one machine
+# with the flips (0.582 / 0.645 / 0.635 before the unsharp mask); this one was picked from those three before it.
 randomness = dict(seed=1)
