@@ -1,6 +1,6 @@
 # Mask R-CNN with the 1.9M-parameter MLLA-nano backbone, trained from scratch on the generated shapes dataset in minutes
 # on a CPU (make demo: 5 epochs, under 6 minutes on one core beside the UperNet training on the 2-core dev machine; box
-# / mask mAP 0.586 / 0.574 on val with the seed below there; benchmarks/NOTES.md, "Twenty-fifth session", and "The
+# and mask mAP 0.586 and 0.574 on val with the seed below there; benchmarks/NOTES.md, "Twenty-fifth session", and "The
 # demo's runs" for the recipe's history). Lighter heads than COCO's: a 64-channel FPN with BatchNorm (trains faster from
 # scratch) on the first three stages only (strides 4, 8, 16: the shapes are 17 to 65 pixels, so anchors of 16, 32 and 64
 # pixels cover them, and every RoI is pooled from stride 4 anyway), fewer proposals (300 / 100 in training), 16 sampled
