@@ -514,11 +514,10 @@ def report(args, stages, metrics):
         if value and other is not None:
             kept[name] = other / value
         print(f'{name:12s} {_shown(value):>6s} {">= %.2f" % target:>8s} {verdict:6s}   {_shown(other):>12s} '
-              f'{"%5.0f%%" % (100 * kept[name]) if name in kept else "n/a":>6s}')
+              f'{_share(value, other):>6s}')
     for name in [n for n in val if n not in TARGETS]:  # shown for comparison, without a target or a verdict
         value, other = val[name], restyled.get(name)
-        share = '%5.0f%%' % (100 * other / value) if value and other is not None else 'n/a'
-        print(f'{name:12s} {_shown(value):>6s} {"":8s} {"":6s}   {_shown(other):>12s} {share:>6s}')
+        print(f'{name:12s} {_shown(value):>6s} {"":8s} {"":6s}   {_shown(other):>12s} {_share(value, other):>6s}')
     generalizes = 'n/a' if len(kept) < len(TARGETS) else (
         'yes' if min(kept.values()) >= GENERALIZATION else 'no')
     print(f'generalizes (val_restyled keeps >= {GENERALIZATION:.0%} of each val metric with a target): {generalizes}')
@@ -530,6 +529,11 @@ def report(args, stages, metrics):
     os.makedirs(args.work_dir, exist_ok=True)
     with open(osp.join(args.work_dir, 'summary.json'), 'w') as f:
         json.dump(summary, f, indent=1)
+
+
+def _share(value, other):
+    """How much of the val metric ``value`` val_restyled's ``other`` keeps, as a percentage, or 'n/a'."""
+    return '%5.0f%%' % (100 * other / value) if value and other is not None else 'n/a'
 
 
 def _shown(value):

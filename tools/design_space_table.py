@@ -21,7 +21,7 @@ import torch
 from mmengine.config import Config
 
 from benchmark import backbone_steps
-from demo import SEG_CONFIG, config_for, evaluate, seg_schedule, train
+from demo import NO_VAL, SEG_CONFIG, config_for, det_options, evaluate, seg_schedule, train
 from mlla_dense.datasets.shapes import ShapesConfig, write_shapes_dataset
 from mlla_dense.utils.benchmarking import print_table, run_info, time_ms, write_json
 from mlla_dense.utils.flops import backbone_complexity
@@ -165,10 +165,8 @@ def plot_table(records, info, dtypes, path):
 def smoke_training(args):
     if not osp.isdir(osp.join(args.data, 'annotations')):
         write_shapes_dataset(args.data, args.num_train, args.num_val, seed=0, cfg=ShapesConfig())
-    no_val = {'train_cfg.val_begin': 10 ** 9}
-    det_opts = dict(no_val, **{'train_cfg.max_epochs': args.det_epochs, 'param_scheduler.1.end': args.det_epochs,
-                               'default_hooks.checkpoint.interval': args.det_epochs})
-    seg_opts = dict(no_val, **seg_schedule(SEG_CONFIG, args.seg_iters))
+    det_opts = det_options(args, backbone=None)
+    seg_opts = dict(NO_VAL, **seg_schedule(SEG_CONFIG, args.seg_iters))
     records = []
     for row in args.rows:
         record = dict(row=row, design=ROWS[row])
