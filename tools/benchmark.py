@@ -87,6 +87,10 @@ def parse_args(argv=None):
             if getattr(args, flag[2:].replace('-', '_')) is None:
                 parser.error(f'--impls {" ".join(args.impls)} includes the official code: give {flag} DIR '
                              f'for {model}')
+    if 'mlla_dense-compiled-fused' in args.impls:
+        for model in args.models:
+            if not has_fused_blocks(model):
+                parser.error(fused_blocks_refusal(model))
     return args
 
 
@@ -159,6 +163,15 @@ class Runner:
                     result['graph_error'] = str(error)[:300]
                     print(f'{self.impl}: CUDA graph timing failed: {error}', flush=True)
         return result
+
+
+def has_fused_blocks(model_name: str) -> bool:
+    """Whether ``model_name`` has MLLA's fused blocks, which mlla_dense-compiled-fused compiles."""
+    return model_name.startswith('mlla')
+
+
+def fused_blocks_refusal(model_name: str) -> str:
+    return f"--impl mlla_dense-compiled-fused compiles MLLA's fused blocks; {model_name} has none"
 
 
 def fused_blocks_when_compiled(model):

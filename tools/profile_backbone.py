@@ -33,7 +33,8 @@ from mlla_dense.kernels.kernel_op import KernelOp
 from mlla_dense.utils.benchmarking import print_table, run_info, time_ms, write_json
 from mmdet.registry import MODELS
 
-from benchmark import IMPLS, MODELS_TO_RUN, backbone_steps, fused_blocks_when_compiled
+from benchmark import (IMPLS, MODELS_TO_RUN, backbone_steps, fused_blocks_refusal, fused_blocks_when_compiled,
+                       has_fused_blocks)
 
 PROFILED_MODELS = dict(MODELS_TO_RUN, **{'mlla-nano': dict(type='MLLA', arch='nano')})
 # (category, pattern on the lower-cased kernel or op name); the first match wins.
@@ -91,8 +92,8 @@ def parse_args():
         if getattr(args, flag[2:].replace('-', '_')) is None or args.model == 'mlla-nano':
             parser.error(f'--impl {args.impl} profiles the authors\' {args.model}: give {flag} DIR'
                          if args.model != 'mlla-nano' else f'--impl {args.impl} has no mlla-nano')
-    if args.impl == 'mlla_dense-compiled-fused' and not args.model.startswith('mlla'):
-        parser.error(f"--impl mlla_dense-compiled-fused compiles MLLA's fused blocks; {args.model} has none")
+    if args.impl == 'mlla_dense-compiled-fused' and not has_fused_blocks(args.model):
+        parser.error(fused_blocks_refusal(args.model))
     return args
 
 

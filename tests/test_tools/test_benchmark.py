@@ -24,6 +24,8 @@ def test_without_gpu_refuses(tmp_path):
     (['--impls', 'official', 'mlla_dense'], 'give --official-mlla DIR for mlla-t'),
     (['--models', 'vmamba-t', '--impls', 'official-compiled', '--official-mlla', 'x'], 'give --official-vmamba DIR'),
     (['--rounds', '3', '--warmup', '3'], 'leaves none'),
+    (['--models', 'mlla-t', 'vmamba-t', '--impls', 'mlla_dense-compiled-fused'],
+     "compiles MLLA's fused blocks; vmamba-t has none"),
     (['--models', 'resnet50'], 'invalid choice'),
 ])
 def test_bad_arguments_are_refused(argv, message, tmp_path):
