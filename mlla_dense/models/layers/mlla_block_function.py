@@ -242,10 +242,20 @@ def fused_dtypes(x: Tensor) -> bool:
 
 def compiled_op_inputs(x: Tensor, params, cfg: BlockConfig):
     """(packed product weights, RoPE cos, RoPE sin) that mlla_block_op.py's ops take, computed by the graph
-    torch.compile traces (pack's reference, the tables as the linear attention reads them)."""
-    packed = pack_reference([params[i] for i in _PACKED_INDEX], cfg.dtype)
+    torch.compile traces (pack's reference in groups, :func:`_pack_in_groups`; the tables as the linear attention
+    reads them)."""
+    packed = _pack_in_groups([params[i] for i in _PACKED_INDEX], cfg.dtype)
     cos, sin = build_rope_tables(cfg.height, cfg.width, x.shape[-1], x.device, table_dtype(cfg.dtype))
     return packed, cos, sin
+
+
+def _pack_in_groups(pieces, dtype) -> Tensor:
+    """pack_reference(pieces, dtype) as a cat of packs of at most Inductor's ``max_pointwise_cat_inputs`` pieces:
+    Inductor compiles a cat of more inputs to one copy kernel per input, 12 launches a block for its weights, and
+    a smaller one to a single kernel (benchmarks/NOTES.md)."""
+    from torch._inductor import config
+    size = getattr(config, 'max_pointwise_cat_inputs', 8)
+    return torch.cat([pack_reference(pieces[i:i + size], dtype) for i in range(0, len(pieces), size)])
 
 
 def mlla_block(block, x: Tensor, hw_shape, keep: Optional[Tensor], keep_prob: float,
