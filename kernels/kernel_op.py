@@ -122,6 +122,12 @@ class KernelOp:
         return tuple(self.place_grads(self.backward_op(grad, *ctx.saved_tensors, *ctx.options)))
 
 
+def traced_op(name: str, fn: Callable):
+    """``fn`` (annotated: its signature is the schema) as the triton_op ``mlla_dense::<name>``, without autograd:
+    for kernels that only backwards launch, so that torch.compile traces into them as into a KernelOp."""
+    return torch.library.triton_op(f'mlla_dense::{name}', _traced(fn), mutates_args=())
+
+
 def layout(*tensors) -> tuple:
     """What decides how kernels specialize on these tensors: the device (of the first: an op's tensors share
     one), shapes, strides, dtypes and whether each data pointer is 16-byte aligned (Triton assumes alignment it

@@ -61,11 +61,12 @@ _per_call = Switch()  # on inside per_call_counters()
 class ArrivalCounters:
     """``count`` int32 counters of one launch plan for :func:`last_to_arrive`, which the kernels leave at zero.
 
-    ``get()`` returns the plan's own counters, allocated at first use and kept, or fresh zeros (one more launch)
-    where a kept tensor would be unsafe: while torch.compile traces (the graph makes them), inside
-    :func:`per_call_counters` (code that runs in a memory pool that may hand the memory out again, such as
-    cudagraph trees' warm-up of an opaque custom op) and while a CUDA graph is being captured before the plan
-    has counters (zeros made then exist only in replays). Launches of one plan must not overlap (one stream).
+    ``get()`` returns the plan's own counters, allocated at first use and kept; while torch.compile traces, the
+    counters that all launches of the traced graph share (:func:`_traced_counters`); and fresh zeros (one more
+    launch) where a kept tensor would be unsafe: inside :func:`per_call_counters` (code that runs in a memory pool
+    that may hand the memory out again, such as cudagraph trees' warm-up of an opaque custom op) and while a CUDA
+    graph is being captured before the plan has counters (zeros made then exist only in replays). Launches of one
+    plan must not overlap (one stream).
     """
 
     def __init__(self, count: int, device):
@@ -74,7 +75,9 @@ class ArrivalCounters:
         self._tensor = None
 
     def get(self) -> torch.Tensor:
-        per_call = _per_call.on or is_traced()
+        if is_traced():
+            return _traced_counters(self.count, self.device)
+        per_call = _per_call.on
         if self._tensor is not None and not per_call:
             return self._tensor
         fresh = torch.zeros(self.count, dtype=torch.int32, device=self.device)
@@ -82,6 +85,26 @@ class ArrivalCounters:
             self._tensor = fresh
             _kept.add(fresh)
         return fresh
+
+
+_trace_counters = weakref.WeakKeyDictionary()  # functionalizing trace -> the counters its launches share
+_TRACE_COUNTERS = 256  # int32 counters shared in a trace; a launch needing more gets fresh zeros
+
+
+def _traced_counters(count: int, device) -> torch.Tensor:
+    """Counters for a launch that torch.compile traces. All launches of one functionalized trace (AOTAutograd's
+    joint forward+backward) take the same zeroed tensor: functionalization chains their writes to it, which
+    Inductor then makes in place, so a graph zeroes counters once. With fresh zeros per launch it zeroed one
+    buffer (Inductor merges equal constants) and copied it before every launch (benchmarks/NOTES.md). Each
+    launch leaves the counters at zero, and the chain orders the launches. Without functionalization (dynamo's
+    run on fake tensors) fresh zeros."""
+    mode = torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FUNCTIONAL)
+    if mode is None or count > _TRACE_COUNTERS:
+        return torch.zeros(count, dtype=torch.int32, device=device)
+    counters = _trace_counters.get(mode)
+    if counters is None or counters.device != torch.device(device):
+        counters = _trace_counters[mode] = torch.zeros(_TRACE_COUNTERS, dtype=torch.int32, device=device)
+    return counters
 
 
 # Within: every launch takes fresh zero counters instead of its plan's kept ones.

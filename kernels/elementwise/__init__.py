@@ -18,7 +18,7 @@ import triton
 from torch import Tensor
 
 from ..backend import use_triton
-from ..kernel_op import Plans, row_stride
+from ..kernel_op import Plans, row_stride, traced_op
 from ..launcher import Launch
 from ..partial_sums import ArrivalCounters, chunking
 from .block_matrix import BlockMatrix
@@ -194,9 +194,22 @@ def column_sums(*tensors: Tensor) -> Tuple[Tensor, ...]:
     plan = _column_sums_plans((a, b), (len(tensors),))
     outs = tuple(torch.empty(c, dtype=torch.float32, device=a.device) for c in plan.c[:len(tensors)])
     part = torch.empty(plan.part_shape, dtype=torch.float32, device=a.device)
-    plan.launch(a, outs[0], plan.c[0], plan.strides[0], b, outs[-1], plan.c[1], plan.strides[1], part,
+    # b's output, which one tensor leaves unwritten, is not a's: a traced launch that writes one tensor through
+    # two arguments makes Inductor copy it
+    out_b = outs[-1] if len(outs) == 2 else torch.empty(1, dtype=torch.float32, device=a.device)
+    plan.launch(a, outs[0], plan.c[0], plan.strides[0], b, out_b, plan.c[1], plan.strides[1], part,
                 plan.counters.get(), plan.m, plan.rows_per_program, plan.a_blocks)
     return outs
+
+
+def _column_sums_of_one(x: Tensor) -> Tensor:
+    """The float32 sums over the tokens of (..., C) ``x``."""
+    return column_sums(x)[0]
+
+
+# column_sums of one tensor as an op that torch.compile traces into (the compiled products' bias gradients,
+# cast_products.py): one launch where Inductor splits the sum in two
+traced_column_sums = traced_op('column_sums', _column_sums_of_one)
 
 
 def gelu(a: Tensor) -> Tensor:

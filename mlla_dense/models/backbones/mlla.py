@@ -356,6 +356,8 @@ class MLLA(PretrainedBackbone):
         x, hw_shape = self.patch_embed(x)
         x = self.pos_drop(x)
         keep = self._drop_path_masks(x)
+        if keep is not None and torch.compiler.is_compiling():
+            keep = keep.to(compute_dtype(x))
         packed = self._packed_weights(x)
         casts = self._product_casts(x)
         outs = []

@@ -5,7 +5,8 @@ backward casts the weight's gradient back: Inductor makes each cast a kernel of 
 into the products), and recomputed branches cast again, about 24 launches per MLLA block. Here the backbone casts
 every block's product weights with one foreach copy (:func:`cast_all`: Inductor groups it into a few launches),
 and :func:`cast_product` runs a product on those casts with the weights' float32 gradients taken straight from
-the products (as the eager fused block does, product_grads.py), so no cast remains inside the blocks.
+the products (as the eager fused block does, product_grads.py), so no cast remains inside the blocks. Their bias
+gradients come from our column-sum kernel, traced: one launch each, where Inductor splits the sum in two.
 """
 from typing import List, Optional, Sequence
 
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mlla_dense.kernels.elementwise import traced_column_sums
 from .product_grads import weight_grad
 
 
@@ -41,7 +43,7 @@ class _CastProduct(torch.autograd.Function):
             grad_x = grad @ weight_cast
             grads = list(weight_grad(grad, x).split(ctx.rows))
             if ctx.with_bias:
-                grads += grad.reshape(-1, grad.shape[-1]).sum(0, dtype=torch.float32).split(ctx.rows)
+                grads += traced_column_sums(grad).split(ctx.rows)
         return grad_x, None, None, None, *grads
 
 
