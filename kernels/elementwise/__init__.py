@@ -175,8 +175,8 @@ class _ColumnSumsPlan:
         programs, self.rows_per_program = chunking(self.m, blocks, a.device, COLUMN_SUMS_PROGRAMS_PER_SM, block_m)
         self.part_shape = (programs, blocks * block_c)
         self.counters = ArrivalCounters(blocks, a.device)
-        self.launch = Launch(_column_sums_kernel, (programs, blocks), BLOCK_M=block_m, BLOCK_C=block_c,
-                             BLOCK_R=max(1, min(32, triton.next_power_of_2(programs))))
+        self.launch = Launch(_column_sums_kernel, (programs, blocks), PAIR=count == 2, BLOCK_M=block_m,
+                             BLOCK_C=block_c, BLOCK_R=max(1, min(32, triton.next_power_of_2(programs))))
 
 
 _column_sums_plans = Plans(_ColumnSumsPlan)
@@ -194,10 +194,7 @@ def column_sums(*tensors: Tensor) -> Tuple[Tensor, ...]:
     plan = _column_sums_plans((a, b), (len(tensors),))
     outs = tuple(torch.empty(c, dtype=torch.float32, device=a.device) for c in plan.c[:len(tensors)])
     part = torch.empty(plan.part_shape, dtype=torch.float32, device=a.device)
-    # b's output, which one tensor leaves unwritten, is not a's: a traced launch that writes one tensor through
-    # two arguments makes Inductor copy it
-    out_b = outs[-1] if len(outs) == 2 else torch.empty(1, dtype=torch.float32, device=a.device)
-    plan.launch(a, outs[0], plan.c[0], plan.strides[0], b, out_b, plan.c[1], plan.strides[1], part,
+    plan.launch(a, outs[0], plan.c[0], plan.strides[0], b, outs[-1], plan.c[1], plan.strides[1], part,
                 plan.counters.get(), plan.m, plan.rows_per_program, plan.a_blocks)
     return outs
 

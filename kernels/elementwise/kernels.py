@@ -117,20 +117,26 @@ def _finish_column_sums_kernel(part0_ptr, out0_ptr, rows0, c0, part1_ptr, out1_p
 
 @triton.jit
 def _column_sums_kernel(a_ptr, out_a_ptr, c_a, s_a, b_ptr, out_b_ptr, c_b, s_b, part_ptr, counter_ptr, M,
-                        ROWS_PER_PROGRAM, A_BLOCKS, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr,
-                        BLOCK_R: tl.constexpr):
-    """Program (p, j): column block j (a's first A_BLOCKS, then b's) summed over rows p * ROWS_PER_PROGRAM.. of
-    its tensor, stored as row p of the (programs, blocks * BLOCK_C) float32 partials; the last program of block j
-    to arrive sums its column of partials in row order into the float32 output."""
+                        ROWS_PER_PROGRAM, A_BLOCKS, PAIR: tl.constexpr, BLOCK_M: tl.constexpr,
+                        BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Program (p, j): column block j (a's first A_BLOCKS, then b's with ``PAIR``) summed over rows
+    p * ROWS_PER_PROGRAM.. of its tensor, stored as row p of the (programs, blocks * BLOCK_C) float32 partials; the
+    last program of block j to arrive sums its column of partials in row order into the float32 output. Without
+    ``PAIR`` nothing reads b or writes out_b (traced by torch.compile, an argument written that aliases out_a would
+    make Inductor copy it)."""
     p = tl.program_id(0)
     j = tl.program_id(1)
-    in_b = j >= A_BLOCKS
-    x_ptr = tl.where(in_b, b_ptr, a_ptr)
-    out_ptr = tl.where(in_b, out_b_ptr, out_a_ptr)
-    c = tl.where(in_b, c_b, c_a)
-    stride = tl.where(in_b, s_b, s_a)
     lane = tl.arange(0, BLOCK_C)
-    cols = (j - tl.where(in_b, A_BLOCKS, 0)) * BLOCK_C + lane
+    if PAIR:
+        in_b = j >= A_BLOCKS
+        x_ptr = tl.where(in_b, b_ptr, a_ptr)
+        out_ptr = tl.where(in_b, out_b_ptr, out_a_ptr)
+        c = tl.where(in_b, c_b, c_a)
+        stride = tl.where(in_b, s_b, s_a)
+        cols = (j - tl.where(in_b, A_BLOCKS, 0)) * BLOCK_C + lane
+    else:
+        x_ptr, out_ptr, c, stride = a_ptr, out_a_ptr, c_a, s_a
+        cols = j * BLOCK_C + lane
     valid = cols < c
     acc = tl.zeros((BLOCK_M, BLOCK_C), tl.float32)
     start = p * ROWS_PER_PROGRAM
