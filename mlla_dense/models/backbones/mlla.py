@@ -58,7 +58,7 @@ class MLLABlock(nn.Module):
     is its specification and the path otherwise: on CPU, under torch.compile (which fuses the elementwise steps
     itself), and for float32 tokens under autocast. Compiled, it takes from the backbone what would otherwise be
     made per block, each a kernel launch or more: its products' weights cast once for all blocks
-    (cast_products.py), its drop-path masks drawn once, and its stage's RoPE tables.
+    (cast_products.py), its drop-path masks drawn and cast once, and its stage's RoPE tables.
 
     With ``recompute`` the MLP branch keeps only its input for the backward and runs its forward again there:
     its LayerNorm output and the 4x wider hidden activations (before and after GELU), 9 of the block's 22
@@ -356,8 +356,8 @@ class MLLA(PretrainedBackbone):
         x, hw_shape = self.patch_embed(x)
         x = self.pos_drop(x)
         keep = self._drop_path_masks(x)
-        if keep is not None and torch.compiler.is_compiling():
-            keep = keep.to(compute_dtype(x))
+        if keep is not None and torch.compiler.is_compiling() and not self.layers[0].blocks[0].fused(x):
+            keep = keep.to(compute_dtype(x))  # cast once, not per block: Inductor makes each cast a launch
         packed = self._packed_weights(x)
         casts = self._product_casts(x)
         outs = []
