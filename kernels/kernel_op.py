@@ -17,8 +17,9 @@ An op supplies two annotated functions (they define the schema of its two ``torc
   through ``wrap_triton``, see launcher.py). Their fake implementations are the functions themselves, run on
   fake tensors (allocations happen, launches do not).
 
-:class:`Plans` keeps an op's launch plan per input layout, so grids, tile sizes and compiled binaries are worked
-out once per shape instead of on every call.
+:func:`traced_op` registers a function without autograd the same way, for kernels launched only inside a
+backward. :class:`Plans` keeps an op's launch plan per input layout, so grids, tile sizes and compiled binaries
+are worked out once per shape instead of on every call.
 """
 import functools
 import inspect
@@ -124,7 +125,7 @@ class KernelOp:
 
 def traced_op(name: str, fn: Callable):
     """``fn`` (annotated: its signature is the schema) as the triton_op ``mlla_dense::<name>``, without autograd:
-    for kernels that only backwards launch, so that torch.compile traces into them as into a KernelOp."""
+    for kernels launched only inside a backward, which torch.compile then traces into as into a KernelOp."""
     return torch.library.triton_op(f'mlla_dense::{name}', _traced(fn), mutates_args=())
 
 

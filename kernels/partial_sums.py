@@ -87,23 +87,22 @@ class ArrivalCounters:
         return fresh
 
 
-_trace_counters = weakref.WeakKeyDictionary()  # functionalizing trace -> the counters its launches share
-_TRACE_COUNTERS = 256  # int32 counters shared in a trace; a launch needing more gets fresh zeros
+_counters_of_trace = weakref.WeakKeyDictionary()  # functionalizing trace -> the counters its launches share
+_SHARED_COUNT = 256  # int32 counters shared in a trace; a launch needing more gets fresh zeros
 
 
 def _traced_counters(count: int, device) -> torch.Tensor:
     """Counters for a launch that torch.compile traces. All launches of one functionalized trace (AOTAutograd's
-    joint forward+backward) take the same zeroed tensor: functionalization chains their writes to it, which
-    Inductor then makes in place, so a graph zeroes counters once. With fresh zeros per launch it zeroed one
-    buffer (Inductor merges equal constants) and copied it before every launch (benchmarks/NOTES.md). Each
-    launch leaves the counters at zero, and the chain orders the launches. Without functionalization (dynamo's
-    run on fake tensors) fresh zeros."""
+    joint forward+backward) take the same zeroed tensor, so functionalization chains their writes to it and
+    Inductor makes the chain in place: one zero fill per graph instead of fresh zeros, and a copy of them, per
+    launch. Each launch leaves the counters at zero, and the chain orders the launches. Without
+    functionalization (dynamo's run on fake tensors) fresh zeros."""
     mode = torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FUNCTIONAL)
-    if mode is None or count > _TRACE_COUNTERS:
+    if mode is None or count > _SHARED_COUNT:
         return torch.zeros(count, dtype=torch.int32, device=device)
-    counters = _trace_counters.get(mode)
+    counters = _counters_of_trace.get(mode)
     if counters is None or counters.device != torch.device(device):
-        counters = _trace_counters[mode] = torch.zeros(_TRACE_COUNTERS, dtype=torch.int32, device=device)
+        counters = _counters_of_trace[mode] = torch.zeros(_SHARED_COUNT, dtype=torch.int32, device=device)
     return counters
 
 

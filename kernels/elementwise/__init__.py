@@ -4,7 +4,7 @@ block's weights into one buffer, and casts of up to eight tensors of any layout 
 The drop-path and GELU gradients can also leave the column partial sums of what they write (the gradient of the
 bias of the product before them), which :func:`finish_column_sums` adds up: one launch for two bias gradients
 instead of PyTorch's four (a memset and a reduction each). :func:`column_sums` takes the bias gradients of two
-other gradients in one launch.
+other gradients in one launch; ``traced_column_sums`` is its one-tensor form as an op that torch.compile traces.
 
 They serve the MLLA model's hand-written backwards and weight casts, so they have no autograd of their own.
 Triton on CUDA tensors, the reference (reference.py) otherwise; ``MLLA_DENSE_BACKEND`` overrides. Inputs are
@@ -200,8 +200,8 @@ def column_sums(*tensors: Tensor) -> Tuple[Tensor, ...]:
 
 
 def _column_sums_of_one(x: Tensor) -> Tensor:
-    """The float32 sums over the tokens of (..., C) ``x``."""
-    return column_sums(x)[0]
+    """The float32 sums over the tokens of (..., C) ``x`` (copied first where its tokens share no one stride)."""
+    return column_sums(x if row_stride(x) is not None else x.contiguous())[0]
 
 
 # column_sums of one tensor as an op that torch.compile traces into (the compiled products' bias gradients,
@@ -365,4 +365,4 @@ def cast_each(tensors: Sequence[Tensor], dtype: torch.dtype) -> List[Tensor]:
 
 
 __all__ = ['cast_each', 'is_dense', 'silu_gate', 'silu_gate_backward', 'residual_add', 'drop_path_grad', 'gelu',
-           'gelu_with_grad', 'finish_column_sums', 'column_sums', 'pack', 'pack_groups']
+           'gelu_with_grad', 'finish_column_sums', 'column_sums', 'traced_column_sums', 'pack', 'pack_groups']

@@ -11,7 +11,8 @@ import triton.language as tl
 
 from mlla_dense.kernels import activations
 from mlla_dense.kernels.elementwise import (cast_each, column_sums, drop_path_grad, finish_column_sums, gelu,
-                                            gelu_with_grad, pack, residual_add, silu_gate, silu_gate_backward)
+                                            gelu_with_grad, pack, residual_add, silu_gate, silu_gate_backward,
+                                            traced_column_sums)
 from mlla_dense.kernels.elementwise.block_matrix import BlockMatrix
 from mlla_dense.kernels.elementwise.reference import (drop_path_grad_reference, gelu_reference, pack_reference,
                                                       residual_add_reference, silu_gate_backward_reference,
@@ -145,6 +146,16 @@ def test_column_sums_of_one_or_two_tensors(shape, dtype):
     with pytest.raises(ValueError, match='one dtype'):
         column_sums(a, wide.double())
     assert not column_sums(a[:, :0])[0].any()
+
+
+def test_traced_column_sums_of_any_layout():
+    """The op compiled products take their bias gradients from: the float32 column sums of a gradient, also of one
+    whose tokens share no one stride (copied first) and of a strided view; the same numbers as column_sums."""
+    wide = tokens(2, 9, 48, torch.float32, 2)
+    for x in (wide, wide[..., 8:24], wide.transpose(0, 1)):
+        got = traced_column_sums(x)
+        assert torch.equal(got, column_sums(x.contiguous())[0])
+        torch.testing.assert_close(got, float64_column_sums(x).float(), rtol=1e-5, atol=1e-5)
 
 
 def test_drop_path_grad_plans_per_output_dtype():

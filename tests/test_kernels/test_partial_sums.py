@@ -1,7 +1,7 @@
 """kernels/partial_sums.py: the last program to arrive sums the others' partials and leaves its counter at zero;
 launch plans keep their counters except where a kept tensor would be unsafe, and the launches of one traced graph
-share theirs (CPU, Triton interpreter; the kernels that use them are tested at real shapes on the GPU in their own
-files)."""
+share theirs (CPU: the Triton interpreter, and a trace with the kernels compiled for sm_90 in a subprocess; the
+kernels that use counters are tested at real shapes on the GPU in their own files)."""
 import json
 
 import torch
@@ -65,6 +65,8 @@ def test_launches_of_a_traced_graph_share_one_chain_of_counters():
 
 
 def test_traced_counters_are_shared_within_one_functionalized_trace():
+    """Traced launches take one tensor per functionalization mode (one AOTAutograd trace), whatever counts their
+    plans need; another trace gets its own; without functionalization every call gets fresh zeros."""
     from torch._subclasses.functional_tensor import FunctionalTensorMode
     small, large = ArrivalCounters(1, torch.device('cpu')), ArrivalCounters(16, torch.device('cpu'))
     with traced_launches():
