@@ -125,12 +125,18 @@ def test_fused_block_op_registration(dtype, use_backend):
 REDUCE_OVERHEAD_CASES = [('mlla', False, 0.0), ('mlla', True, 0.0), ('mlla', True, 0.1), ('vmamba', False, 0.0)]
 
 
-# How far from float64 a float32 gradient of MLLA-nano's training loss may be, whatever the eager model's error
-# at that step: the convolutions before its BatchNorms are ill-conditioned. Measured there (benchmarks/NOTES.md,
-# twenty-ninth session, H200): eager float32 5e-4 to 1.3e-3 from float64; compiled 0.7-1.5x eager's at 7 steps
-# of 8 and 6.8x (5.4e-3) at one, the same with and without the counter chain (4.7x, 2.9e-3, in another run); the
-# reference ops alone compiled on the CPU: 1.4-2.6x eager's.
+# How far a float32 gradient of the stem's and the downsamples' convolutions may be from float64 or from eager,
+# whatever eager's error: before BatchNorm they are ill-conditioned in float32, and a compile that rounds elsewhere
+# moves them by several times eager's error (benchmarks/NOTES.md, "Twenty-ninth session"). The blocks, where the
+# kernels act, keep the tighter limits.
 FLOAT32_REACH = 1e-2
+
+
+def _within(errors, limit):
+    """Whether every (error, name) of :func:`_gradient_errors` is within ``limit``, or within FLOAT32_REACH for
+    the convolutional stem and downsamples."""
+    return all(e <= (max(limit, FLOAT32_REACH) if n.startswith('patch_embed.') or '.downsample.' in n else limit)
+               for e, n in errors)
 
 
 def _gradient_errors(names, expected, actual):
@@ -164,13 +170,14 @@ def test_reduce_overhead_gradients(name, fused, drop_path, monkeypatch):
 
     - every step's gradients equal those of the same graph compiled without CUDA graphs (float32 noise: 1e-5),
       with the same drop-path masks (Inductor's RNG falls back to eager's);
-    - they are as close to a float64 truth as the eager model's float32 gradients are (within 3x, or within
-      FLOAT32_REACH: Inductor fuses and reduces what lies between the kernels, so it rounds at other points, and
-      MLLA's training gradients are ill-conditioned in float32), or, with drop path (no float64 truth with the
-      same masks), within 5e-3 of the eager model's.
+    - they are as close to a float64 truth as the eager model's float32 gradients are (within 3x of eager's
+      largest error: Inductor fuses and reduces what lies between the kernels, so it rounds at other points), or,
+      with drop path (no float64 truth with the same masks), within 5e-3 of the eager model's; the stem's and
+      downsamples' weights within FLOAT32_REACH at least.
 
-    Inductor runs in its deterministic mode: otherwise it times several tilings of each reduction at a graph's
-    first call and keeps the fastest, and the two compiles, timed apart, can round differently.
+    Inductor runs in its deterministic mode and cuDNN picks deterministic algorithms: otherwise Inductor times
+    several tilings of each reduction at a graph's first call and keeps the fastest, and the two compiles, timed
+    apart, can round differently.
 
     The graphed call runs first at each step, so the kernels' launch plans for a new size are first built inside
     cudagraph trees' warm-up."""
@@ -183,6 +190,8 @@ def test_reduce_overhead_gradients(name, fused, drop_path, monkeypatch):
     monkeypatch.setattr(inductor_config.triton, 'slow_path_cudagraph_asserts', True)
     monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
     monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
+    monkeypatch.setattr(torch.backends.cudnn, 'deterministic', True)
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', False)
     torch._dynamo.reset()
     counters.clear()
     torch.manual_seed(0)
@@ -211,14 +220,14 @@ def test_reduce_overhead_gradients(name, fused, drop_path, monkeypatch):
             if drop_path:
                 to_eager = _gradient_errors(names, grads['eager'], grads['reduce-overhead'])
                 print(f'  drop path {drop_path}, against eager {to_eager[:2]}')
-                assert to_eager[0][0] < 5e-3, (step, size, to_eager[:3])
+                assert _within(to_eager, 5e-3), (step, size, to_eager[:3])
             else:
                 truth = _float64_gradients(model64, model, image, params64)
                 graph_error = _gradient_errors(names, truth, grads['reduce-overhead'])
                 eager_error = _gradient_errors(names, truth, grads['eager'])
                 print(f'  against float64: graphed {graph_error[:2]}, eager {eager_error[:2]}')
-                limit = max(3 * eager_error[0][0], FLOAT32_REACH)
-                assert graph_error[0][0] <= limit, (step, size, graph_error[:3], eager_error[:3])
+                assert _within(graph_error, 3 * eager_error[0][0] + 1e-6), (step, size, graph_error[:3],
+                                                                             eager_error[:3])
             with torch.no_grad():
                 for p, g in zip(params, grads['eager']):
                     p.sub_(1e-2 * g)
