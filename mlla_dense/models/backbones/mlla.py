@@ -329,6 +329,14 @@ class MLLA(PretrainedBackbone):
         """The fused blocks, and the blocks op by op under torch.compile (one draw instead of one per block)."""
         return self.layers[0].blocks[0].fused(x) or torch.compiler.is_compiling()
 
+    def _drop_path_masks(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        """The backbone's masks; for the blocks op by op under torch.compile already in their compute dtype (cast
+        once, not per block: Inductor makes each cast a launch). The fused blocks take them in float32."""
+        keep = super()._drop_path_masks(x)
+        if keep is not None and not self.layers[0].blocks[0].fused(x):
+            keep = keep.to(compute_dtype(x))
+        return keep
+
     def _product_casts(self, x: torch.Tensor) -> Optional[list]:
         """Under torch.compile with the blocks op by op and autocast to a dtype other than the weights': per block,
         {product: (weight cast, bias cast)} of its products (MLLABlock.product_weights), all cast in one foreach
@@ -356,8 +364,6 @@ class MLLA(PretrainedBackbone):
         x, hw_shape = self.patch_embed(x)
         x = self.pos_drop(x)
         keep = self._drop_path_masks(x)
-        if keep is not None and torch.compiler.is_compiling() and not self.layers[0].blocks[0].fused(x):
-            keep = keep.to(compute_dtype(x))  # cast once, not per block: Inductor makes each cast a launch
         packed = self._packed_weights(x)
         casts = self._product_casts(x)
         outs = []
