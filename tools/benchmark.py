@@ -19,8 +19,10 @@ Implementations:
 - ``mlla_dense``: this package's backbone as users run it (Triton kernels, eager);
 - ``official-compiled``, ``mlla_dense-compiled``: the same under ``torch.compile`` (default mode), and
   ``mlla_dense-reduce-overhead`` under ``torch.compile(mode='reduce-overhead')`` (CUDA graphs);
-  ``mlla_dense-compiled-fused``: compiled with MLLA's blocks as the fused block's custom ops
-  (``compile_fused_blocks``) instead of op by op, on a copy of the model, to compare the two compiled paths;
+  two variants of MLLA under ``torch.compile``, each on a copy of the model: ``mlla_dense-compiled-fused``, its
+  blocks as the fused block's custom ops (``compile_fused_blocks``) instead of op by op, and
+  ``mlla_dense-compiled-stored``, its wide activations stored for the backward instead of recomputed there
+  (``recompute_wide`` off), so that Inductor's partitioner alone decides what to recompute;
 - ``eager-reference``: this package's PyTorch reference path (MLLA_DENSE_BACKEND=torch). VMamba's reference scan
   is a Python loop over positions, so it is left out for VMamba.
 
@@ -55,6 +57,7 @@ SIZES = {'224x224': (64, 224, 224), '512x512': (8, 512, 512), '800x1344': (2, 80
 IMPLS = {'official': ('auto', None, True), 'official-compiled': ('auto', 'default', True),
          'mlla_dense': ('auto', None, False), 'mlla_dense-compiled': ('auto', 'default', False),
          'mlla_dense-compiled-fused': ('auto', 'default', False),
+         'mlla_dense-compiled-stored': ('auto', 'default', False),
          'mlla_dense-reduce-overhead': ('auto', 'reduce-overhead', False), 'eager-reference': ('torch', None, False)}
 
 
@@ -87,10 +90,10 @@ def parse_args(argv=None):
             if getattr(args, flag[2:].replace('-', '_')) is None:
                 parser.error(f'--impls {" ".join(args.impls)} includes the official code: give {flag} DIR '
                              f'for {model}')
-    if 'mlla_dense-compiled-fused' in args.impls:
+    for impl in set(args.impls) & set(MLLA_VARIANTS):
         for model in args.models:
-            if not has_fused_blocks(model):
-                parser.error(fused_blocks_refusal(model))
+            if not model.startswith('mlla'):
+                parser.error(mlla_variant_refusal(impl, model))
     return args
 
 
@@ -165,21 +168,33 @@ class Runner:
         return result
 
 
-def has_fused_blocks(model_name: str) -> bool:
-    """Whether ``model_name`` has MLLA's fused blocks, which mlla_dense-compiled-fused compiles."""
-    return model_name.startswith('mlla')
-
-
-def fused_blocks_refusal(model_name: str) -> str:
-    return f"--impl mlla_dense-compiled-fused compiles MLLA's fused blocks; {model_name} has none"
-
-
 def fused_blocks_when_compiled(model):
     """A copy of MLLA ``model`` whose blocks compile as the fused block's custom ops (compile_fused_blocks)."""
     copy = deepcopy(model)
     for block in (b for layer in copy.layers for b in layer.blocks):
         block.compile_fused = True
     return copy
+
+
+def wide_activations_stored(model):
+    """A copy of MLLA ``model`` built as with ``recompute_wide=False``: its blocks and downsamples store their wide
+    activations for the backward instead of recomputing them there."""
+    copy = deepcopy(model)
+    for layer in copy.layers:
+        for block in layer.blocks:
+            block.recompute = False
+        if layer.downsample is not None:
+            layer.downsample.recompute_expansion = False
+    return copy
+
+
+# implementation -> (what it does to a copy of MLLA, what it is, for the refusal on other models)
+MLLA_VARIANTS = {'mlla_dense-compiled-fused': (fused_blocks_when_compiled, "compiles MLLA's fused blocks"),
+                 'mlla_dense-compiled-stored': (wide_activations_stored, "stores MLLA's recomputed activations")}
+
+
+def mlla_variant_refusal(impl: str, model_name: str) -> str:
+    return f'--impl {impl} {MLLA_VARIANTS[impl][1]}; {model_name} is not an MLLA'
 
 
 def build_runners(args, name, x, dtype):
@@ -196,8 +211,8 @@ def build_runners(args, name, x, dtype):
                 from official_models import build_official
                 official = build_official(name, ours, args.official_mlla, args.official_vmamba)
             runners.append(Runner(impl, official, x, dtype))
-        elif impl == 'mlla_dense-compiled-fused':
-            runners.append(Runner(impl, fused_blocks_when_compiled(ours), x, dtype))
+        elif impl in MLLA_VARIANTS:
+            runners.append(Runner(impl, MLLA_VARIANTS[impl][0](ours), x, dtype))
         else:
             runners.append(Runner(impl, ours, x, dtype))
     return ours, official, runners

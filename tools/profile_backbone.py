@@ -33,8 +33,7 @@ from mlla_dense.kernels.kernel_op import KernelOp
 from mlla_dense.utils.benchmarking import print_table, run_info, time_ms, write_json
 from mmdet.registry import MODELS
 
-from benchmark import (IMPLS, MODELS_TO_RUN, backbone_steps, fused_blocks_refusal, fused_blocks_when_compiled,
-                       has_fused_blocks)
+from benchmark import IMPLS, MLLA_VARIANTS, MODELS_TO_RUN, backbone_steps, mlla_variant_refusal
 
 PROFILED_MODELS = dict(MODELS_TO_RUN, **{'mlla-nano': dict(type='MLLA', arch='nano')})
 # (category, pattern on the lower-cased kernel or op name); the first match wins.
@@ -64,11 +63,12 @@ def parse_args():
     parser.add_argument('--dtype', default='bf16', choices=['bf16', 'fp32'])
     parser.add_argument('--impl', default='mlla_dense',
                         choices=['mlla_dense', 'eager-reference', 'official', 'mlla_dense-compiled',
-                                 'mlla_dense-compiled-fused', 'official-compiled'],
+                                 *MLLA_VARIANTS, 'official-compiled'],
                         help='-compiled: torch.compile (default mode) of the model; the kernels then run from '
                              "Inductor's code, so there are no per-op host times (launches and --python-profile "
                              "still show where the host time goes); -compiled-fused: MLLA's blocks compiled as the "
-                             "fused block's custom ops (compile_fused_blocks)")
+                             "fused block's custom ops (compile_fused_blocks); -compiled-stored: MLLA compiled "
+                             "with recompute_wide off")
     parser.add_argument('--official-mlla', metavar='DIR', help='a clone of LeapLabTHU/MLLA (for --impl official)')
     parser.add_argument('--official-vmamba', metavar='DIR',
                         help='a clone of MzeroMiko/VMamba with its CUDA scan built (for --impl official)')
@@ -92,8 +92,8 @@ def parse_args():
         if getattr(args, flag[2:].replace('-', '_')) is None or args.model == 'mlla-nano':
             parser.error(f'--impl {args.impl} profiles the authors\' {args.model}: give {flag} DIR'
                          if args.model != 'mlla-nano' else f'--impl {args.impl} has no mlla-nano')
-    if args.impl == 'mlla_dense-compiled-fused' and not has_fused_blocks(args.model):
-        parser.error(fused_blocks_refusal(args.model))
+    if args.impl in MLLA_VARIANTS and not args.model.startswith('mlla'):
+        parser.error(mlla_variant_refusal(args.impl, args.model))
     return args
 
 
@@ -205,8 +205,8 @@ def main():
         if IMPLS[args.impl][2]:
             from official_models import build_official
             model = build_official(args.model, model, args.official_mlla, args.official_vmamba).to(device).train()
-        elif args.impl == 'mlla_dense-compiled-fused':
-            model = fused_blocks_when_compiled(model)
+        elif args.impl in MLLA_VARIANTS:
+            model = MLLA_VARIANTS[args.impl][0](model)
         if IMPLS[args.impl][1]:
             model = torch.compile(model, mode=IMPLS[args.impl][1])
         x = torch.randn(args.batch, 3, height, width, device=device)

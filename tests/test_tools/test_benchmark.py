@@ -25,7 +25,9 @@ def test_without_gpu_refuses(tmp_path):
     (['--models', 'vmamba-t', '--impls', 'official-compiled', '--official-mlla', 'x'], 'give --official-vmamba DIR'),
     (['--rounds', '3', '--warmup', '3'], 'leaves none'),
     (['--models', 'mlla-t', 'vmamba-t', '--impls', 'mlla_dense-compiled-fused'],
-     "compiles MLLA's fused blocks; vmamba-t has none"),
+     "compiles MLLA's fused blocks; vmamba-t is not an MLLA"),
+    (['--models', 'vmamba-t', '--impls', 'mlla_dense-compiled', 'mlla_dense-compiled-stored'],
+     "stores MLLA's recomputed activations; vmamba-t is not an MLLA"),
     (['--models', 'resnet50'], 'invalid choice'),
 ])
 def test_bad_arguments_are_refused(argv, message, tmp_path):
@@ -91,3 +93,25 @@ def test_compiled_fused_copy(use_backend):
                     fwdbwd_ms=5.)]
     add_ratios(records)
     assert records[1]['fwdbwd_vs_official'] == 0.5
+
+
+def test_compiled_stored_copy():
+    """mlla_dense-compiled-stored times a copy of the model that recomputes nothing in its backward (as built with
+    recompute_wide=False), with the same gradients; the model itself keeps recomputing."""
+    from benchmark import wide_activations_stored
+    from mlla_dense.models.backbones.mlla import MLLA
+    torch.manual_seed(0)
+    model = MLLA(arch='nano', drop_path_rate=0.0).train()
+    stored = wide_activations_stored(model)
+    built = MLLA(arch='nano', drop_path_rate=0.0, recompute_wide=False)
+    for copy in (stored, built):
+        settings = [(b.recompute, layer.downsample and layer.downsample.recompute_expansion)
+                    for layer in copy.layers for b in layer.blocks]
+        assert not any(r or d for r, d in settings), settings
+    assert all(b.recompute for layer in model.layers for b in layer.blocks)
+    assert all(layer.downsample.recompute_expansion for layer in model.layers[:-1])
+    x = torch.randn(1, 3, 32, 48, requires_grad=True)
+    grads = [torch.autograd.grad(sum(o.sum() for o in m(x)), [x, *m.parameters()]) for m in (model, stored)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
