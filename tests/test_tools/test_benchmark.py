@@ -114,4 +114,3 @@ def test_compiled_stored_copy():
     grads = [torch.autograd.grad(sum(o.sum() for o in m(x)), [x, *m.parameters()]) for m in (model, stored)]
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
-
