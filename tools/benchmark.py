@@ -38,6 +38,7 @@ import statistics
 import sys
 import time
 from copy import deepcopy
+from typing import Optional
 
 import torch
 
@@ -90,10 +91,11 @@ def parse_args(argv=None):
             if getattr(args, flag[2:].replace('-', '_')) is None:
                 parser.error(f'--impls {" ".join(args.impls)} includes the official code: give {flag} DIR '
                              f'for {model}')
-    for impl in set(args.impls) & set(MLLA_VARIANTS):
+    for impl in args.impls:
         for model in args.models:
-            if not model.startswith('mlla'):
-                parser.error(mlla_variant_refusal(impl, model))
+            refusal = mlla_variant_refusal(impl, model)
+            if refusal:
+                parser.error(refusal)
     return args
 
 
@@ -193,8 +195,11 @@ MLLA_VARIANTS = {'mlla_dense-compiled-fused': (fused_blocks_when_compiled, "comp
                  'mlla_dense-compiled-stored': (wide_activations_stored, "stores MLLA's recomputed activations")}
 
 
-def mlla_variant_refusal(impl: str, model_name: str) -> str:
-    return f'--impl {impl} {MLLA_VARIANTS[impl][1]}; {model_name} is not an MLLA'
+def mlla_variant_refusal(impl: str, model_name: str) -> Optional[str]:
+    """Why ``impl`` cannot run ``model_name`` (an MLLA variant on another model), or None."""
+    if impl in MLLA_VARIANTS and not model_name.startswith('mlla'):
+        return f'--impl {impl} {MLLA_VARIANTS[impl][1]}; {model_name} is not an MLLA'
+    return None
 
 
 def build_runners(args, name, x, dtype):

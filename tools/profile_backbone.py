@@ -92,8 +92,9 @@ def parse_args():
         if getattr(args, flag[2:].replace('-', '_')) is None or args.model == 'mlla-nano':
             parser.error(f'--impl {args.impl} profiles the authors\' {args.model}: give {flag} DIR'
                          if args.model != 'mlla-nano' else f'--impl {args.impl} has no mlla-nano')
-    if args.impl in MLLA_VARIANTS and not args.model.startswith('mlla'):
-        parser.error(mlla_variant_refusal(args.impl, args.model))
+    refusal = mlla_variant_refusal(args.impl, args.model)
+    if refusal:
+        parser.error(refusal)
     return args
 
 
