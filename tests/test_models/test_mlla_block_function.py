@@ -16,6 +16,7 @@ import torch
 from helpers import FixedDropPath, rel_err
 from mlla_dense.kernels.backend import forced_backend
 from mlla_dense.models.backbones.mlla import MLLA, MLLABlock
+from mlla_dense.models.backbones.pretrained_backbone import fused_block_masks
 from mlla_dense.models.layers.mlla_block_function import PARAMETERS, block_parameters
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -123,6 +124,25 @@ def test_backbone_draws_masks_for_every_block(use_backend):
     model.eval()
     assert model._drop_path_masks(x) is None
 
+
+
+def test_a_block_alone_draws_its_own_masks(use_backend):
+    """Called without the backbone's masks, a fused block in training mode draws its two branches' masks itself:
+    with one seed, the output of the masks that seed draws. Given masks are used as they are; eval mode drops
+    nothing."""
+    use_backend('triton')
+    block = make_block(16, 2, False).train()
+    x = torch.randn(3, 4 * 5, 16, device=DEVICE)
+    assert block.fused(x)
+    torch.manual_seed(7)
+    keep, keep_prob = fused_block_masks(block, x, None)
+    assert keep.shape == (2, 3) and set(keep.unique().tolist()) <= {0.0, 1.0} and keep_prob == 0.75
+    torch.manual_seed(7)
+    drawn = block(x, (4, 5))
+    assert torch.equal(drawn, block(x, (4, 5), keep))
+    assert not torch.equal(drawn, block(x, (4, 5), 1 - keep))
+    assert fused_block_masks(block, x, keep)[0] is keep
+    assert fused_block_masks(block.eval(), x, keep) == (None, 0.75)
 
 @pytest.mark.gpu
 def test_gpu_mlla_t_stage1_block_fp32(use_backend):

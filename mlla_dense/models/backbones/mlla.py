@@ -20,7 +20,7 @@ from mlla_dense.kernels.depthwise_conv import depthwise_conv
 from mlla_dense.kernels.layer_norm import layer_norm
 from mlla_dense.kernels.linear_attention.rope import build_rope_tables, table_dtype
 from mlla_dense.registry import register_backbone
-from .pretrained_backbone import PretrainedBackbone
+from .pretrained_backbone import PretrainedBackbone, fused_block_masks
 from ..layers.autocast_layer_norm import autocast_layer_norm
 from ..layers.cast_products import cast_all, cast_product
 from ..layers.linear_attention import LinearAttention
@@ -98,12 +98,7 @@ class MLLABlock(nn.Module):
         made once for all blocks instead of in each: ``casts``, the products' weight casts (:meth:`product_weights`),
         and ``rope``, the linear attention's RoPE tables of the stage, or None."""
         if self.fused(x):
-            keep_prob = 1.0 - self.drop_path.drop_prob if isinstance(self.drop_path, DropPath) else 1.0
-            if not self.training or keep_prob == 1.0:
-                keep = None
-            elif keep is None:
-                keep = torch.rand(2, x.shape[0], device=x.device).add_(keep_prob).floor_()
-            return mlla_block(self, x, hw_shape, keep, keep_prob, packed)
+            return mlla_block(self, x, hw_shape, *fused_block_masks(self, x, keep), packed)
         return self.forward_ops(x, hw_shape, casts, keep, rope)
 
     def forward_ops(self, x: torch.Tensor, hw_shape, casts: Optional[dict] = None,

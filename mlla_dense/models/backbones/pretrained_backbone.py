@@ -4,6 +4,7 @@ optional CUDA graphs of the training step."""
 from typing import List, Optional, Sequence, Tuple
 
 import torch
+from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch import nn
@@ -13,6 +14,18 @@ from mlla_dense.utils.checkpoint import extract_state_dict, load_backbone_state_
 from mlla_dense.runtime.training_graphs import TrainingGraphs
 from ..layers.ss2d import compute_dtype
 
+
+def fused_block_masks(block: nn.Module, x: torch.Tensor,
+                      keep: Optional[torch.Tensor]) -> Tuple[Optional[torch.Tensor], float]:
+    """(keep, keep_prob) of a block that runs fused on tokens ``x``: its two branches' (2, B) drop-path masks, the
+    backbone's ``keep`` where given, else drawn here (mmcv's DropPath draw), and None where no sample is dropped
+    (eval mode, or a block without drop path)."""
+    keep_prob = 1.0 - block.drop_path.drop_prob if isinstance(block.drop_path, DropPath) else 1.0
+    if not block.training or keep_prob == 1.0:
+        return None, keep_prob
+    if keep is None:
+        keep = torch.rand(2, x.shape[0], device=x.device).add_(keep_prob).floor_()
+    return keep, keep_prob
 
 class PretrainedBackbone(BaseModule):
     """Base of the backbones: ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)`` loads strictly.

@@ -18,7 +18,7 @@ from torch import nn
 from mlla_dense.kernels.backend import use_triton
 from mlla_dense.kernels.layer_norm import layer_norm
 from mlla_dense.registry import register_backbone
-from .pretrained_backbone import PretrainedBackbone
+from .pretrained_backbone import PretrainedBackbone, fused_block_masks
 from ..layers.autocast_layer_norm import autocast_layer_norm
 from ..layers.channel_first import LayerNorm2d, Linear2d
 from ..layers.recompute import recomputed
@@ -81,12 +81,7 @@ class VSSBlock(nn.Module):
     def _forward(self, x, keep: Optional[torch.Tensor], packed: Optional[torch.Tensor] = None,
                  a: Optional[torch.Tensor] = None):
         if self.fused(x):
-            keep_prob = 1.0 - self.drop_path.drop_prob if isinstance(self.drop_path, DropPath) else 1.0
-            if not self.training or keep_prob == 1.0:
-                keep = None
-            elif keep is None:
-                keep = torch.rand(2, x.shape[0], device=x.device).add_(keep_prob).floor_()
-            return vss_block(self, x, keep, keep_prob, packed, a)
+            return vss_block(self, x, *fused_block_masks(self, x, keep), packed, a)
         return self.forward_ops(x)
 
     def forward_ops(self, x):
