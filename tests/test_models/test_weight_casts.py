@@ -89,3 +89,32 @@ def test_backbones_cast_once_per_module(name, use_backend, launches):
     for ref, out, exact in zip(results['torch', torch.bfloat16][0], results['triton', torch.bfloat16][0], truth):
         assert (out - exact).norm() <= 1.5 * (ref - exact).norm() + 1e-3 * exact.norm()
     assert all(g is not None for g in results['triton', torch.bfloat16][1].values())
+
+
+def test_compiled_casts_are_one_cast_end_to_end():
+    """Traced by torch.compile under autocast, the weights are cast as one tensor laid end to end (one
+    concatenation and one cast in the graph, which Inductor fuses into one kernel, where it makes one per weight):
+    each output has autocast's values, contiguous, and each weight's gradient is the bfloat16 gradient in
+    float32."""
+    graphs = []
+
+    def recording(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    @torch.compile(backend=recording, fullgraph=True)
+    def cast(*tensors):
+        with torch.autocast(DEVICE, dtype=torch.bfloat16):
+            return autocast_weights(tensors)
+
+    torch._dynamo.reset()
+    tensors = [t.requires_grad_() for t in weights()]
+    casts = cast(*tensors)
+    calls = [n.target for n in graphs[0].graph.nodes if n.op in ('call_function', 'call_method')]
+    assert calls.count(torch.cat) == 1 and sum(t in ('to', torch.Tensor.to) for t in calls) == 1
+    for t, c in zip(tensors, casts):
+        assert c.dtype == torch.bfloat16 and c.is_contiguous() and torch.equal(c, t.detach().bfloat16())
+    gen = torch.Generator().manual_seed(1)
+    outgoing = [torch.randn(c.shape, generator=gen).to(DEVICE, torch.bfloat16) for c in casts]
+    for grad, out in zip(torch.autograd.grad(casts, tensors, outgoing), outgoing):
+        assert grad.dtype == torch.float32 and torch.equal(grad, out.float())
