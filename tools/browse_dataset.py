@@ -6,6 +6,7 @@ import argparse
 import os
 import os.path as osp
 
+import numpy as np
 from mmengine.registry import init_default_scope
 
 from mlla_dense.utils.run_config import DictAction, check_data, load_config
@@ -21,6 +22,18 @@ def parse_args():
     return parser.parse_args()
 
 
+def drawable(sample):
+    """A training sample's ground truth in the types the visualizers draw: the pipeline leaves boxes as box
+    objects and masks as BitmapMasks, the visualizers take a tensor and boolean arrays."""
+    instances = sample.get('gt_instances')
+    if instances is not None:
+        if hasattr(instances.get('bboxes'), 'tensor'):
+            instances.bboxes = instances.bboxes.tensor
+        if hasattr(instances.get('masks'), 'to_ndarray'):
+            instances.masks = instances.masks.to_ndarray().astype(bool)
+    return sample
+
+
 def main():
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options)
@@ -30,14 +43,15 @@ def main():
     init_default_scope(scope)
     registry = __import__(f'{scope}.registry', fromlist=['DATASETS', 'VISUALIZERS'])
     dataset = registry.DATASETS.build(cfg[loader].dataset)
-    visualizer = registry.VISUALIZERS.build(cfg.visualizer)
+    visualizer = registry.VISUALIZERS.build(dict(cfg.visualizer, vis_backends=[]))  # PNGs only, via out_file
     visualizer.dataset_meta = dataset.metainfo
     os.makedirs(args.out_dir, exist_ok=True)
     for i in range(min(args.num, len(dataset))):
         item = dataset[i]
-        image = item['inputs'].permute(1, 2, 0).numpy()[..., ::-1]  # packed BGR CHW -> RGB HWC
-        name = osp.splitext(osp.basename(item['data_samples'].img_path))[0]
-        visualizer.add_datasample(name, image, data_sample=item['data_samples'], draw_pred=False, show=False,
+        image = np.ascontiguousarray(item['inputs'].permute(1, 2, 0).numpy()[..., ::-1])  # BGR CHW -> RGB HWC
+        sample = drawable(item['data_samples'])
+        name = osp.splitext(osp.basename(sample.img_path))[0]
+        visualizer.add_datasample(name, image, data_sample=sample, draw_pred=False, show=False,
                                   out_file=osp.join(args.out_dir, f'{name}.png'))
     print(f'wrote {min(args.num, len(dataset))} images to {args.out_dir}')
 

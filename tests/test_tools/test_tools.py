@@ -1,4 +1,4 @@
-"""Command-line tools: --help, bad input, image_demo, make_shapes, get_flops."""
+"""Command-line tools: --help, bad input, image_demo, browse_dataset, make_shapes, get_flops."""
 import glob
 import os
 import os.path as osp
@@ -46,6 +46,20 @@ def test_image_demo_without_checkpoint_writes_png(tmp_path, config):
     pngs = glob.glob(str(tmp_path / 'out/vis/*.png'))
     assert len(pngs) == 1 and os.path.getsize(pngs[0]) > 1000
 
+
+
+@pytest.mark.parametrize('config', [DET_DEMO, SEG_DEMO], ids=['det', 'seg'])
+def test_browse_dataset_draws_the_training_samples(tmp_path, config):
+    """The training pipeline's samples (boxes and masks as the pipeline leaves them, a flipped image) drawn to one
+    PNG each."""
+    data = make_tiny_shapes(tmp_path / 'shapes', num_train=3, num_val=1)
+    result = run(['python', 'tools/browse_dataset.py', config, '--out-dir', str(tmp_path / 'out'), '--num', '2',
+                  '--cfg-options', f'train_dataloader.dataset.data_root={data}/'])
+    assert result.returncode == 0, result.stderr[-3000:]
+    pngs = sorted(glob.glob(str(tmp_path / 'out/*.png')))
+    assert [osp.basename(p) for p in pngs] == ['train_000000.png', 'train_000001.png']
+    assert all(os.path.getsize(p) > 1000 for p in pngs)
+    assert 'LocalVisBackend' not in result.stderr
 
 def test_make_shapes_cli(tmp_path):
     out = tmp_path / 'shapes'
