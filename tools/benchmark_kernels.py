@@ -218,9 +218,9 @@ def main():
     args = parse_args()
     dtype = getattr(torch, args.dtype)
     cuda = torch.cuda.is_available()
-    if not cuda and not args.smoke:
-        raise SystemExit('benchmark_kernels.py measures on a CUDA device; on CPU only --smoke runs '
-                         '(with TRITON_INTERPRET=1)')
+    if not cuda and not (args.smoke and os.environ.get('TRITON_INTERPRET') == '1'):
+        raise SystemExit('benchmark_kernels.py measures on a CUDA device; on CPU only --smoke runs, through '
+                         'the Triton interpreter: TRITON_INTERPRET=1 python tools/benchmark_kernels.py --smoke ...')
     device = 'cuda' if cuda else 'cpu'
     bandwidth = copy_bandwidth_gbs() if cuda else None
     all_shapes, make_case, reference, triton_fn = OPS[args.op]

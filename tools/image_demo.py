@@ -1,7 +1,7 @@
 """Draw a model's predictions on images: boxes and masks (detection configs) or a segmentation overlay.
 
     python tools/image_demo.py demo.jpg configs/shapes/mask-rcnn_mlla-nano_fpn_demo_shapes.py \
-        --weights work_dirs/demo/det/epoch_8.pth --out-dir work_dirs/demo/vis
+        --weights work_dirs/demo/det/epoch_5.pth --out-dir outputs
     python tools/image_demo.py images/ CONFIG                      # no checkpoint: random weights, a warning
 
 Runs through mmdet's DetInferencer or mmseg's MMSegInferencer (chosen by the config's default_scope) and
@@ -42,6 +42,7 @@ def build_inferencer(cfg, config_path, weights, device):
     if cfg.get('default_scope') == 'mmseg':
         from mmseg.apis import MMSegInferencer
         inferencer = MMSegInferencer(model=config_path, weights=weights, device=device)
+        inferencer.show_progress = False  # one image a call: the tool prints its own progress
     else:
         from mmdet.apis import DetInferencer
         inferencer = DetInferencer(model=config_path, weights=weights, device=device, show_progress=False)

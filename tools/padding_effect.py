@@ -13,7 +13,7 @@ the detections scoring >= --score-thr without padding, the largest box-coordinat
 difference to the same-label detection with the highest IoU. Writes OUT/NAME.json.
 
     python tools/padding_effect.py configs/shapes/mask-rcnn_mlla-nano_fpn_demo_shapes.py \\
-        --checkpoint work_dirs/demo/det/epoch_3.pth --images 50
+        --checkpoint work_dirs/demo/det/epoch_5.pth --images 50
 """
 import argparse
 import copy

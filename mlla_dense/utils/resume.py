@@ -16,6 +16,7 @@ from typing import Callable, List, Optional
 import torch
 
 CHECKPOINT_NAME = re.compile(r'(?:iter|epoch)_(\d+)\.pth')
+ZIP_MAGIC = b'PK\x03\x04'  # how torch.save's files start (a truncated one too, which torch.load reports itself)
 
 
 def checkpoint_problem(path: str) -> Optional[str]:
@@ -26,7 +27,10 @@ def checkpoint_problem(path: str) -> Optional[str]:
         checkpoint = torch.load(path, map_location='cpu')
     except Exception as error:  # noqa: BLE001 - any failure to load is a reason to skip the file
         lines = str(error).strip().splitlines()
-        return f'{type(error).__name__}: {lines[0]}' if lines else type(error).__name__
+        reason = f'{type(error).__name__}: {lines[0]}' if lines else type(error).__name__
+        with open(path, 'rb') as f:
+            zipped = f.read(4) == ZIP_MAGIC
+        return reason if zipped else f'not a PyTorch checkpoint file (torch.load: {reason})'
     missing = [key for key in ('state_dict', 'meta') if not isinstance(checkpoint, dict) or key not in checkpoint]
     return f'no {" and no ".join(missing)} in it' if missing else None
 

@@ -38,3 +38,11 @@ def test_gated_linear_attention_smoke_times_the_selective_scan_too(tmp_path):
 def test_without_gpu_only_smoke_runs(tmp_path):
     result = run(['python', 'tools/benchmark_kernels.py', '--out', str(tmp_path)], env={'TRITON_INTERPRET': '1'})
     assert result.returncode != 0 and 'only --smoke runs' in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the refusal is for machines without a GPU')
+def test_smoke_on_cpu_without_the_interpreter_says_how_to_run_it(tmp_path):
+    result = run(['python', 'tools/benchmark_kernels.py', '--op', 'layer_norm', '--smoke', '--out', str(tmp_path)],
+                 env={'TRITON_INTERPRET': '0'})
+    assert result.returncode == 1 and 'TRITON_INTERPRET=1 python tools/benchmark_kernels.py --smoke' in result.stderr
+    assert 'Traceback' not in result.stderr

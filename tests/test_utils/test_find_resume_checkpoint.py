@@ -39,6 +39,8 @@ def test_problems(tmp_path):
     torch.save({'state_dict': {}}, tmp_path / 'weights.pth')
     assert checkpoint_problem(str(tmp_path / 'weights.pth')) == 'no meta in it'
     assert checkpoint_problem(str(tmp_path / 'missing.pth')) == 'no such file'
+    (tmp_path / 'notes.pth').write_text('not a checkpoint at all\n')
+    assert checkpoint_problem(str(tmp_path / 'notes.pth')).startswith('not a PyTorch checkpoint file (torch.load: ')
 
 
 def test_none_loads_is_an_error(work_dir):
