@@ -27,6 +27,7 @@ def fused_block_masks(block: nn.Module, x: torch.Tensor,
         keep = torch.rand(2, x.shape[0], device=x.device).add_(keep_prob).floor_()
     return keep, keep_prob
 
+
 class PretrainedBackbone(BaseModule):
     """Base of the backbones: ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)`` loads strictly.
 
