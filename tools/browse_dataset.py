@@ -6,6 +6,7 @@ import argparse
 import os
 import os.path as osp
 
+import mmcv
 import numpy as np
 from mmengine.registry import init_default_scope
 
@@ -22,16 +23,16 @@ def parse_args():
     return parser.parse_args()
 
 
-def drawable(sample):
-    """A training sample's ground truth in the types the visualizers draw: the pipeline leaves boxes as box
-    objects and masks as BitmapMasks, the visualizers take a tensor and boolean arrays."""
+def drawable(image, sample):
+    """(image, sample) as the visualizers draw them: boxes as a tensor (the pipeline leaves box objects), the
+    image at the size of a label map that a test pipeline loads at the original resolution."""
     instances = sample.get('gt_instances')
-    if instances is not None:
-        if hasattr(instances.get('bboxes'), 'tensor'):
-            instances.bboxes = instances.bboxes.tensor
-        if hasattr(instances.get('masks'), 'to_ndarray'):
-            instances.masks = instances.masks.to_ndarray().astype(bool)
-    return sample
+    if instances is not None and hasattr(instances.get('bboxes'), 'tensor'):
+        instances.bboxes = instances.bboxes.tensor
+    label_map = sample.get('gt_sem_seg')
+    if label_map is not None and tuple(label_map.shape) != image.shape[:2]:
+        image = mmcv.imresize(image, tuple(label_map.shape)[::-1])
+    return image, sample
 
 
 def main():
@@ -49,7 +50,7 @@ def main():
     for i in range(min(args.num, len(dataset))):
         item = dataset[i]
         image = np.ascontiguousarray(item['inputs'].permute(1, 2, 0).numpy()[..., ::-1])  # BGR CHW -> RGB HWC
-        sample = drawable(item['data_samples'])
+        image, sample = drawable(image, item['data_samples'])
         name = osp.splitext(osp.basename(sample.img_path))[0]
         visualizer.add_datasample(name, image, data_sample=sample, draw_pred=False, show=False,
                                   out_file=osp.join(args.out_dir, f'{name}.png'))

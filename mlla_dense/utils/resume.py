@@ -16,23 +16,33 @@ from typing import Callable, List, Optional
 import torch
 
 CHECKPOINT_NAME = re.compile(r'(?:iter|epoch)_(\d+)\.pth')
-ZIP_MAGIC = b'PK\x03\x04'  # how torch.save's files start (a truncated one too, which torch.load reports itself)
+ZIP_MAGIC, PICKLE_MAGIC = b'PK\x03\x04', b'\x80'  # how torch.save's files start (zip; legacy pickle)
 
 
 def checkpoint_problem(path: str) -> Optional[str]:
     """Why ``path`` cannot be resumed from, or None if it loads and has ``state_dict`` and ``meta``."""
     if not osp.isfile(path):
-        return 'no such file'
+        return 'no such file' if not osp.exists(path) else 'not a file'
+    if osp.getsize(path) == 0:
+        return 'empty file'
     try:
         checkpoint = torch.load(path, map_location='cpu')
     except Exception as error:  # noqa: BLE001 - any failure to load is a reason to skip the file
         lines = str(error).strip().splitlines()
         reason = f'{type(error).__name__}: {lines[0]}' if lines else type(error).__name__
-        with open(path, 'rb') as f:
-            zipped = f.read(4) == ZIP_MAGIC
-        return reason if zipped else f'not a PyTorch checkpoint file (torch.load: {reason})'
+        return reason if _starts_like_a_checkpoint(path) else f'not a PyTorch checkpoint file (torch.load: {reason})'
     missing = [key for key in ('state_dict', 'meta') if not isinstance(checkpoint, dict) or key not in checkpoint]
     return f'no {" and no ".join(missing)} in it' if missing else None
+
+
+def _starts_like_a_checkpoint(path: str) -> bool:
+    """Whether the file begins as torch.save's files do (a zip archive, or a pickle in the legacy format), as a
+    truncated checkpoint does too; torch.load's own message then says what is wrong."""
+    try:
+        with open(path, 'rb') as f:
+            return f.read(len(ZIP_MAGIC)).startswith((ZIP_MAGIC, PICKLE_MAGIC))
+    except OSError:
+        return True
 
 
 def resume_candidates(work_dir: str) -> List[str]:

@@ -125,7 +125,6 @@ def test_backbone_draws_masks_for_every_block(use_backend):
     assert model._drop_path_masks(x) is None
 
 
-
 def test_a_block_alone_draws_its_own_masks(use_backend):
     """Called without the backbone's masks, a fused block in training mode draws its two branches' masks itself:
     with one seed, the output of the masks that seed draws. Given masks are used as they are; eval mode drops
@@ -143,6 +142,7 @@ def test_a_block_alone_draws_its_own_masks(use_backend):
     assert not torch.equal(drawn, block(x, (4, 5), 1 - keep))
     assert fused_block_masks(block, x, keep)[0] is keep
     assert fused_block_masks(block.eval(), x, keep) == (None, 0.75)
+
 
 @pytest.mark.gpu
 def test_gpu_mlla_t_stage1_block_fp32(use_backend):

@@ -3,6 +3,8 @@ import glob
 import os
 import os.path as osp
 
+import cv2
+import numpy as np
 import pytest
 
 from helpers import DET_DEMO, ROOT, SEG_DEMO, make_tiny_shapes, run
@@ -47,19 +49,26 @@ def test_image_demo_without_checkpoint_writes_png(tmp_path, config):
     assert len(pngs) == 1 and os.path.getsize(pngs[0]) > 1000
 
 
-
+@pytest.mark.parametrize('split', ['train', 'val'])
 @pytest.mark.parametrize('config', [DET_DEMO, SEG_DEMO], ids=['det', 'seg'])
-def test_browse_dataset_draws_the_training_samples(tmp_path, config):
-    """The training pipeline's samples (boxes and masks as the pipeline leaves them, a flipped image) drawn to one
-    PNG each."""
-    data = make_tiny_shapes(tmp_path / 'shapes', num_train=3, num_val=1)
-    result = run(['python', 'tools/browse_dataset.py', config, '--out-dir', str(tmp_path / 'out'), '--num', '2',
-                  '--cfg-options', f'train_dataloader.dataset.data_root={data}/'])
+def test_browse_dataset_draws_the_ground_truth(tmp_path, config, split):
+    """One PNG per sample after the split's pipeline (train: boxes and masks as the pipeline leaves them, flipped
+    images; val: a segmentation label map loaded at the original size). On val, whose pipeline is not random,
+    the PNG differs from the image itself where the ground truth is drawn."""
+    data = make_tiny_shapes(tmp_path / 'shapes', num_train=3, num_val=2)
+    result = run(['python', 'tools/browse_dataset.py', config, '--split', split, '--out-dir', str(tmp_path / 'out'),
+                  '--num', '2', '--cfg-options', f'{split}_dataloader.dataset.data_root={data}/'])
     assert result.returncode == 0, result.stderr[-3000:]
     pngs = sorted(glob.glob(str(tmp_path / 'out/*.png')))
-    assert [osp.basename(p) for p in pngs] == ['train_000000.png', 'train_000001.png']
-    assert all(os.path.getsize(p) > 1000 for p in pngs)
+    assert [osp.basename(p) for p in pngs] == [f'{split}_000000.png', f'{split}_000001.png']
     assert 'LocalVisBackend' not in result.stderr
+    if split == 'val':
+        for png in pngs:
+            drawn = cv2.imread(png)
+            image = cv2.imread(osp.join(data, 'images/val', osp.basename(png)[:-4] + '.jpg'))
+            image = cv2.resize(image, drawn.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+            assert (np.abs(drawn.astype(int) - image).max(-1) > 40).mean() > 0.02
+
 
 def test_make_shapes_cli(tmp_path):
     out = tmp_path / 'shapes'

@@ -41,6 +41,14 @@ def test_problems(tmp_path):
     assert checkpoint_problem(str(tmp_path / 'missing.pth')) == 'no such file'
     (tmp_path / 'notes.pth').write_text('not a checkpoint at all\n')
     assert checkpoint_problem(str(tmp_path / 'notes.pth')).startswith('not a PyTorch checkpoint file (torch.load: ')
+    (tmp_path / 'empty.pth').write_bytes(b'')
+    assert checkpoint_problem(str(tmp_path / 'empty.pth')) == 'empty file'
+    assert checkpoint_problem(str(tmp_path)) == 'not a file'
+    torch.save({'state_dict': {}, 'meta': {}}, tmp_path / 'legacy.pth', _use_new_zipfile_serialization=False)
+    assert checkpoint_problem(str(tmp_path / 'legacy.pth')) is None
+    truncate(tmp_path / 'legacy.pth')
+    problem = checkpoint_problem(str(tmp_path / 'legacy.pth'))
+    assert problem is not None and not problem.startswith('not a PyTorch checkpoint file')
 
 
 def test_none_loads_is_an_error(work_dir):
