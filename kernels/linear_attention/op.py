@@ -10,6 +10,7 @@ from .backward import BackwardPlan, linear_attention_backward
 from .forward import ForwardPlan, linear_attention_forward
 from .reference import check_inputs
 
+
 def _forward_plan(qk, v, lepe_weight, lepe_bias, height, width, num_heads):
     check_inputs(qk, v, (height, width), num_heads, lepe_weight, lepe_bias)
     return ForwardPlan(qk, v, lepe_weight, lepe_bias, height, width, num_heads)

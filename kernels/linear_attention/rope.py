@@ -25,17 +25,17 @@ _cache: 'OrderedDict[tuple, tuple]' = OrderedDict()
 
 
 def _tables(height, width, channels, device):
-    k_max = channels // 4
-    theta = 1.0 / (BASE ** (torch.arange(k_max, device=device) / k_max))
-    theta_per_channel = theta.repeat_interleave(2)
-    angles = torch.zeros(height + width, channels, device=device)
-    angles[:height, :channels // 2] = torch.arange(height, device=device)[:, None] * theta_per_channel
-    angles[height:, channels // 2:] = torch.arange(width, device=device)[:, None] * theta_per_channel
-    sign = torch.tensor([-1.0, 1.0], device=device).repeat(channels // 2)
-    cos = angles.cos()
-    cos[:height, channels // 2:] = 0
-    cos[height:, :channels // 2] = 0
-    return cos.contiguous(), (angles.sin() * sign).contiguous()
+    """(cos, signed_sin) in float32: two halves of one tensor written as one elementwise expression of (line,
+    channel), so that a compiled graph builds both in one kernel."""
+    half = channels // 2
+    channel = torch.arange(channels, device=device)
+    theta = 1.0 / (BASE ** (((channel % half) // 2) / (channels // 4)))
+    line = torch.arange(height + width, device=device)
+    is_row = line < height
+    angles = torch.where(is_row, line, line - height)[:, None] * theta
+    in_its_half = torch.where(is_row, 0, 1)[:, None] == channel // half
+    sign = channel % 2 * 2 - 1
+    return torch.where(in_its_half, torch.stack((angles.cos(), angles.sin() * sign)), 0.0)
 
 
 def table_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -48,7 +48,7 @@ def build_rope_tables(height: int, width: int, channels: int, device, dtype=torc
     grid of C-channel tokens; built anew (inside a compiled graph: sizes may be symbolic, nothing is cached)."""
     if channels % 4:
         raise ValueError(f'2D RoPE needs a channel count divisible by 4, got {channels}')
-    return tuple(t.to(dtype) for t in _tables(height, width, channels, device))
+    return _tables(height, width, channels, device).to(dtype).unbind()
 
 
 def rope_tables(height: int, width: int, channels: int, device, dtype=torch.float32):

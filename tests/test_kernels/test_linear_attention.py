@@ -9,6 +9,7 @@ from helpers import assert_one_graph_matching_eager
 
 from mlla_dense.kernels import backend
 from mlla_dense.kernels.linear_attention import linear_attention, linear_attention_reference, rope_tables
+from mlla_dense.kernels.linear_attention.rope import build_rope_tables
 from mlla_dense.kernels.kernel_op import clear_plans
 from mlla_dense.kernels.linear_attention.op import linear_attention_op
 
@@ -146,6 +147,14 @@ def test_rope_tables_half_precision_for_16_bit_inputs():
     for h, f in zip(half, full):
         assert torch.equal(h, f.half())
         assert (h.float() - f).abs().max() <= 2 ** -12
+
+
+def test_rope_tables_built_in_a_compiled_graph_equal_the_cached_ones():
+    """Op by op under torch.compile each stage builds its tables inside the graph (one fused kernel); Inductor
+    must be able to generate that code, and its values are the eager tables' up to its own sin/cos rounding."""
+    build = torch.compile(lambda scale: [t * scale for t in build_rope_tables(13, 21, 64, 'cpu')], fullgraph=True)
+    for compiled, eager in zip(build(torch.ones(())), rope_tables(13, 21, 64, 'cpu')):
+        assert compiled.shape == (34, 64) and (compiled - eager).abs().max() <= 2.5e-7
 
 
 def test_backend_switch(monkeypatch, use_backend):
