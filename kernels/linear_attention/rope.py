@@ -25,8 +25,8 @@ _cache: 'OrderedDict[tuple, tuple]' = OrderedDict()
 
 
 def _tables(height, width, channels, device):
-    """(cos, signed_sin) in float32: two halves of one tensor written as one elementwise expression of (line,
-    channel), so that a compiled graph builds both in one kernel."""
+    """(2, H + W, C) float32: cos, then signed sin, written as one elementwise expression of (line, channel) so
+    that a compiled graph builds both in one kernel."""
     half = channels // 2
     channel = torch.arange(channels, device=device)
     theta = 1.0 / (BASE ** (((channel % half) // 2) / (channels // 4)))
@@ -45,7 +45,9 @@ def table_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def build_rope_tables(height: int, width: int, channels: int, device, dtype=torch.float32):
     """(cos, signed_sin), each (H + W, C) in ``dtype`` (computed in float32), for an ``height`` x ``width``
-    grid of C-channel tokens; built anew (inside a compiled graph: sizes may be symbolic, nothing is cached)."""
+    grid of C-channel tokens; built anew (inside a compiled graph: sizes may be symbolic, nothing is cached).
+    The two are the halves of one tensor: signed_sin starts (H + W) * C elements in, which is 16-byte aligned
+    unless float16 tables have C % 8 == 4 and H + W odd (the kernels' plans see the same offset for a shape)."""
     if channels % 4:
         raise ValueError(f'2D RoPE needs a channel count divisible by 4, got {channels}')
     return _tables(height, width, channels, device).to(dtype).unbind()

@@ -150,8 +150,8 @@ def test_rope_tables_half_precision_for_16_bit_inputs():
 
 
 def test_rope_tables_built_in_a_compiled_graph_equal_the_cached_ones():
-    """Op by op under torch.compile each stage builds its tables inside the graph (one fused kernel); Inductor
-    must be able to generate that code, and its values are the eager tables' up to its own sin/cos rounding."""
+    """Op by op under torch.compile each stage builds its tables inside the graph: Inductor must be able to
+    generate that code, and its values are the eager tables' up to its own sin/cos rounding."""
     build = torch.compile(lambda scale: [t * scale for t in build_rope_tables(13, 21, 64, 'cpu')], fullgraph=True)
     for compiled, eager in zip(build(torch.ones(())), rope_tables(13, 21, 64, 'cpu')):
         assert compiled.shape == (34, 64) and (compiled - eager).abs().max() <= 2.5e-7
