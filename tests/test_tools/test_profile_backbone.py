@@ -8,7 +8,7 @@ import torch
 from helpers import ROOT, run
 
 sys.path.insert(0, f'{ROOT}/tools')
-from profile_backbone import category  # noqa: E402
+from profile_backbone import OpTimer, category  # noqa: E402
 
 TOOL = 'tools/profile_backbone.py'
 
@@ -59,6 +59,20 @@ def test_cpu_profile_of_mlla_nano(tmp_path):
     own = [f['own_ms'] for f in functions]
     assert own == sorted(own, reverse=True) and all(f['cumulative_ms'] >= f['own_ms'] for f in functions)
     assert any('conv2d' in f['function'] for f in functions), functions
+
+
+def test_op_timer_times_every_op_of_the_fused_mlla_block(use_backend):
+    """The per-op host table lists each kernel op that MLLA's blocks call from their one autograd node, the linear
+    attention included (Triton interpreter, a small MLLA-nano)."""
+    from mlla_dense.models.backbones.mlla import MLLA
+    use_backend('triton')
+    torch.manual_seed(0)
+    model = MLLA(arch='nano', drop_path_rate=0.0).train()
+    with OpTimer() as timer:
+        sum(out.square().mean() for out in model(torch.randn(2, 3, 32, 32))).backward()
+    ops = {row['op'] for row in timer.table(1)}
+    assert {'linear_attention forward', 'linear_attention backward', 'layer_norm forward', 'layer_norm backward',
+            'depthwise_conv forward', 'depthwise_conv backward'} <= ops, ops
 
 
 @pytest.mark.parametrize('argv,message', [

@@ -31,7 +31,7 @@ from mlla_dense.kernels.elementwise import (drop_path_grad, gelu, gelu_with_grad
                                             silu_gate_backward)
 from mlla_dense.kernels.elementwise.reference import pack_reference
 from mlla_dense.kernels.layer_norm.op import layer_norm_op
-from mlla_dense.kernels.linear_attention.op import backward_reading, forward_reading
+from mlla_dense.kernels.linear_attention.op import linear_attention_op, linear_attention_with_tables_op
 from mlla_dense.kernels.linear_attention.rope import build_rope_tables, table_dtype
 from .parameter_paths import ParameterPaths
 from .product_grads import bias_grads, weight_grad
@@ -102,6 +102,23 @@ def _mlp_input(w: _Weights, x3: Tensor, cfg: BlockConfig):
     return ln2, stats2, F.linear(ln2, w.fc1_w, w.fc1_b)
 
 
+def _attention(tables, qk, u, lepe_weight, lepe_bias, cfg: BlockConfig):
+    """(output, stats) of the linear attention, through its op (as the other kernels: one launch path, and
+    profile_backbone.py times it): on ``tables``, or on its cached tables for None."""
+    if tables is None:
+        return linear_attention_op.forward(qk, u, lepe_weight, lepe_bias, cfg.height, cfg.width, cfg.num_heads)
+    return linear_attention_with_tables_op.forward(qk, u, lepe_weight, lepe_bias, *tables, cfg.height, cfg.width,
+                                                   cfg.num_heads)
+
+
+def _attention_backward(tables, d_att, qk, u, lepe_weight, stats, cfg: BlockConfig):
+    """(d qk, d v, d lepe weight, d lepe bias) of :func:`_attention`."""
+    if tables is None:
+        return linear_attention_op.backward(d_att, qk, u, lepe_weight, stats, cfg.height, cfg.width, cfg.num_heads)
+    return linear_attention_with_tables_op.backward(d_att, qk, u, lepe_weight, *tables, stats, cfg.height, cfg.width,
+                                                    cfg.num_heads)
+
+
 def _forward(x: Tensor, cfg: BlockConfig, keep: Optional[Tensor], w: _Weights, saving: bool, tables=None):
     """The block's output, and what the backward needs when ``saving``; ``tables``: the linear attention's RoPE
     tables, or None for its cached ones."""
@@ -113,7 +130,7 @@ def _forward(x: Tensor, cfg: BlockConfig, keep: Optional[Tensor], w: _Weights, s
     gate, inp = gi[..., :c], gi[..., c:]
     u, = depthwise_conv_op.forward(inp, p['dwc.weight'], p['dwc.bias'], h, wd, False, True)
     qk = F.linear(u, w.qk_w, w.qk_b)
-    att, la_stats = forward_reading(tables, qk, u, p['attn.lepe.weight'], p['attn.lepe.bias'], h, wd, cfg.num_heads)
+    att, la_stats = _attention(tables, qk, u, p['attn.lepe.weight'], p['attn.lepe.bias'], cfg)
     gated = silu_gate(att, gate)
     o = F.linear(gated, w.out_w, w.out_b)
     x2 = residual_add(x1, o, None if keep is None else keep[0], cfg.keep_prob)
@@ -164,8 +181,8 @@ def _backward(d_out: Tensor, cfg: BlockConfig, keep, w: _Weights, saved, tables=
     d_gi = torch.empty(gi.shape, dtype=gi.dtype, device=gi.device)
     d_att = torch.empty(att.shape, dtype=att.dtype, device=att.device)
     silu_gate_backward(d_gated, att, gi[..., :c], d_att, d_gi[..., :c])
-    d_qk, d_u, grads['attn.lepe.weight'], grads['attn.lepe.bias'] = backward_reading(
-        tables, d_att, qk, u, p['attn.lepe.weight'], la_stats, h, wd, cfg.num_heads)
+    d_qk, d_u, grads['attn.lepe.weight'], grads['attn.lepe.bias'] = _attention_backward(
+        tables, d_att, qk, u, p['attn.lepe.weight'], la_stats, cfg)
     grads['attn.qk.weight'] = weight_grad(d_qk, u)
     d_u = d_u.view(-1, c).addmm_(d_qk.view(-1, 2 * c), w.qk_w).view(u.shape)
     grads['dwc.weight'], grads['dwc.bias'] = depthwise_conv_op.backward_into(
