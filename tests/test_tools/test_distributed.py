@@ -28,6 +28,11 @@ def dist_env():
     return dict(PYTHON=sys.executable, PORT=str(free_port()), OMP_NUM_THREADS='1')
 
 
+def ends_of(result):
+    """The ends of a launch's stdout and stderr: how far the run got (the log) and how it stopped."""
+    return f'stdout:\n{result.stdout[-2500:]}\nstderr:\n{result.stderr[-2500:]}'
+
+
 def newest_run(work_dir):
     return sorted(d for d in glob.glob(osp.join(work_dir, '2*')) if osp.isdir(d))[-1]
 
@@ -54,7 +59,7 @@ def trained(shapes, tmp_path_factory):
                                             'default_hooks.logger.interval=1']
     result = run(['bash', 'tools/dist_train.sh', DET_DEMO, '2', '--work-dir', work, '--cfg-options', *opts],
                  env=dist_env())
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert result.returncode == 0, ends_of(result)
     return work, opts, result
 
 
@@ -82,7 +87,7 @@ def test_resume_in_distributed_mode(trained):
     opts = [o for o in opts if not o.startswith('train_cfg.max_epochs')] + ['train_cfg.max_epochs=3']
     result = run(['bash', 'tools/dist_train.sh', DET_DEMO, '2', '--work-dir', work, '--resume',
                   '--cfg-options', *opts], env=dist_env())
-    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert result.returncode == 0, ends_of(result)
     assert 'resumed epoch: 2' in (result.stdout + result.stderr)
     assert osp.exists(osp.join(work, 'epoch_3.pth'))
 
