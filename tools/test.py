@@ -21,8 +21,7 @@ def parse_args():
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--show-dir', help='save images with drawn predictions here: for detection inside the '
                                            'work dir\'s timestamped folder where relative (as mmdet), for '
-                                           'segmentation in '
-                                           'SHOW_DIR/vis_data/vis_image/ (as mmseg)')
+                                           'segmentation in SHOW_DIR/vis_data/vis_image/ (as mmseg)')
     parser.add_argument('--out', help='also dump the raw predictions to this pickle file (as mmdet\'s --out)')
     parser.add_argument('--tta', action='store_true',
                         help='test-time augmentation: the config\'s tta_model and tta_pipeline (as mmdet\'s and '
