@@ -1,7 +1,8 @@
 """The tap-sum kernel: out = act(sum over the 3x3 taps of w[tap] * src(tap) + bias) + residual, one (token tile,
 batch, channel block) per program; nine neighbour loads (mostly cache hits), float32 arithmetic. The forward
-runs it on x (taps at +offsets, bias, optional SiLU, optional residual x); the input gradient on g with the
-transposed taps (-offsets) and dy as the residual."""
+runs it on x (taps at +offsets, bias, optional SiLU, optional residual x); the SiLU variant's input gradient
+on g with the transposed taps (-offsets) and dy as the residual (the other variants' is written by the
+weight-gradient kernel, backward.py)."""
 import triton
 import triton.language as tl
 

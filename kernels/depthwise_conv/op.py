@@ -50,14 +50,16 @@ class _BackwardPlan:
         self.part_shape = (self.num_chunks, rows, 10, t['grad_block_c'])
         self.taps = TapGradients(self.num_chunks, b, self.grad_cblocks, t['grad_block_c'], c, x.device)
         self.grad_weight = Launch(_dwconv_grad_weight_kernel, (self.num_chunks, rows), SILU=silu,
-                                  BLOCK_N=t['grad_block_n'], BLOCK_C=t['grad_block_c'], num_warps=t['grad_warps'],
-                                  **self.taps.meta)
-        self.num_cblocks, self.grad_input = _tap_sum(b, n, c, -1, False, False, residual)
+                                  INPUT_GRAD=not silu, RESIDUAL=residual, BLOCK_N=t['grad_block_n'],
+                                  BLOCK_C=t['grad_block_c'], num_warps=t['grad_warps'], **self.taps.meta)
         # strides are part of the plan's key (kernel_op.layout); g is dy, or new and contiguous with the SiLU
         g_strides = (n * c, c) if silu else dy.stride()[:2]
         self.weight_args = (n, height, width, c, self.grad_cblocks, self.tokens_per_chunk, *x.stride()[:2],
-                            *dy.stride()[:2], *g_strides)
-        self.input_args = (n, height, width, c, self.num_cblocks, *g_strides, *dy.stride()[:2], *dx.stride()[:2])
+                            *dy.stride()[:2], *g_strides, *dx.stride()[:2])
+        self.grad_input = None
+        if silu:  # the input gradient is then a second launch (backward.py says why)
+            num_cblocks, self.grad_input = _tap_sum(b, n, c, -1, False, False, residual)
+            self.input_args = (n, height, width, c, num_cblocks, *g_strides, *dy.stride()[:2], *dx.stride()[:2])
 
 
 _forward_plans = Plans(_ForwardPlan)
@@ -83,8 +85,9 @@ def depthwise_conv_backward_into(dx: Tensor, dy: Tensor, x: Tensor, weight: Tens
     g = torch.empty((plan.b, plan.n, plan.c), dtype=x.dtype, device=x.device) if silu else dy
     part = torch.empty(plan.part_shape, dtype=torch.float32, device=x.device)
     d_weight, d_bias = plan.taps.outputs(weight)
-    plan.grad_weight(x, dy, weight, bias, g, part, *plan.weight_args, d_weight, d_bias, *plan.taps.args())
-    plan.grad_input(g, weight, weight, dy, dx, *plan.input_args)
+    plan.grad_weight(x, dy, weight, bias, g, dx, part, *plan.weight_args, d_weight, d_bias, *plan.taps.args())
+    if plan.grad_input is not None:
+        plan.grad_input(g, weight, weight, dy, dx, *plan.input_args)
     return d_weight, d_bias
 
 
