@@ -15,8 +15,9 @@ from .backward import _dwconv_grad_weight_kernel
 from .forward import _tap_sum_kernel
 from .reference import check_inputs
 
-# Measured on an H100 (benchmarks/NOTES.md): tile of the forward and input-gradient passes, tile and programs
-# per SM of the weight-gradient pass (ten per-tap accumulators per program), unrolling of the tap loops.
+# Measured on an H100 (benchmarks/NOTES.md): tile of the forward pass and of the SiLU variant's input-gradient
+# pass, tile and programs per SM of the weight-gradient pass (ten per-tap accumulators per program, the input
+# gradient too without the SiLU), unrolling of the tap loops.
 TUNING = dict(block_n=64, block_c=64, num_warps=4, tap_unroll=3, grad_block_n=32, grad_block_c=32, grad_warps=4,
               grad_programs_per_sm=2)
 

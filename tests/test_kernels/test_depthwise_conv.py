@@ -82,15 +82,16 @@ def test_deterministic(triton_backend):
 @pytest.mark.parametrize('options', VARIANTS, ids=['residual', 'silu', 'plain'])
 def test_backward_into_a_view_of_a_wider_buffer(triton_backend, options):
     """The input gradient written into channels 8..8+C of a wider buffer equals the one written into a tensor of
-    its own (the same kernels, so bit for bit), and the buffer's other channels stay as they were."""
-    x, weight, bias, grad = make_inputs(2, 5, 7, 32, torch.float32)
+    its own (the same kernels, so bit for bit), and the buffer's other channels stay as they were (C=48: a
+    channel block that ends past C)."""
+    x, weight, bias, grad = make_inputs(2, 5, 7, 48, torch.float32)
     residual, silu = options.get('residual', False), options.get('activation') == 'silu'
     dx, *param_grads = depthwise_conv_op.backward(grad, x, weight, bias, 5, 7, residual, silu)
-    wide = torch.full((2, 35, 48), 7., device=DEVICE)
-    param_grads_into = depthwise_conv_op.backward_into(wide[..., 8:40], grad, x, weight, bias, 5, 7, residual, silu)
-    assert torch.equal(wide[..., 8:40], dx)
+    wide = torch.full((2, 35, 64), 7., device=DEVICE)
+    param_grads_into = depthwise_conv_op.backward_into(wide[..., 8:56], grad, x, weight, bias, 5, 7, residual, silu)
+    assert torch.equal(wide[..., 8:56], dx)
     assert torch.equal(wide[..., :8], torch.full_like(wide[..., :8], 7.))
-    assert torch.equal(wide[..., 40:], torch.full_like(wide[..., 40:], 7.))
+    assert torch.equal(wide[..., 56:], torch.full_like(wide[..., 56:], 7.))
     assert all(torch.equal(a, b) for a, b in zip(param_grads_into, param_grads))
 
 
