@@ -26,6 +26,17 @@ def grid_tap(tile_ptr, rel, row, col, W, H, tap, stride_n, mask, SIGN: tl.conste
 
 
 @triton.jit
+def tap_sum(acc, tile_ptr, rel, row, col, W, H, stride_n, mask, w_ptr, channel, valid, SIGN: tl.constexpr,
+            UNROLL: tl.constexpr):
+    """``acc`` + the sum over the 3x3 taps of a depthwise weight (C, 9) times the tile at that tap
+    (:func:`grid_tap`), in float32."""
+    for tap in tl.range(9, loop_unroll_factor=UNROLL):
+        weight = tl.load(w_ptr + channel * 9 + tap, mask=valid, other=0.).to(tl.float32)
+        acc += weight[None, :] * grid_tap(tile_ptr, rel, row, col, W, H, tap, stride_n, mask, SIGN)
+    return acc
+
+
+@triton.jit
 def token_tile(start, BLOCK_N: tl.constexpr, N, W, valid):
     """Tokens ``start..start + BLOCK_N - 1`` of a program: (indices, tile mask with the lanes ``valid``, grid
     rows, grid columns)."""

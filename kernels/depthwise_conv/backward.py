@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from ..activations import silu_grad
-from ..grid_taps import finish_tap_sums, grid_tap, store_tap_sums, token_tile, zero_tap_sums
+from ..grid_taps import finish_tap_sums, grid_tap, store_tap_sums, tap_sum, token_tile, zero_tap_sums
 
 
 @triton.jit
@@ -52,18 +52,13 @@ def _dwconv_grad_weight_kernel(x_ptr, dy_ptr, w_ptr, b_ptr, g_ptr, dx_ptr, part_
         x_tile = x_batch + tok * s_x_n
         g = tl.load(dy_batch + tok * s_dy_n + rel_dy, mask=mask, other=0.).to(tl.float32)
         if SILU:
-            pre = tl.zeros((BLOCK_N, BLOCK_C), tl.float32) + bias[None, :]
-            for tap in tl.range(9, loop_unroll_factor=1):
-                weight = tl.load(w_ptr + channel * 9 + tap, mask=valid, other=0.).to(tl.float32)
-                pre += weight[None, :] * grid_tap(x_tile, rel_x, row, col, W, H, tap, s_x_n, mask, 1)
+            pre = tap_sum(tl.zeros((BLOCK_N, BLOCK_C), tl.float32) + bias[None, :], x_tile, rel_x, row, col, W, H,
+                          s_x_n, mask, w_ptr, channel, valid, 1, 1)
             g = g * silu_grad(pre)
             tl.store(g_batch + tok * s_g_n + rel_g, g.to(g_ptr.dtype.element_ty), mask=mask)
         if INPUT_GRAD:
-            dy_tile = dy_batch + tok * s_dy_n
-            d_in = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
-            for tap in tl.range(9, loop_unroll_factor=1):
-                weight = tl.load(w_ptr + channel * 9 + tap, mask=valid, other=0.).to(tl.float32)
-                d_in += weight[None, :] * grid_tap(dy_tile, rel_dy, row, col, W, H, tap, s_dy_n, mask, -1)
+            d_in = tap_sum(tl.zeros((BLOCK_N, BLOCK_C), tl.float32), dy_batch + tok * s_dy_n, rel_dy, row, col, W, H,
+                           s_dy_n, mask, w_ptr, channel, valid, -1, 1)
             if RESIDUAL:
                 d_in += g
             tl.store(dx_batch + tok * s_dx_n + rel_dx, d_in.to(dx_ptr.dtype.element_ty), mask=mask)

@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 
 from ..activations import silu
-from ..grid_taps import grid_tap, token_tile
+from ..grid_taps import tap_sum, token_tile
 
 
 @triton.jit
@@ -27,9 +27,7 @@ def _tap_sum_kernel(src_ptr, w_ptr, b_ptr, res_ptr, out_ptr, N, H, W, C, NUM_CBL
     acc = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)
     if HAS_BIAS:
         acc += tl.load(b_ptr + channel, mask=valid, other=0.).to(tl.float32)[None, :]
-    for tap in tl.range(9, loop_unroll_factor=TAP_UNROLL):
-        weight = tl.load(w_ptr + channel * 9 + tap, mask=valid, other=0.).to(tl.float32)
-        acc += weight[None, :] * grid_tap(src_tile, rel_src, row, col, W, H, tap, s_src_n, mask, SIGN)
+    acc = tap_sum(acc, src_tile, rel_src, row, col, W, H, s_src_n, mask, w_ptr, channel, valid, SIGN, TAP_UNROLL)
     if SILU:
         acc = silu(acc)
     if RESIDUAL:
