@@ -45,6 +45,29 @@ def token_tile(start, BLOCK_N: tl.constexpr, N, W, valid):
 
 
 @triton.jit
+def grid_tile(program, BLOCK_N: tl.constexpr, TILE_W: tl.constexpr, N, H, W, valid):
+    """The tokens of tile ``program`` of a grid cut into tiles of BLOCK_N tokens: (first token, the tokens'
+    offsets from it, tile mask with the lanes ``valid``, grid rows, grid columns). TILE_W=0: BLOCK_N consecutive
+    tokens (row-major order, rows of the tile may wrap); else BLOCK_N // TILE_W grid rows of TILE_W columns, so
+    that most of a token's upper and lower neighbours are in the tile too."""
+    if TILE_W == 0:
+        start = program * BLOCK_N
+        local = tl.arange(0, BLOCK_N)
+        n, mask, row, col = token_tile(start, BLOCK_N, N, W, valid)
+    else:
+        tiles_w = tl.cdiv(W, TILE_W)
+        row0 = (program // tiles_w) * (BLOCK_N // TILE_W)
+        col0 = (program % tiles_w) * TILE_W
+        r = tl.arange(0, BLOCK_N) // TILE_W
+        c = tl.arange(0, BLOCK_N) % TILE_W
+        row, col = row0 + r, col0 + c
+        start = row0 * W + col0
+        local = r * W + c
+        mask = ((row < H) & (col < W))[:, None] & valid[None, :]
+    return start, local, mask, row, col
+
+
+@triton.jit
 def zero_tap_sums(BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     """Ten zero (BLOCK_N, BLOCK_C) float32 accumulators: nine taps and the bias."""
     z = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)

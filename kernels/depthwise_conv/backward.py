@@ -1,12 +1,10 @@
 """Weight-gradient kernel, chunked over tokens: the gradient at the convolution's output ``g`` (dy, or
 dy * SiLU'(pre) with the pre-activation recomputed from the nine taps, then stored) and the partials of the
 weight and bias gradients (per tap, x * g summed elementwise over the chunk, over the tile's tokens at the
-end), which the last program of each channel block sums into the gradients.
-
-The input gradient is dx = the transposed taps of g (+ dy for the residual). Without the SiLU, g is dy, which
-every program can read at its neighbours, so this kernel writes dx too (INPUT_GRAD: one launch for the
-backward). With the SiLU, a program's neighbours need g from other programs, and dx is a second launch: the
-forward's tap-sum kernel (forward.py)."""
+end), which the last program of each channel block sums into the gradients. The input gradient, the transposed
+taps of g (+ dy for the residual), is a second launch: the forward's tap-sum kernel (forward.py). Writing it
+here too, where g is dy, took MLLA-T's stage 1 from 74 to 131 us (benchmarks/NOTES.md): this pass runs only
+two programs per SM, and the tap-sum kernel many."""
 import triton
 import triton.language as tl
 
@@ -21,11 +19,11 @@ def tap_product(x_tile, rel, row, col, W, H, tap: tl.constexpr, stride_n, mask, 
 
 
 @triton.jit
-def _dwconv_grad_weight_kernel(x_ptr, dy_ptr, w_ptr, b_ptr, g_ptr, dx_ptr, part_ptr,
+def _dwconv_grad_weight_kernel(x_ptr, dy_ptr, w_ptr, b_ptr, g_ptr, part_ptr,
                                N, H, W, C, NUM_CBLOCKS, TOKENS_PER_CHUNK,
-                               s_x_b, s_x_n, s_dy_b, s_dy_n, s_g_b, s_g_n, s_dx_b, s_dx_n,
+                               s_x_b, s_x_n, s_dy_b, s_dy_n, s_g_b, s_g_n,
                                d_weight_ptr, d_bias_ptr, counter_ptr, TAP_ROWS, TAP_BLOCKS, TAP_C, TAP_WIDTH,
-                               SILU: tl.constexpr, INPUT_GRAD: tl.constexpr, RESIDUAL: tl.constexpr,
+                               SILU: tl.constexpr,
                                BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, TAP_BLOCK_R: tl.constexpr):
     chunk = tl.program_id(0)
     bc = tl.program_id(1)
@@ -37,11 +35,9 @@ def _dwconv_grad_weight_kernel(x_ptr, dy_ptr, w_ptr, b_ptr, g_ptr, dx_ptr, part_
     rel_x = local[:, None] * s_x_n + channel[None, :]
     rel_dy = local[:, None] * s_dy_n + channel[None, :]
     rel_g = local[:, None] * s_g_n + channel[None, :]
-    rel_dx = local[:, None] * s_dx_n + channel[None, :]
     x_batch = x_ptr + b.to(tl.int64) * s_x_b
     dy_batch = dy_ptr + b.to(tl.int64) * s_dy_b
     g_batch = g_ptr + b.to(tl.int64) * s_g_b
-    dx_batch = dx_ptr + b.to(tl.int64) * s_dx_b
     bias = tl.load(b_ptr + channel, mask=valid, other=0.).to(tl.float32)
     a0, a1, a2, a3, a4, a5, a6, a7, a8, a_bias = zero_tap_sums(BLOCK_N, BLOCK_C)
     start = chunk * TOKENS_PER_CHUNK
@@ -56,12 +52,6 @@ def _dwconv_grad_weight_kernel(x_ptr, dy_ptr, w_ptr, b_ptr, g_ptr, dx_ptr, part_
                           s_x_n, mask, w_ptr, channel, valid, 1, 1)
             g = g * silu_grad(pre)
             tl.store(g_batch + tok * s_g_n + rel_g, g.to(g_ptr.dtype.element_ty), mask=mask)
-        if INPUT_GRAD:
-            d_in = tap_sum(tl.zeros((BLOCK_N, BLOCK_C), tl.float32), dy_batch + tok * s_dy_n, rel_dy, row, col, W, H,
-                           s_dy_n, mask, w_ptr, channel, valid, -1, 1)
-            if RESIDUAL:
-                d_in += g
-            tl.store(dx_batch + tok * s_dx_n + rel_dx, d_in.to(dx_ptr.dtype.element_ty), mask=mask)
         a0 = tap_product(x_tile, rel_x, row, col, W, H, 0, s_x_n, mask, g, a0)
         a1 = tap_product(x_tile, rel_x, row, col, W, H, 1, s_x_n, mask, g, a1)
         a2 = tap_product(x_tile, rel_x, row, col, W, H, 2, s_x_n, mask, g, a2)

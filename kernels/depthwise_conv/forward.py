@@ -1,27 +1,26 @@
 """The tap-sum kernel: out = act(sum over the 3x3 taps of w[tap] * src(tap) + bias) + residual, one (token tile,
-batch, channel block) per program; nine neighbour loads (mostly cache hits), float32 arithmetic. The forward
-runs it on x (taps at +offsets, bias, optional SiLU, optional residual x); the SiLU variant's input gradient
-on g with the transposed taps (-offsets) and dy as the residual (the other variants' is written by the
-weight-gradient kernel, backward.py)."""
+batch, channel block) per program; nine neighbour loads (mostly cache hits: a tile of several grid rows holds
+most of its tokens' upper and lower neighbours, grid_taps.grid_tile), float32 arithmetic. The forward runs it on
+x (taps at +offsets, bias, optional SiLU, optional residual x); the backward on g with the transposed taps
+(-offsets) and dy as the residual, for the input gradient (backward.py)."""
 import triton
 import triton.language as tl
 
 from ..activations import silu
-from ..grid_taps import tap_sum, token_tile
+from ..grid_taps import grid_tile, tap_sum
 
 
 @triton.jit
 def _tap_sum_kernel(src_ptr, w_ptr, b_ptr, res_ptr, out_ptr, N, H, W, C, NUM_CBLOCKS,
                     s_src_b, s_src_n, s_res_b, s_res_n, s_o_b, s_o_n,
                     SIGN: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr, RESIDUAL: tl.constexpr,
-                    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, TAP_UNROLL: tl.constexpr):
+                    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, TILE_W: tl.constexpr, TAP_UNROLL: tl.constexpr):
     bc = tl.program_id(1)
     b = bc // NUM_CBLOCKS
     channel = (bc % NUM_CBLOCKS) * BLOCK_C + tl.arange(0, BLOCK_C)
     valid = channel < C
-    start = tl.program_id(0) * BLOCK_N
-    n, mask, row, col = token_tile(start, BLOCK_N, N, W, valid)
-    local = tl.arange(0, BLOCK_N)[:, None]
+    start, local, mask, row, col = grid_tile(tl.program_id(0), BLOCK_N, TILE_W, N, H, W, valid)
+    local = local[:, None]
     rel_src = local * s_src_n + channel[None, :]
     src_tile = src_ptr + b.to(tl.int64) * s_src_b + start.to(tl.int64) * s_src_n
     acc = tl.zeros((BLOCK_N, BLOCK_C), tl.float32)

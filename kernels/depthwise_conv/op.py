@@ -15,26 +15,32 @@ from .backward import _dwconv_grad_weight_kernel
 from .forward import _tap_sum_kernel
 from .reference import check_inputs
 
-# Measured on an H100 (benchmarks/NOTES.md): tile of the forward pass and of the SiLU variant's input-gradient
-# pass, tile and programs per SM of the weight-gradient pass (ten per-tap accumulators per program, the input
-# gradient too without the SiLU), unrolling of the tap loops.
-TUNING = dict(block_n=64, block_c=64, num_warps=4, tap_unroll=3, grad_block_n=32, grad_block_c=32, grad_warps=4,
-              grad_programs_per_sm=2)
+# Tile of the tap-sum passes (forward, input gradient): 32 tokens as 2 grid rows of 16 columns, 2 warps, measured
+# on an H200 at MLLA-T's stage shapes (benchmarks/NOTES.md, thirty-fourth session). Tile and programs per SM of
+# the weight-gradient pass (ten per-tap accumulators per program), measured on an H100; unrolling of the tap loop.
+TUNING = dict(block_n=32, tile_w=16, block_c=64, num_warps=2, tap_unroll=3, grad_block_n=32, grad_block_c=32,
+              grad_warps=4, grad_programs_per_sm=2)
 
 
-def _tap_sum(b, n, c, sign, has_bias, silu, residual):
-    """The tap-sum launch over (B, N, C) tokens (see forward.py)."""
+def _grid_tiles(h, w, block_n, tile_w):
+    """How many tiles of ``block_n`` tokens cover an h x w grid (grid_taps.grid_tile)."""
+    return triton.cdiv(h, block_n // tile_w) * triton.cdiv(w, tile_w) if tile_w else triton.cdiv(h * w, block_n)
+
+
+def _tap_sum(b, h, w, c, sign, has_bias, silu, residual):
+    """The tap-sum launch over (B, H*W, C) tokens (see forward.py)."""
     t = TUNING
     ncb = triton.cdiv(c, t['block_c'])
-    return ncb, Launch(_tap_sum_kernel, (triton.cdiv(n, t['block_n']), b * ncb), SIGN=sign, HAS_BIAS=has_bias,
-                       SILU=silu, RESIDUAL=residual, BLOCK_N=t['block_n'], BLOCK_C=t['block_c'],
-                       TAP_UNROLL=t['tap_unroll'], num_warps=t['num_warps'])
+    return ncb, Launch(_tap_sum_kernel, (_grid_tiles(h, w, t['block_n'], t['tile_w']), b * ncb), SIGN=sign,
+                       HAS_BIAS=has_bias, SILU=silu, RESIDUAL=residual, BLOCK_N=t['block_n'],
+                       BLOCK_C=t['block_c'], TILE_W=t['tile_w'], TAP_UNROLL=t['tap_unroll'],
+                       num_warps=t['num_warps'])
 
 
 class _ForwardPlan:
     def __init__(self, x, weight, bias, height, width, residual, silu):
         self.b, self.n, self.c, _, _ = check_inputs(x, (height, width), weight, bias, 'silu' if silu else None)
-        self.num_cblocks, self.launch = _tap_sum(self.b, self.n, self.c, 1, True, silu, residual)
+        self.num_cblocks, self.launch = _tap_sum(self.b, height, width, self.c, 1, True, silu, residual)
         # strides are part of the plan's key (kernel_op.layout); the output is contiguous
         self.args = (self.n, height, width, self.c, self.num_cblocks, *x.stride()[:2], *x.stride()[:2],
                      self.n * self.c, self.c)
@@ -51,16 +57,14 @@ class _BackwardPlan:
         self.part_shape = (self.num_chunks, rows, 10, t['grad_block_c'])
         self.taps = TapGradients(self.num_chunks, b, self.grad_cblocks, t['grad_block_c'], c, x.device)
         self.grad_weight = Launch(_dwconv_grad_weight_kernel, (self.num_chunks, rows), SILU=silu,
-                                  INPUT_GRAD=not silu, RESIDUAL=residual, BLOCK_N=t['grad_block_n'],
-                                  BLOCK_C=t['grad_block_c'], num_warps=t['grad_warps'], **self.taps.meta)
+                                  BLOCK_N=t['grad_block_n'], BLOCK_C=t['grad_block_c'], num_warps=t['grad_warps'],
+                                  **self.taps.meta)
+        self.num_cblocks, self.grad_input = _tap_sum(b, height, width, c, -1, False, False, residual)
         # strides are part of the plan's key (kernel_op.layout); g is dy, or new and contiguous with the SiLU
         g_strides = (n * c, c) if silu else dy.stride()[:2]
         self.weight_args = (n, height, width, c, self.grad_cblocks, self.tokens_per_chunk, *x.stride()[:2],
-                            *dy.stride()[:2], *g_strides, *dx.stride()[:2])
-        self.grad_input = None
-        if silu:  # the input gradient is then a second launch (backward.py says why)
-            num_cblocks, self.grad_input = _tap_sum(b, n, c, -1, False, False, residual)
-            self.input_args = (n, height, width, c, num_cblocks, *g_strides, *dy.stride()[:2], *dx.stride()[:2])
+                            *dy.stride()[:2], *g_strides)
+        self.input_args = (n, height, width, c, self.num_cblocks, *g_strides, *dy.stride()[:2], *dx.stride()[:2])
 
 
 _forward_plans = Plans(_ForwardPlan)
@@ -86,9 +90,8 @@ def depthwise_conv_backward_into(dx: Tensor, dy: Tensor, x: Tensor, weight: Tens
     g = torch.empty((plan.b, plan.n, plan.c), dtype=x.dtype, device=x.device) if silu else dy
     part = torch.empty(plan.part_shape, dtype=torch.float32, device=x.device)
     d_weight, d_bias = plan.taps.outputs(weight)
-    plan.grad_weight(x, dy, weight, bias, g, dx, part, *plan.weight_args, d_weight, d_bias, *plan.taps.args())
-    if plan.grad_input is not None:
-        plan.grad_input(g, weight, weight, dy, dx, *plan.input_args)
+    plan.grad_weight(x, dy, weight, bias, g, part, *plan.weight_args, d_weight, d_bias, *plan.taps.args())
+    plan.grad_input(g, weight, weight, dy, dx, *plan.input_args)
     return d_weight, d_bias
 
 

@@ -8,6 +8,7 @@ import torch
 from helpers import assert_one_graph_matching_eager
 
 from mlla_dense.kernels.depthwise_conv import depthwise_conv, depthwise_conv_reference
+from mlla_dense.kernels.depthwise_conv import op as depthwise_conv_module
 from mlla_dense.kernels.depthwise_conv.op import depthwise_conv_op
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -56,6 +57,21 @@ CPU_SHAPES = [(2, 5, 7, 32), (1, 9, 6, 48), (1, 1, 13, 16), (2, 11, 1, 64), (1, 
 @pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
 def test_matches_reference(triton_backend, shape, options, dtype, tol):
     check(*shape, dtype, tol, options)
+
+
+@pytest.mark.parametrize('tiles', [dict(block_n=16, tile_w=0), dict(block_n=16, tile_w=4),
+                                   dict(block_n=64, tile_w=16)], ids=['row-major', '4x4', '4x16'])
+@pytest.mark.parametrize('options', VARIANTS, ids=['residual', 'silu', 'plain'])
+def test_grid_tiles_match_reference(triton_backend, monkeypatch, tiles, options):
+    """The tap-sum kernel (forward, input gradient) on other tiles than the default (TUNING's block_n, tile_w):
+    consecutive tokens in row-major order, or grid rows x columns that grids of one row or column, or sides that
+    are not multiples of the tile, leave partly empty."""
+    for name, value in tiles.items():
+        monkeypatch.setitem(depthwise_conv_module.TUNING, name, value)
+    for plans in (depthwise_conv_module._forward_plans, depthwise_conv_module._backward_plans):
+        monkeypatch.setattr(plans, 'cache', {})
+    for shape in ((2, 5, 7, 32), (1, 1, 13, 16), (2, 11, 1, 64), (1, 9, 6, 48)):
+        check(*shape, torch.float32, 1e-5, options)
 
 
 def test_no_bias_and_strided_input(triton_backend):
