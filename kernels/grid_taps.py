@@ -49,7 +49,7 @@ def grid_tile(program, BLOCK_N: tl.constexpr, TILE_W: tl.constexpr, N, H, W, val
     """The tokens of tile ``program`` of a grid cut into tiles of BLOCK_N tokens: (first token, the tokens'
     offsets from it, tile mask with the lanes ``valid``, grid rows, grid columns). TILE_W=0: BLOCK_N consecutive
     tokens (row-major order, rows of the tile may wrap); else BLOCK_N // TILE_W grid rows of TILE_W columns, so
-    that most of a token's upper and lower neighbours are in the tile too."""
+    that the tile holds, besides its own rows, the neighbour rows of all but its first and last row."""
     if TILE_W == 0:
         start = program * BLOCK_N
         local = tl.arange(0, BLOCK_N)

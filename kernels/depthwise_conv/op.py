@@ -15,15 +15,18 @@ from .backward import _dwconv_grad_weight_kernel
 from .forward import _tap_sum_kernel
 from .reference import check_inputs
 
-# Tile of the tap-sum passes (forward, input gradient): 32 tokens as 2 grid rows of 16 columns, 2 warps, measured
-# on an H200 at MLLA-T's stage shapes (benchmarks/NOTES.md, thirty-fourth session). Tile and programs per SM of
-# the weight-gradient pass (ten per-tap accumulators per program), measured on an H100; unrolling of the tap loop.
+# Tile of the tap-sum passes (forward, input gradient): 32 tokens as 2 grid rows of 16 columns, 2 warps, chosen by
+# a sweep on an H200 at MLLA-T's stage shapes and confirmed on an H100 (benchmarks/NOTES.md, thirty-fourth
+# session). Tile and programs per SM of the weight-gradient pass (ten per-tap accumulators per program), measured
+# on an H100; unrolling of the tap loop.
 TUNING = dict(block_n=32, tile_w=16, block_c=64, num_warps=2, tap_unroll=3, grad_block_n=32, grad_block_c=32,
               grad_warps=4, grad_programs_per_sm=2)
 
 
 def _grid_tiles(h, w, block_n, tile_w):
     """How many tiles of ``block_n`` tokens cover an h x w grid (grid_taps.grid_tile)."""
+    if tile_w and block_n % tile_w:
+        raise ValueError(f'a tile of {block_n} tokens is not whole grid rows of {tile_w}: fix TUNING')
     return triton.cdiv(h, block_n // tile_w) * triton.cdiv(w, tile_w) if tile_w else triton.cdiv(h * w, block_n)
 
 

@@ -48,8 +48,10 @@ def check(b, h, w, c, dtype, tol, options):
 
 
 # odd grids, a channel count that is not a multiple of the channel block, a single row and a single column, more
-# program rows (batch x chunks) than one step of the last program's sum of the weight-gradient partials
-CPU_SHAPES = [(2, 5, 7, 32), (1, 9, 6, 48), (1, 1, 13, 16), (2, 11, 1, 64), (1, 6, 6, 96), (9, 3, 4, 16)]
+# program rows (batch x chunks) than one step of the last program's sum of the weight-gradient partials, a grid
+# wider than the tap-sum kernel's tile of 16 columns
+CPU_SHAPES = [(2, 5, 7, 32), (1, 9, 6, 48), (1, 1, 13, 16), (2, 11, 1, 64), (1, 6, 6, 96), (9, 3, 4, 16),
+              (1, 5, 21, 16)]
 
 
 @pytest.mark.parametrize('shape', CPU_SHAPES)
@@ -64,14 +66,22 @@ def test_matches_reference(triton_backend, shape, options, dtype, tol):
 @pytest.mark.parametrize('options', VARIANTS, ids=['residual', 'silu', 'plain'])
 def test_grid_tiles_match_reference(triton_backend, monkeypatch, tiles, options):
     """The tap-sum kernel (forward, input gradient) on other tiles than the default (TUNING's block_n, tile_w):
-    consecutive tokens in row-major order, or grid rows x columns that grids of one row or column, or sides that
-    are not multiples of the tile, leave partly empty."""
+    consecutive tokens in row-major order, and tiles of grid rows x columns, partly empty where a grid has one row
+    or one column or sides that are not multiples of the tile."""
     for name, value in tiles.items():
         monkeypatch.setitem(depthwise_conv_module.TUNING, name, value)
     for plans in (depthwise_conv_module._forward_plans, depthwise_conv_module._backward_plans):
         monkeypatch.setattr(plans, 'cache', {})
     for shape in ((2, 5, 7, 32), (1, 1, 13, 16), (2, 11, 1, 64), (1, 9, 6, 48)):
         check(*shape, torch.float32, 1e-5, options)
+
+
+def test_tiles_of_partial_grid_rows_refused(triton_backend, monkeypatch):
+    monkeypatch.setitem(depthwise_conv_module.TUNING, 'tile_w', 12)
+    monkeypatch.setattr(depthwise_conv_module._forward_plans, 'cache', {})
+    x, weight, bias, _ = make_inputs(1, 4, 5, 32, torch.float32)
+    with pytest.raises(ValueError, match='whole grid rows'):
+        depthwise_conv(x, (4, 5), weight, bias, residual=True)
 
 
 def test_no_bias_and_strided_input(triton_backend):
