@@ -28,6 +28,10 @@ the selective-scan kernel (``selective_scan``: VMamba's four SS2D paths, d_state
 and tokens. The roofline counts reading q, k, v, the log decays and writing o and z (float32) forward, plus
 reading dO, dz and writing every input gradient backward. Writes gated_linear_attention.json and .png.
 
+``--tuning JSON`` replaces entries of the op's TUNING table (tiles, warps, programs per SM) for the run, to compare
+settings on one's own GPU; the JSON records them. The depthwise conv's tiles before the thirty-fourth session, for
+instance: ``--op depthwise_conv --tuning '{"block_n": 64, "tile_w": 0, "num_warps": 4}'``.
+
 Times are CUDA-graph replays (device time, as the kernels run inside a model where the CPU runs ahead);
 ``eager_ms`` also records plain launches from Python, which include the CPU's launch overhead. ``--smoke``
 runs tiny shapes on any device (on CPU with TRITON_INTERPRET=1) to check the tool, not to measure.
@@ -39,12 +43,15 @@ runs tiny shapes on any device (on CPU with TRITON_INTERPRET=1) to check the too
     python tools/benchmark_kernels.py --op gated_linear_attention --out benchmarks/results
 """
 import argparse
+import importlib
+import json
 import os
 
 import torch
 
 from mlla_dense.kernels.backend import forced_backend
 from mlla_dense.kernels.depthwise_conv import depthwise_conv, depthwise_conv_reference
+from mlla_dense.kernels.kernel_op import clear_plans
 from mlla_dense.kernels.gated_linear_attention import (DIRECTIONS, gated_linear_attention,
                                                       gated_linear_attention_reference)
 from mlla_dense.kernels.layer_norm import layer_norm, layer_norm_reference
@@ -81,7 +88,34 @@ def parse_args():
     parser.add_argument('--max-reference-length', type=int, default=1050,
                         help='selective_scan: longest sequence for the eager and compiled reference loops')
     parser.add_argument('--smoke', action='store_true', help='tiny shapes on any device, to check the tool')
+    parser.add_argument('--tuning', type=json.loads, metavar='JSON',
+                        help="a JSON object whose entries replace those of the op's TUNING table for this run")
     return parser.parse_args()
+
+
+# the module holding each op's TUNING table
+TUNING_MODULES = {'linear_attention': 'mlla_dense.kernels.linear_attention.launch',
+                  'gated_linear_attention': 'mlla_dense.kernels.gated_linear_attention.launch',
+                  'depthwise_conv': 'mlla_dense.kernels.depthwise_conv.op',
+                  'layer_norm': 'mlla_dense.kernels.layer_norm.op'}
+
+
+def apply_tuning(op: str, changes) -> dict:
+    """The op's TUNING table (None for an op without one) with ``changes`` put in where given, every launch plan
+    forgotten so that new launches use it; unknown ops or entries stop the run with what there is."""
+    if changes is None:
+        return dict(importlib.import_module(TUNING_MODULES[op]).TUNING) if op in TUNING_MODULES else None
+    if op not in TUNING_MODULES:
+        raise SystemExit(f'--tuning: {op} has no TUNING table (ops with one: {", ".join(sorted(TUNING_MODULES))})')
+    if not isinstance(changes, dict):
+        raise SystemExit(f'--tuning takes a JSON object, got {changes!r}')
+    table = importlib.import_module(TUNING_MODULES[op]).TUNING
+    unknown = sorted(set(changes) - set(table))
+    if unknown:
+        raise SystemExit(f'--tuning: {unknown} are not in the TUNING table of {op}, whose entries are {sorted(table)}')
+    table.update(changes)
+    clear_plans()
+    return dict(table)
 
 
 def attention_case(shape, dtype, device):
@@ -223,6 +257,7 @@ def main():
                          'the Triton interpreter: TRITON_INTERPRET=1 python tools/benchmark_kernels.py --smoke ...')
     device = 'cuda' if cuda else 'cpu'
     bandwidth = copy_bandwidth_gbs() if cuda else None
+    tuning = apply_tuning(args.op, args.tuning)
     all_shapes, make_case, reference, triton_fn = OPS[args.op]
     all_shapes = SMOKE_SHAPES[args.op] if args.smoke else all_shapes
     shapes = [all_shapes[i] for i in args.shapes] if args.shapes else all_shapes
@@ -262,7 +297,7 @@ def main():
     print_table([dict(r, us=round(r['ms'] * 1e3, 1), launch_us=round(r['eager_ms'] * 1e3, 1)) for r in records],
                 ['shape', 'pass_', 'impl', 'us', 'launch_us', 'gbs', 'pct_roofline', 'speedup_vs_eager',
                  'speedup_vs_compile'])
-    info = dict(run_info(), copy_bandwidth_gbs=bandwidth and round(bandwidth, 1))
+    info = dict(run_info(), copy_bandwidth_gbs=bandwidth and round(bandwidth, 1), tuning=tuning)
     write_json(os.path.join(args.out, f'{args.op}.json'), dict(info, records=records, not_run=skipped))
     plot(records, info, args.op, os.path.join(args.out, f'{args.op}.png'))
 

@@ -34,6 +34,29 @@ def test_gated_linear_attention_smoke_times_the_selective_scan_too(tmp_path):
     assert (tmp_path / 'gated_linear_attention.png').stat().st_size > 10_000
 
 
+def test_tuning_replaces_entries_of_the_table_and_is_recorded(tmp_path):
+    tiles = {'block_n': 16, 'tile_w': 4}
+    result = run(['python', 'tools/benchmark_kernels.py', '--op', 'depthwise_conv', '--smoke', '--no-compile',
+                  '--tuning', json.dumps(tiles), '--out', str(tmp_path)], env={'TRITON_INTERPRET': '1'})
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / 'depthwise_conv.json') as f:
+        payload = json.load(f)
+    assert payload['tuning']['block_n'] == 16 and payload['tuning']['tile_w'] == 4
+    assert payload['tuning']['grad_block_n'] == 32  # the entries not given keep their values
+    assert len(payload['records']) == 4
+
+
+@pytest.mark.parametrize('op,tuning,message', [
+    ('depthwise_conv', '{"tile": 8}', "['tile'] are not in the TUNING table of depthwise_conv"),
+    ('selective_scan', '{"BLOCK_L": 64}', 'selective_scan has no TUNING table'),
+    ('layer_norm', '[1, 2]', '--tuning takes a JSON object')])
+def test_tuning_refuses_what_the_op_does_not_have(op, tuning, message, tmp_path):
+    result = run(['python', 'tools/benchmark_kernels.py', '--op', op, '--smoke', '--tuning', tuning,
+                  '--out', str(tmp_path)], env={'TRITON_INTERPRET': '1'})
+    assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+    assert 'Traceback' not in result.stderr
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the refusal on a machine without CUDA')
 def test_without_gpu_only_smoke_runs(tmp_path):
     result = run(['python', 'tools/benchmark_kernels.py', '--out', str(tmp_path)], env={'TRITON_INTERPRET': '1'})
