@@ -51,9 +51,9 @@ import torch
 
 from mlla_dense.kernels.backend import forced_backend
 from mlla_dense.kernels.depthwise_conv import depthwise_conv, depthwise_conv_reference
-from mlla_dense.kernels.kernel_op import clear_plans
 from mlla_dense.kernels.gated_linear_attention import (DIRECTIONS, gated_linear_attention,
                                                       gated_linear_attention_reference)
+from mlla_dense.kernels.kernel_op import clear_plans
 from mlla_dense.kernels.layer_norm import layer_norm, layer_norm_reference
 from mlla_dense.kernels.linear_attention import linear_attention, linear_attention_reference
 from mlla_dense.kernels.selective_scan import ss2d_paths, ss2d_paths_reference
@@ -103,13 +103,15 @@ TUNING_MODULES = {'linear_attention': 'mlla_dense.kernels.linear_attention.launc
 def apply_tuning(op: str, changes) -> dict:
     """The op's TUNING table (None for an op without one) with ``changes`` put in where given, every launch plan
     forgotten so that new launches use it; unknown ops or entries stop the run with what there is."""
-    if changes is None:
-        return dict(importlib.import_module(TUNING_MODULES[op]).TUNING) if op in TUNING_MODULES else None
     if op not in TUNING_MODULES:
+        if changes is None:
+            return None
         raise SystemExit(f'--tuning: {op} has no TUNING table (ops with one: {", ".join(sorted(TUNING_MODULES))})')
+    table = importlib.import_module(TUNING_MODULES[op]).TUNING
+    if changes is None:
+        return dict(table)
     if not isinstance(changes, dict):
         raise SystemExit(f'--tuning takes a JSON object, got {changes!r}')
-    table = importlib.import_module(TUNING_MODULES[op]).TUNING
     unknown = sorted(set(changes) - set(table))
     if unknown:
         raise SystemExit(f'--tuning: {unknown} are not in the TUNING table of {op}, whose entries are {sorted(table)}')

@@ -1,8 +1,8 @@
 """The tap-sum kernel: out = act(sum over the 3x3 taps of w[tap] * src(tap) + bias) + residual, one (token tile,
 batch, channel block) per program; nine neighbour loads (mostly cache hits: a tile of several grid rows holds
-part of its tokens' upper and lower neighbours itself, grid_taps.grid_tile), float32 arithmetic. The forward runs it on
-x (taps at +offsets, bias, optional SiLU, optional residual x); the backward on g with the transposed taps
-(-offsets) and dy as the residual, for the input gradient (backward.py)."""
+part of its tokens' upper and lower neighbours itself, grid_taps.grid_tile), float32 arithmetic. The forward
+runs it on x (taps at +offsets, bias, optional SiLU, optional residual x); the backward on g with the transposed
+taps (-offsets) and dy as the residual, for the input gradient (backward.py)."""
 import triton
 import triton.language as tl
 
