@@ -154,8 +154,10 @@ def finish_column_sums(*partials: Tensor) -> Tuple[Tensor, ...]:
     return outs
 
 
-COLUMN_SUMS_TILE = 4096  # elements per step of a column_sums program
-COLUMN_SUMS_BLOCK_C = 128
+# column_sums' tile: 64 columns of 64 tokens per step, two programs per SM. 64 columns instead of 128 took MLLA-T's
+# bias gradients from 1064 to 754 us of device time per forward+backward (H100, benchmarks/NOTES.md)
+COLUMN_SUMS_TILE = 4096
+COLUMN_SUMS_BLOCK_C = 64
 COLUMN_SUMS_PROGRAMS_PER_SM = 2
 
 
