@@ -28,9 +28,10 @@ the selective-scan kernel (``selective_scan``: VMamba's four SS2D paths, d_state
 and tokens. The roofline counts reading q, k, v, the log decays and writing o and z (float32) forward, plus
 reading dO, dz and writing every input gradient backward. Writes gated_linear_attention.json and .png.
 
-``--tuning JSON`` replaces entries of the op's TUNING table (tiles, warps, programs per SM) for the run, to compare
-settings on one's own GPU; the JSON records them. The depthwise conv's tiles before the thirty-fourth session, for
-instance: ``--op depthwise_conv --tuning '{"block_n": 64, "tile_w": 0, "num_warps": 4}'``.
+``--tuning JSON`` replaces entries of the op's TUNING table (tiles, warps, programs per SM, loop stages) for the run,
+to compare settings on one's own GPU; the JSON records them. The depthwise conv's tiles before the thirty-fourth
+session, for instance: ``--op depthwise_conv --tuning '{"block_n": 64, "tile_w": 0, "num_warps": 4}'``; its
+weight-gradient loop software-pipelined: ``--tuning '{"grad_stages": 3}'``.
 
 Times are CUDA-graph replays (device time, as the kernels run inside a model where the CPU runs ahead);
 ``eager_ms`` also records plain launches from Python, which include the CPU's launch overhead. ``--smoke``

@@ -24,7 +24,8 @@ def _dwconv_grad_weight_kernel(x_ptr, dy_ptr, w_ptr, b_ptr, g_ptr, part_ptr,
                                s_x_b, s_x_n, s_dy_b, s_dy_n, s_g_b, s_g_n,
                                d_weight_ptr, d_bias_ptr, counter_ptr, TAP_ROWS, TAP_BLOCKS, TAP_C, TAP_WIDTH,
                                SILU: tl.constexpr,
-                               BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, TAP_BLOCK_R: tl.constexpr):
+                               BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, TAP_BLOCK_R: tl.constexpr,
+                               STAGES: tl.constexpr):
     chunk = tl.program_id(0)
     bc = tl.program_id(1)
     b = bc // NUM_CBLOCKS
@@ -43,7 +44,7 @@ def _dwconv_grad_weight_kernel(x_ptr, dy_ptr, w_ptr, b_ptr, g_ptr, part_ptr,
     start = chunk * TOKENS_PER_CHUNK
     end = tl.minimum(start + TOKENS_PER_CHUNK, N)
     tok = start.to(tl.int64)
-    for off in range(start, end, BLOCK_N):
+    for off in tl.range(start, end, BLOCK_N, num_stages=STAGES):
         n, mask, row, col = token_tile(off, BLOCK_N, end, W, valid)
         x_tile = x_batch + tok * s_x_n
         g = tl.load(dy_batch + tok * s_dy_n + rel_dy, mask=mask, other=0.).to(tl.float32)

@@ -18,9 +18,11 @@ from .reference import check_inputs
 # Tile of the tap-sum passes (forward, input gradient): 32 tokens as 2 grid rows of 16 columns, 2 warps, chosen by
 # a sweep on an H200 at MLLA-T's stage shapes and confirmed on an H100 (benchmarks/NOTES.md, thirty-fourth
 # session). Tile and programs per SM of the weight-gradient pass (ten per-tap accumulators per program), measured
-# on an H100; unrolling of the tap loop.
+# on an H100, and its loop's software-pipelining stages (1: none; more load a step's tiles ahead through shared
+# memory, not yet timed; the SiLU variant's loop holds the nested tap loop, which Triton does not pipeline);
+# unrolling of the tap loop.
 TUNING = dict(block_n=32, tile_w=16, block_c=64, num_warps=2, tap_unroll=3, grad_block_n=32, grad_block_c=32,
-              grad_warps=4, grad_programs_per_sm=2)
+              grad_warps=4, grad_programs_per_sm=2, grad_stages=1)
 
 
 def _grid_tiles(h, w, block_n, tile_w):
@@ -60,8 +62,8 @@ class _BackwardPlan:
         self.part_shape = (self.num_chunks, rows, 10, t['grad_block_c'])
         self.taps = TapGradients(self.num_chunks, b, self.grad_cblocks, t['grad_block_c'], c, x.device)
         self.grad_weight = Launch(_dwconv_grad_weight_kernel, (self.num_chunks, rows), SILU=silu,
-                                  BLOCK_N=t['grad_block_n'], BLOCK_C=t['grad_block_c'], num_warps=t['grad_warps'],
-                                  **self.taps.meta)
+                                  BLOCK_N=t['grad_block_n'], BLOCK_C=t['grad_block_c'], STAGES=t['grad_stages'],
+                                  num_warps=t['grad_warps'], **self.taps.meta)
         self.num_cblocks, self.grad_input = _tap_sum(b, height, width, c, -1, False, False, residual)
         # strides are part of the plan's key (kernel_op.layout); g is dy, or new and contiguous with the SiLU
         g_strides = (n * c, c) if silu else dy.stride()[:2]

@@ -155,10 +155,12 @@ def finish_column_sums(*partials: Tensor) -> Tuple[Tensor, ...]:
 
 
 # column_sums' tile: 64 columns of 64 tokens per step, two programs per SM. 64 columns instead of 128 took MLLA-T's
-# bias gradients from 1064 to 754 us of device time per forward+backward (H100, benchmarks/NOTES.md)
+# bias gradients from 1064 to 754 us of device time per forward+backward (H100, benchmarks/NOTES.md). Stages of
+# software pipelining of a program's loop: 1, none (more: not yet timed).
 COLUMN_SUMS_TILE = 4096
 COLUMN_SUMS_BLOCK_C = 64
 COLUMN_SUMS_PROGRAMS_PER_SM = 2
+COLUMN_SUMS_STAGES = 1
 
 
 class _ColumnSumsPlan:
@@ -178,7 +180,8 @@ class _ColumnSumsPlan:
         self.part_shape = (programs, blocks * block_c)
         self.counters = ArrivalCounters(blocks, a.device)
         self.launch = Launch(_column_sums_kernel, (programs, blocks), PAIR=count == 2, BLOCK_M=block_m,
-                             BLOCK_C=block_c, BLOCK_R=max(1, min(32, triton.next_power_of_2(programs))))
+                             BLOCK_C=block_c, BLOCK_R=max(1, min(32, triton.next_power_of_2(programs))),
+                             STAGES=COLUMN_SUMS_STAGES)
 
 
 _column_sums_plans = Plans(_ColumnSumsPlan)

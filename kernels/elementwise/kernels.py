@@ -118,7 +118,7 @@ def _finish_column_sums_kernel(part0_ptr, out0_ptr, rows0, c0, part1_ptr, out1_p
 @triton.jit
 def _column_sums_kernel(a_ptr, out_a_ptr, c_a, s_a, b_ptr, out_b_ptr, c_b, s_b, part_ptr, counter_ptr, M,
                         ROWS_PER_PROGRAM, A_BLOCKS, PAIR: tl.constexpr, BLOCK_M: tl.constexpr,
-                        BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr):
+                        BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr, STAGES: tl.constexpr):
     """Program (p, j): column block j (a's first A_BLOCKS, then b's with ``PAIR``) summed over rows
     p * ROWS_PER_PROGRAM.. of its tensor, stored as row p of the (programs, blocks * BLOCK_C) float32 partials; the
     last program of block j to arrive sums its column of partials in row order into the float32 output. Without
@@ -141,7 +141,7 @@ def _column_sums_kernel(a_ptr, out_a_ptr, c_a, s_a, b_ptr, out_b_ptr, c_b, s_b, 
     acc = tl.zeros((BLOCK_M, BLOCK_C), tl.float32)
     start = p * ROWS_PER_PROGRAM
     end = tl.minimum(start + ROWS_PER_PROGRAM, M)
-    for r0 in range(start, end, BLOCK_M):
+    for r0 in tl.range(start, end, BLOCK_M, num_stages=STAGES):
         rows = r0 + tl.arange(0, BLOCK_M)
         mask = (rows < end)[:, None] & valid[None, :]
         acc += tl.load(x_ptr + rows.to(tl.int64)[:, None] * stride + cols[None, :], mask=mask, other=0.).to(

@@ -9,7 +9,8 @@ from ..partial_sums import last_to_arrive
 @triton.jit
 def _layer_norm_bwd_kernel(x_ptr, dy_ptr, w_ptr, stats_ptr, dres_ptr, dx_ptr, part_ptr, dw_ptr, db_ptr,
                            counter_ptr, M, C, ROWS_PER_CHUNK, s_x, s_dy, s_dres, s_dx, RESIDUAL: tl.constexpr,
-                           BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
+                           BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
+                           STAGES: tl.constexpr):
     """Rows of chunk pid: dx = rstd * (w dy - mean_c(w dy) - xhat * mean_c(w dy xhat)) (+ dres, the gradient
     that reaches x by another path, with RESIDUAL); part[pid] holds (sum dy * xhat, sum dy) over the chunk's
     rows, and the last chunk to finish sums them in chunk order into d weight and d bias (their dtype)."""
@@ -21,7 +22,7 @@ def _layer_norm_bwd_kernel(x_ptr, dy_ptr, w_ptr, stats_ptr, dres_ptr, dx_ptr, pa
     d_b = tl.zeros((BLOCK_M, BLOCK_C), tl.float32)
     start = chunk * ROWS_PER_CHUNK
     end = tl.minimum(start + ROWS_PER_CHUNK, M)
-    for off in range(start, end, BLOCK_M):
+    for off in tl.range(start, end, BLOCK_M, num_stages=STAGES):
         rows = off + tl.arange(0, BLOCK_M)
         in_rows = rows < end
         mask = in_rows[:, None] & valid[None, :]

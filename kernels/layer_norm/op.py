@@ -15,10 +15,11 @@ from .reference import check_inputs
 
 # Elements per token tile of the forward and of the backward (whole tokens: BLOCK_M = tile // BLOCK_C), warps,
 # programs per SM of the backward and its fewest tokens per program (fewer partials for the last program to add
-# up), elements per step of that sum. Not swept: ~32 (forward) and ~16 (backward, two accumulators) float32
-# values per thread and tensor.
+# up), elements per step of that sum, software-pipelining stages of the backward's loop (1: none; more load a
+# step's tiles ahead through shared memory, not yet timed). Not swept: ~32 (forward) and ~16 (backward, two
+# accumulators) float32 values per thread and tensor.
 TUNING = dict(tile=4096, backward_tile=2048, num_warps=4, backward_programs_per_sm=2, backward_min_rows=32,
-              finish_tile=4096)
+              finish_tile=4096, backward_stages=1)
 
 
 def _tile(c: int, tile: int):
@@ -50,7 +51,8 @@ class _BackwardPlan:
         self.counter = ArrivalCounters(1, x.device)
         block_k = max(1, min(triton.next_power_of_2(self.num_chunks), TUNING['finish_tile'] // block_c))
         self.rows = Launch(_layer_norm_bwd_kernel, (self.num_chunks,), RESIDUAL=dres is not None, BLOCK_M=block_m,
-                           BLOCK_C=block_c, BLOCK_K=block_k, num_warps=TUNING['num_warps'])
+                           BLOCK_C=block_c, BLOCK_K=block_k, STAGES=TUNING['backward_stages'],
+                           num_warps=TUNING['num_warps'])
 
 
 _forward_plans = Plans(_ForwardPlan)

@@ -7,6 +7,7 @@ interpreter cannot: code that Triton's GPU compiler rejects. Prints one JSON lin
 (registers and spilled bytes per thread, from ptxas' report through cuobjdump) and exits 1 on the first error.
 Kernels with float arguments compile a second time with those typed fp64, as torch.compile's generated code
 passes Python floats (Inductor's signature for them), so a kernel that mixes one into float32-only math fails here.
+Last, the chunked passes compile with their token loops software-pipelined, as their stage knobs allow.
 """
 import json
 import os
@@ -163,8 +164,35 @@ def compile_all():
                              u, delta, a, bb, cc, d, bias)
 
 
+def compile_pipelined():
+    """The chunked passes with their token loops software-pipelined (the stage knobs above 1, as a sweep sets
+    them), in bf16 and fp32; then the knobs as they were."""
+    from mlla_dense.kernels import backend
+    from mlla_dense.kernels import elementwise as ew
+    from mlla_dense.kernels.depthwise_conv import op as depthwise
+    from mlla_dense.kernels.kernel_op import clear_plans
+    from mlla_dense.kernels.layer_norm import op as layer_norm
+    saved = depthwise.TUNING['grad_stages'], layer_norm.TUNING['backward_stages'], ew.COLUMN_SUMS_STAGES
+    depthwise.TUNING['grad_stages'] = layer_norm.TUNING['backward_stages'] = ew.COLUMN_SUMS_STAGES = 3
+    clear_plans()
+    backend._INTERPRETER = True
+    for dtype in (torch.bfloat16, torch.float32):
+        for residual, silu in ((True, False), (False, True)):
+            x, w, b = (torch.randn(*s, dtype=t).requires_grad_() for s, t in
+                       (((2, 30, 64), dtype), ((64, 1, 3, 3), torch.float32), ((64,), torch.float32)))
+            backward_through(depthwise.depthwise_conv_op(x, w, b, 5, 6, residual, silu), x, w, b)
+        x, w, b = (torch.randn(*s, dtype=t).requires_grad_() for s, t in
+                   (((2, 30, 64), dtype), ((64,), torch.float32), ((64,), torch.float32)))
+        backward_through(layer_norm.layer_norm_op(x, w, b, 1e-5, torch.bfloat16), x, w, b)
+        with backend.forced_backend('triton'):
+            ew.column_sums(torch.randn(2, 30, 64, dtype=dtype))
+    depthwise.TUNING['grad_stages'], layer_norm.TUNING['backward_stages'], ew.COLUMN_SUMS_STAGES = saved
+    clear_plans()
+
+
 if __name__ == '__main__':
     if os.environ.get('TRITON_INTERPRET', '0') not in ('', '0'):
         sys.exit('run with TRITON_INTERPRET unset: the interpreter does not compile')
     install_compile_only()
     compile_all()
+    compile_pipelined()

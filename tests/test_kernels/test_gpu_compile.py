@@ -21,3 +21,6 @@ def test_all_kernels_compile_for_sm90():
     compiled = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
     assert {k['kernel'] for k in compiled} == KERNELS
     assert all(k['registers'] is None or 0 < k['registers'] <= 255 for k in compiled)
+    # the stage knobs reach the chunked passes: pipelined, they buffer their loop's loads in shared memory
+    pipelined = {k['kernel'] for k in compiled if k['shared_memory'] >= 16384}
+    assert {'_dwconv_grad_weight_kernel', '_layer_norm_bwd_kernel', '_column_sums_kernel'} <= pipelined
